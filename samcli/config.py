@@ -1,0 +1,288 @@
+"""Typed run configuration: dataclasses, YAML/dict in and out, validation with one-line errors.
+
+Every knob a run has lives here, once. `TrainConfig.from_dict` refuses unknown keys, wrong
+types and impossible values with a `ConfigError` naming the key, the value and what is allowed;
+the CLI turns that into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class SamcliError(Exception):
+    """A user-facing error: its message is one line saying what is wrong and how to fix it."""
+
+
+class ConfigError(SamcliError, ValueError):
+    pass
+
+
+METHODS = ("sgd", "sam", "usam", "msam", "ascent-gd")
+DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+MODELS = ("mlp", "cnn", "resnet", "linear", "diag-linear")
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist1d"
+    root: Optional[str] = None          # where torchvision data sets live on disk
+    download: bool = False              # torchvision sets only; never implicit
+    train_size: Optional[int] = None    # seeded subset of the training set
+    test_size: Optional[int] = None
+    augment: bool = False               # random crop + flip for 32x32 image sets
+    # synthetic teacher-student task
+    task: Literal["classification", "regression"] = "classification"
+    n_train: int = 1000
+    n_test: int = 1000
+    dim: int = 20
+    classes: int = 10
+    label_noise: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    widths: list[int] = field(default_factory=lambda: [256, 256])   # mlp hidden widths
+    activation: Literal["relu", "tanh", "gelu", "softplus"] = "relu"
+    channels: list[int] = field(default_factory=lambda: [16, 32])    # cnn conv channels
+    depth: int = 18                                                  # resnet: 18 or 20
+    norm: Literal["batch", "group", "none"] = "batch"                # cnn / resnet normalization
+
+
+@dataclass
+class OptimizerConfig:
+    method: str = "sgd"
+    lr: float = 0.1
+    batch_size: Union[int, Literal["full"]] = 128
+    rho: float = 0.05                   # SAM perturbation radius
+    m: Optional[int] = None             # msam group size; must divide batch_size
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
+    gamma: float = 0.1                  # step: lr multiplier at each milestone
+    grad_eps: float = 1e-12             # SAM: ascent direction is g / (||g|| + grad_eps)
+
+
+@dataclass
+class MeasureConfig:
+    every: int = 0                      # measure sharpness every K steps during training (0: never)
+    rho: float = 0.05
+    samples: Optional[int] = None       # examples to measure on (None: the whole training set)
+    notions: list[str] = field(default_factory=lambda: ["worst", "ascent", "average"])
+    lanczos_iters: int = 30
+    trace_probes: int = 20
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    loss: Literal["cross-entropy", "mse"] = "cross-entropy"
+    steps: int = 2000
+    eval_every: int = 100
+    chunk_size: int = 4096              # examples per chunk for full-data passes (bounds memory)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict | None) -> "TrainConfig":
+        cfg = _build(cls, raw or {}, prefix="")
+        validate(cfg)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "TrainConfig":
+        raw = load_yaml(path)
+        for item in overrides or []:
+            apply_override(raw, item)
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **dotted: Any) -> "TrainConfig":
+        """Copy with dotted-key changes, e.g. cfg.replace(**{"optimizer.rho": 0.1})."""
+        raw = self.to_dict()
+        for key, value in dotted.items():
+            _set_dotted(raw, key, value)
+        return TrainConfig.from_dict(raw)
+
+
+# ---- YAML and overrides ---------------------------------------------------------------------
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `--set key.sub=value` (value parsed as YAML, so 0.1, true, [1, 2] all work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} needs the form key.sub=value, e.g. optimizer.rho=0.1")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    _set_dotted(raw, key.strip(), value)
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key}: {part} is not a section")
+    node[leaf] = value
+
+
+# ---- typed construction from plain data -----------------------------------------------------
+
+def _build(cls, raw: Any, prefix: str):
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; allowed keys here: {', '.join(names)}")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, key: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key + ".")
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{key}={value!r} is not allowed; expected {_describe(hint)}")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list of {inner.__name__}")
+        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return value
+    return value
+
+
+def _describe(hint) -> str:
+    parts = []
+    for option in typing.get_args(hint):
+        if option is type(None):
+            parts.append("null")
+        elif typing.get_origin(option) is Literal:
+            parts.extend(repr(a) for a in typing.get_args(option))
+        else:
+            parts.append(getattr(option, "__name__", str(option)))
+    return " or ".join(parts)
+
+
+# ---- semantic validation --------------------------------------------------------------------
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: TrainConfig) -> None:
+    o, d, m, s = cfg.optimizer, cfg.data, cfg.model, cfg.measure
+    _require(o.method in METHODS, f"optimizer.method={o.method!r} is unknown; choose one of {', '.join(METHODS)}")
+    _require(d.name in DATASETS, f"data.name={d.name!r} is unknown; choose one of {', '.join(DATASETS)}")
+    _require(m.name in MODELS, f"model.name={m.name!r} is unknown; choose one of {', '.join(MODELS)}")
+    _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
+    _require(o.rho > 0, f"optimizer.rho={o.rho} must be > 0 (use method sgd for no perturbation)")
+    _require(s.rho > 0, f"measure.rho={s.rho} must be > 0")
+    _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")
+    _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
+    _require(not o.nesterov or o.momentum > 0, "optimizer.nesterov=true needs optimizer.momentum > 0")
+    _require(o.grad_eps >= 0, f"optimizer.grad_eps={o.grad_eps} must be >= 0")
+    _require(cfg.steps >= 1, f"steps={cfg.steps} must be >= 1")
+    _require(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} must be >= 1")
+    _require(cfg.chunk_size >= 1, f"chunk_size={cfg.chunk_size} must be >= 1")
+    _require(s.every >= 0, f"measure.every={s.every} must be >= 0 (0 turns it off)")
+    bad = [n for n in s.notions if n not in ("worst", "ascent", "average")]
+    _require(not bad, f"measure.notions has {bad[0] if bad else ''!r}; allowed: worst, ascent, average")
+    if isinstance(o.batch_size, int):
+        _require(o.batch_size >= 1, f"optimizer.batch_size={o.batch_size} must be >= 1 or 'full'")
+    if o.method == "msam":
+        _require(o.m is not None, "optimizer.m is required for method msam; set it to a divisor of batch_size")
+        _require(o.m >= 1, f"optimizer.m={o.m} must be >= 1")
+        if isinstance(o.batch_size, int):
+            _require(o.batch_size % o.m == 0,
+                     f"optimizer.m={o.m} does not divide optimizer.batch_size={o.batch_size}; pick m that divides it")
+    elif o.m is not None:
+        raise ConfigError(f"optimizer.m={o.m} only applies to method msam; remove it or set method: msam")
+    for name in ("train_size", "test_size"):
+        value = getattr(d, name)
+        _require(value is None or value >= 1, f"data.{name}={value} must be >= 1 or null")
+    _require(all(w >= 1 for w in m.widths), f"model.widths={m.widths} must be positive integers")
+    _require(m.depth in (18, 20), f"model.depth={m.depth} is not available; resnet depth is 18 or 20")
+    _require(0 <= d.label_noise <= 1, f"data.label_noise={d.label_noise} must be in [0, 1]")
+    _require(sorted(o.milestones) == o.milestones and all(0 < x < 1 for x in o.milestones),
+             f"optimizer.milestones={o.milestones} must be increasing fractions of steps in (0, 1)")
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Stable hash of every field of a resolved config (keys sorted, floats by repr)."""
+    import hashlib
+    import json
+    text = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Linear algebra on Hessian-vector products; knows nothing about SAM or sharpness."""

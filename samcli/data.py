@@ -1,0 +1,166 @@
+"""Data sets as tensors: every source ends as a train and a test `Batch` held on the device.
+
+Small sets (all this tool's defaults) fit in memory, so batches are drawn by indexing tensors:
+no DataLoader, no worker processes. Image sets are normalized per channel with the training
+split's statistics; the seed fixes subsets and synthetic draws.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError, DataConfig
+from .objective import Batch
+
+TORCHVISION_SETS = {
+    # name: (torchvision class name, how the split is selected, help for getting the files)
+    "mnist": ("MNIST", "train", "the MNIST/raw/*-ubyte files"),
+    "fashion-mnist": ("FashionMNIST", "train", "the FashionMNIST/raw/*-ubyte files"),
+    "cifar10": ("CIFAR10", "train", "the cifar-10-batches-py folder"),
+    "cifar100": ("CIFAR100", "train", "the cifar-100-python folder"),
+    "svhn": ("SVHN", "split", "train_32x32.mat and test_32x32.mat"),
+}
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    train: Batch
+    test: Batch
+    num_classes: int          # 0 for regression
+    input_shape: tuple[int, ...]
+
+
+def load_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
+    """Load the configured data set on the CPU as float32 inputs (move with `Batch.to`)."""
+    if cfg.name == "mnist1d":
+        splits = _mnist1d()
+    elif cfg.name == "digits":
+        splits = _digits(seed)
+    elif cfg.name == "synthetic":
+        splits = _synthetic(cfg, seed)
+    elif cfg.name in TORCHVISION_SETS:
+        splits = _torchvision(cfg)
+    else:
+        raise ConfigError(f"data.name={cfg.name!r} is unknown")
+    return _subset(splits, cfg, seed)
+
+
+def _subset(splits: DataSplits, cfg: DataConfig, seed: int) -> DataSplits:
+    def take(batch: Batch, size, key: str, salt: int) -> Batch:
+        if size is None:
+            return batch
+        if size > len(batch):
+            raise ConfigError(f"data.{key}={size} exceeds the {len(batch)} examples of {cfg.name}; lower it or use null")
+        generator = torch.Generator().manual_seed(seed * 1000 + salt)
+        return batch.take(torch.randperm(len(batch), generator=generator)[:size].sort().values)
+    return DataSplits(take(splits.train, cfg.train_size, "train_size", 1),
+                      take(splits.test, cfg.test_size, "test_size", 2),
+                      splits.num_classes, splits.input_shape)
+
+
+def _standardize(train: np.ndarray, test: np.ndarray, axes) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = train.mean(axis=axes, keepdims=True)
+    std = train.std(axis=axes, keepdims=True) + 1e-8
+    return (torch.as_tensor((train - mean) / std, dtype=torch.float32),
+            torch.as_tensor((test - mean) / std, dtype=torch.float32))
+
+
+def _mnist1d() -> DataSplits:
+    """MNIST-1D (Greydanus 2020), generated locally; cached because generation takes seconds."""
+    cache = Path(os.environ.get("SAMCLI_CACHE", Path.home() / ".cache" / "samcli")) / "mnist1d.npz"
+    if cache.is_file():
+        raw = dict(np.load(cache))
+    else:
+        import warnings
+        with warnings.catch_warnings():   # mnist1d's import triggers a torch.jit deprecation warning
+            warnings.simplefilter("ignore")
+            from mnist1d.data import get_dataset_args, make_dataset
+        made = make_dataset(get_dataset_args())   # the package's default, seeded arguments
+        raw = {k: np.asarray(made[k]) for k in ("x", "y", "x_test", "y_test")}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **raw)
+        os.replace(tmp, cache)
+    x, x_test = _standardize(raw["x"], raw["x_test"], axes=None)
+    return DataSplits(Batch(x, torch.as_tensor(raw["y"], dtype=torch.long)),
+                      Batch(x_test, torch.as_tensor(raw["y_test"], dtype=torch.long)), 10, (40,))
+
+
+def _digits(seed: int) -> DataSplits:
+    """scikit-learn's bundled 8x8 digits (1,797 real images), split 80/20 with a fixed shuffle."""
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = bunch.images.astype(np.float64)[:, None]        # (n, 1, 8, 8)
+    order = np.random.default_rng(12345).permutation(len(images))  # split independent of run seed
+    cut = int(0.8 * len(images))
+    train_idx, test_idx = order[:cut], order[cut:]
+    x, x_test = _standardize(images[train_idx], images[test_idx], axes=None)
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    return DataSplits(Batch(x, y[train_idx]), Batch(x_test, y[test_idx]), 10, (1, 8, 8))
+
+
+def _synthetic(cfg: DataConfig, seed: int) -> DataSplits:
+    """Teacher-student: a random two-layer tanh teacher labels Gaussian inputs."""
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    n = cfg.n_train + cfg.n_test
+    inputs = torch.randn(n, cfg.dim, generator=generator)
+    width = 4 * cfg.dim
+    w1 = torch.randn(cfg.dim, width, generator=generator) / cfg.dim ** 0.5
+    out = cfg.classes if cfg.task == "classification" else 1
+    w2 = torch.randn(width, out, generator=generator) / width ** 0.5
+    scores = torch.tanh(inputs @ w1) @ w2
+    if cfg.task == "classification":
+        targets = scores.argmax(1)
+        flip = torch.rand(n, generator=generator) < cfg.label_noise
+        targets[flip] = torch.randint(cfg.classes, (int(flip.sum()),), generator=generator)
+        classes = cfg.classes
+    else:
+        targets = scores + cfg.label_noise * torch.randn(n, 1, generator=generator)
+        classes = 0
+    train = Batch(inputs[:cfg.n_train], targets[:cfg.n_train])
+    test = Batch(inputs[cfg.n_train:], targets[cfg.n_train:])
+    return DataSplits(train, test, classes, (cfg.dim,))
+
+
+def _torchvision(cfg: DataConfig) -> DataSplits:
+    import torchvision.datasets as tvd
+    class_name, split_kind, files = TORCHVISION_SETS[cfg.name]
+    root = Path(cfg.root or os.environ.get("SAMCLI_DATA", "data")).expanduser()
+    cls = getattr(tvd, class_name)
+    arrays = {}
+    for train in (True, False):
+        split = {"train": train} if split_kind == "train" else {"split": "train" if train else "test"}
+        try:
+            ds = cls(str(root), download=cfg.download, **split)
+        except (RuntimeError, FileNotFoundError, OSError) as err:
+            hint = "set data.download: true to fetch it" if not cfg.download else f"download failed ({err})"
+            raise ConfigError(f"data set {cfg.name} not found under {root.resolve()} (expected {files}); "
+                              f"put the files there, point data.root at them, or {hint}") from None
+        images = np.asarray(ds.data)
+        labels = np.asarray(getattr(ds, "targets", None) if hasattr(ds, "targets") else ds.labels)
+        if images.ndim == 3:                      # (n, H, W) grey images
+            images = images[:, None]
+        elif images.shape[-1] == 3:               # CIFAR stores (n, H, W, C)
+            images = images.transpose(0, 3, 1, 2)
+        arrays[train] = (images.astype(np.float32) / 255.0, labels.astype(np.int64))
+    (x, y), (x_test, y_test) = arrays[True], arrays[False]
+    x_t, x_test_t = _standardize(x, x_test, axes=(0, 2, 3))   # per-channel statistics
+    num_classes = 100 if cfg.name == "cifar100" else 10
+    return DataSplits(Batch(x_t, torch.as_tensor(y)), Batch(x_test_t, torch.as_tensor(y_test)),
+                      num_classes, tuple(x.shape[1:]))
+
+
+def augment(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (pad 4) and horizontal flip, per example, on a batch of images."""
+    n, _, h, w = inputs.shape
+    padded = torch.nn.functional.pad(inputs, (4, 4, 4, 4), mode="reflect")
+    dx = torch.randint(0, 9, (n,), generator=generator).tolist()
+    dy = torch.randint(0, 9, (n,), generator=generator).tolist()
+    flip = (torch.rand(n, generator=generator) < 0.5).to(inputs.device)
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out

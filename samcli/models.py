@@ -1,0 +1,108 @@
+"""Models: mlp, cnn, resnet (CIFAR-style, 18 or 20), linear, diag-linear."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], outputs: int) -> nn.Module:
+    """Build the configured model; `outputs` is the number of classes (1 for scalar regression)."""
+    features = math.prod(input_shape)
+    if cfg.name == "mlp":
+        return mlp(features, cfg.widths, outputs, ACTIVATIONS[cfg.activation])
+    if cfg.name == "linear":
+        return nn.Sequential(nn.Flatten(), nn.Linear(features, outputs))
+    if cfg.name == "diag-linear":
+        return DiagLinear(features, outputs)
+    if cfg.name in ("cnn", "resnet") and len(input_shape) != 3:
+        raise ConfigError(f"model.name={cfg.name} needs image inputs (C, H, W), but the data set gives shape "
+                          f"{input_shape}; use model mlp or an image data set")
+    if cfg.name == "cnn":
+        return cnn(input_shape[0], cfg.channels, outputs, cfg.norm, ACTIVATIONS[cfg.activation])
+    if cfg.name == "resnet":
+        return resnet(cfg.depth, input_shape[0], outputs, cfg.norm)
+    raise ConfigError(f"model.name={cfg.name!r} is unknown")
+
+
+def mlp(features: int, widths: list[int], outputs: int, activation=nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in widths:
+        layers += [nn.Linear(features, width), activation()]
+        features = width
+    layers.append(nn.Linear(features, outputs))
+    return nn.Sequential(*layers)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    return nn.Identity()
+
+
+def cnn(in_channels: int, channels: list[int], outputs: int, norm: str, activation=nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in channels:
+        layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=norm == "none"), _norm(norm, width),
+                   activation(), nn.MaxPool2d(2, ceil_mode=True)]
+        in_channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, outputs)]
+    return nn.Sequential(*layers)
+
+
+class DiagLinear(nn.Module):
+    """f(x) = x @ (u * v), the u * v (diagonal linear network) parameterization of a linear model.
+
+    For several outputs, u and v are (features, outputs) matrices multiplied entrywise.
+    """
+
+    def __init__(self, features: int, outputs: int, init: float = 0.1):
+        super().__init__()
+        self.u = nn.Parameter(torch.full((features, outputs), init))
+        self.v = nn.Parameter(torch.full((features, outputs), init))
+
+    def forward(self, x):
+        return x.flatten(1) @ (self.u * self.v)
+
+
+class _BasicBlock(nn.Module):
+    """torchvision's BasicBlock with a selectable normalization (torchvision's takes a norm_layer,
+    but its conv1x1/conv3x3 helpers are what we reuse; the block body is the standard one)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, norm: str):
+        super().__init__()
+        from torchvision.models.resnet import conv1x1, conv3x3
+        self.conv1, self.bn1 = conv3x3(in_planes, planes, stride), _norm(norm, planes)
+        self.conv2, self.bn2 = conv3x3(planes, planes), _norm(norm, planes)
+        self.relu = nn.ReLU()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(conv1x1(in_planes, planes, stride), _norm(norm, planes))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def resnet(depth: int, in_channels: int, outputs: int, norm: str) -> nn.Module:
+    """CIFAR-style ResNet: depth 20 = 3 stages x 3 blocks of 16/32/64 (He et al. 2016),
+    depth 18 = 4 stages x 2 blocks of 64..512 with a 3x3 stem (the common CIFAR ResNet-18)."""
+    widths, blocks = ([16, 32, 64], [3, 3, 3]) if depth == 20 else ([64, 128, 256, 512], [2, 2, 2, 2])
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+                               _norm(norm, widths[0]), nn.ReLU()]
+    in_planes = widths[0]
+    for stage, (planes, count) in enumerate(zip(widths, blocks)):
+        for i in range(count):
+            stride = 2 if stage > 0 and i == 0 else 1
+            layers.append(_BasicBlock(in_planes, planes, stride, norm))
+            in_planes = planes
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_planes, outputs)]
+    return nn.Sequential(*layers)

@@ -1,0 +1,154 @@
+"""THE objective: one functional loss of (flat parameters, batch), used by every layer above.
+
+Parameters live in one flat vector `theta` (length D). Training steps, Hessian-vector products,
+dense Hessians and every sharpness notion call `Objective.loss` / `per_example_losses`, so they
+cannot disagree about what "the loss" is. A flat vector keeps the linear algebra (ascent
+directions, Lanczos, probes) to single tensor ops.
+
+A task is anything that provides per-example losses of (params dict, buffers, inputs, targets);
+`Objective.from_module` covers model + data set tasks, the paper's analytic toys build their own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: Tensor
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def take(self, index: Tensor | slice) -> "Batch":
+        return Batch(self.inputs[index], self.targets[index])
+
+    def chunks(self, size: int) -> Iterator["Batch"]:
+        for start in range(0, len(self), size):
+            yield self.take(slice(start, start + size))
+
+    def to(self, device=None, dtype=None) -> "Batch":
+        inputs = self.inputs.to(device=device, dtype=dtype if self.inputs.is_floating_point() else None)
+        targets = self.targets.to(device=device, dtype=dtype if self.targets.is_floating_point() else None)
+        return Batch(inputs, targets)
+
+
+def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(outputs, targets, reduction="none")
+
+
+def squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
+    """0.5 ||f(x) - y||^2 per example; class labels become one-hot targets (Setting 5.1's loss)."""
+    if not targets.is_floating_point():
+        targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+    return 0.5 * (outputs - targets.reshape(outputs.shape)).pow(2).flatten(1).sum(1)
+
+
+LOSSES = {"cross-entropy": cross_entropy, "mse": squared_error}
+
+
+class Objective:
+    """L(theta) = mean_k L_k(theta) over a batch, as pure functions of a flat parameter vector.
+
+    `buffers` (BatchNorm running statistics) are state outside theta. In training mode a forward
+    pass updates the buffer tensors it is handed in place; callers hand clones to passes whose
+    statistics must be discarded (SAM's perturbed pass), see `methods.py`.
+    """
+
+    def __init__(self, per_example: PerExampleFn, shapes: dict[str, torch.Size], buffers: dict[str, Tensor],
+                 module: Optional[nn.Module] = None, output_loss: Optional[Callable] = None):
+        self._per_example = per_example
+        self.names = list(shapes)
+        self.shapes = [torch.Size(s) for s in shapes.values()]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.dim = sum(self.sizes)
+        self.buffers = buffers
+        self.module = module               # the nn.Module behind a model task (None for toys)
+        self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_module(cls, module: nn.Module, loss: str | Callable = "cross-entropy") -> tuple["Objective", Tensor]:
+        """Wrap a module and a loss; returns the objective and the module's current flat parameters."""
+        output_loss = LOSSES[loss] if isinstance(loss, str) else loss
+        named = dict(module.named_parameters())
+        buffers = {k: v for k, v in module.named_buffers()}
+
+        def per_example(params, bufs, inputs, targets):
+            outputs = functional_call(module, (params, bufs), (inputs,))
+            return output_loss(outputs, targets)
+
+        objective = cls(per_example, {k: v.shape for k, v in named.items()}, buffers, module, output_loss)
+        theta = torch.cat([p.detach().reshape(-1) for p in named.values()])
+        return objective, theta
+
+    # ---- flat <-> named ----------------------------------------------------------------------
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        pieces = torch.split(theta, self.sizes)
+        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+
+    def load_into_module(self, theta: Tensor) -> None:
+        with torch.no_grad():
+            for name, value in self.unflatten(theta).items():
+                self.module.get_parameter(name).copy_(value)
+
+    def set_training(self, training: bool) -> None:
+        if self.module is not None:
+            self.module.train(training)
+
+    # ---- the loss ----------------------------------------------------------------------------
+    def per_example_losses(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
+        bufs = self.buffers if buffers is None else buffers
+        return self._per_example(self.unflatten(theta), bufs, batch.inputs, batch.targets)
+
+    def loss(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
+        return self.per_example_losses(theta, batch, buffers).mean()
+
+    def outputs(self, theta: Tensor, inputs: Tensor) -> Tensor:
+        return functional_call(self.module, (self.unflatten(theta), self.buffers), (inputs,))
+
+    # ---- full-data passes, chunked so memory stays bounded -----------------------------------
+    def value_and_grad(self, theta: Tensor, data: Batch, chunk_size: int,
+                       buffers: Optional[dict] = None) -> tuple[Tensor, Tensor]:
+        """Mean loss and its gradient over all of `data`, summed over chunks (exact, not a sample)."""
+        total_loss = theta.new_zeros(())
+        total_grad = torch.zeros_like(theta)
+        n = len(data)
+        for chunk in data.chunks(chunk_size):
+            with torch.enable_grad():
+                x = theta.detach().requires_grad_(True)
+                value = self.loss(x, chunk, buffers) * (len(chunk) / n)
+                (g,) = torch.autograd.grad(value, x)
+            total_loss += value.detach()
+            total_grad += g
+        return total_loss, total_grad
+
+    def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:
+        return self.value_and_grad(theta, data, chunk_size, buffers)[1]
+
+    @torch.no_grad()
+    def evaluate(self, theta: Tensor, data: Batch, chunk_size: int) -> dict[str, float]:
+        """Mean loss and (for classification) accuracy over `data`."""
+        total, correct = 0.0, 0
+        classify = self.module is not None and not data.targets.is_floating_point()
+        for chunk in data.chunks(chunk_size):
+            if classify:
+                outputs = self.outputs(theta, chunk.inputs)
+                total += self.output_loss(outputs, chunk.targets).sum().item()
+                correct += (outputs.argmax(-1) == chunk.targets).sum().item()
+            else:
+                total += self.per_example_losses(theta, chunk).sum().item()
+        result = {"loss": total / len(data)}
+        if classify:
+            result["accuracy"] = correct / len(data)
+        return result

@@ -1,0 +1,48 @@
+"""A task = an objective plus its data. Model + data set pairs are built here from a config;
+the paper's analytic toys (samcli/paper/toys.py) construct `Task` directly."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import ConfigError, TrainConfig
+from .data import load_data
+from .models import build_model
+from .objective import Batch, Objective
+
+
+@dataclass
+class Task:
+    objective: Objective
+    theta: Tensor            # initial flat parameters
+    train: Batch
+    test: Batch
+    num_classes: int         # 0 for regression / toys
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def build_task(cfg: TrainConfig) -> Task:
+    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+    splits = load_data(cfg.data, seed=cfg.seed)
+    n = len(splits.train)
+    bs = cfg.optimizer.batch_size
+    if isinstance(bs, int) and bs > n:
+        raise ConfigError(f"optimizer.batch_size={bs} exceeds the {n} training examples; lower it or use 'full'")
+    if cfg.optimizer.method == "msam" and n % cfg.optimizer.m and bs == "full":
+        raise ConfigError(f"optimizer.m={cfg.optimizer.m} does not divide the {n} training examples (full batch)")
+    if cfg.loss == "cross-entropy" and splits.num_classes == 0:
+        raise ConfigError("loss=cross-entropy needs class labels, but the data set is a regression; use loss: mse")
+    torch.manual_seed(cfg.seed)   # the seed fixes initialization
+    outputs = splits.num_classes or splits.train.targets.reshape(n, -1).shape[1]
+    module = build_model(cfg.model, splits.input_shape, outputs).to(device=device, dtype=dtype)
+    objective, theta = Objective.from_module(module, cfg.loss)
+    return Task(objective, theta, splits.train.to(device, dtype), splits.test.to(device, dtype), splits.num_classes)

@@ -1,0 +1,156 @@
+"""The training loop: sample a batch, ask the method for a direction, let the base optimizer step.
+
+One loop serves every method and every task (model + data set, or the paper's toys). The SAM
+family's direction goes through torch's SGD (momentum, Nesterov, weight decay), as in Foret et
+al.; with momentum 0 and no weight decay that is exactly x <- x - lr * direction.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from . import __version__
+from .config import TrainConfig, config_hash
+from .methods import descent_direction
+from .objective import Batch
+from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
+from .task import Task, build_task, resolve_device
+
+ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Optional[Path]
+    status: str                      # completed | diverged | interrupted
+    summary: dict
+    metrics: list[dict] = field(repr=False)
+    theta: torch.Tensor = field(repr=False)
+
+
+class BatchSampler:
+    """Seeded epochs: each epoch visits every example once in a fresh random order.
+    With batch_size 'full' every step sees the whole training set (GD, full-batch SAM)."""
+
+    def __init__(self, data: Batch, batch_size, seed: int):
+        self.data, self.n = data, len(data)
+        self.full = batch_size == "full"
+        self.size = self.n if self.full else batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order, self._pos = None, self.n
+
+    def next(self) -> Batch:
+        if self.full:
+            return self.data
+        if self._pos + self.size > self.n:     # drop the ragged tail: every batch has b examples
+            self._order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
+            self._pos = 0
+        index = self._order[self._pos:self._pos + self.size]
+        self._pos += self.size
+        return self.data.take(index)
+
+
+def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) -> float:
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / total))
+    if schedule == "step":
+        return gamma ** sum(step >= m * total for m in milestones)
+    return 1.0
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results/runs") / f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
+
+
+def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
+          progress: Optional[ProgressFn] = None, write: bool = True) -> RunResult:
+    """Train as `config` says and write the run directory (unless write=False).
+
+    `task` overrides the model + data set the config would build (the paper's toys use this).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    started = time.perf_counter()
+    task = task or build_task(cfg)
+    objective, train_data, test_data = task.objective, task.train, task.test
+    o = cfg.optimizer
+    theta = torch.nn.Parameter(task.theta.clone())
+    base = torch.optim.SGD([theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    sampler = BatchSampler(train_data, o.batch_size, cfg.seed)
+    chunk = cfg.chunk_size
+    n = len(train_data)
+    batch_size = n if o.batch_size == "full" else o.batch_size
+
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    log = None
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(run_dir / CONFIG, cfg.to_dict())
+        write_json(run_dir / SUMMARY, {"status": "running", "config_hash": config_hash(cfg)})
+        log = MetricsLog(run_dir / METRICS)
+    metrics: list[dict] = []
+
+    def record(step: int, batch_loss: Optional[float]) -> dict:
+        objective.set_training(False)     # BatchNorm evaluates with its running statistics
+        train_eval = objective.evaluate(theta.detach(), train_data, chunk)
+        test_eval = objective.evaluate(theta.detach(), test_data, chunk) if len(test_data) else {}
+        entry = {"step": step, "epoch": step * batch_size / n,
+                 **{f"train_{k}": v for k, v in train_eval.items()},
+                 **{f"test_{k}": v for k, v in test_eval.items()},
+                 "batch_loss": batch_loss, "lr": base.param_groups[0]["lr"],
+                 "wall_time": time.perf_counter() - started}
+        if cfg.measure.every and step % cfg.measure.every == 0:
+            from .sharpness.notions import measure_during_training
+            entry.update(measure_during_training(objective, theta.detach(), train_data, cfg.measure, chunk))
+        metrics.append(entry)
+        if log:
+            log.write(entry)
+        return entry
+
+    status, step, batch_loss = "completed", 0, None
+    try:
+        record(0, None)
+        for step in range(1, cfg.steps + 1):
+            for group in base.param_groups:
+                group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
+            objective.set_training(True)
+            result = descent_direction(objective, theta.detach(), sampler.next(), o, chunk)
+            batch_loss = result.loss
+            if not (math.isfinite(batch_loss) and torch.isfinite(result.direction).all()):
+                status = "diverged"
+                break
+            theta.grad = result.direction
+            base.step()
+            if progress:
+                progress(step, cfg.steps, batch_loss)
+            if step % cfg.eval_every == 0 or step == cfg.steps or (cfg.measure.every and step % cfg.measure.every == 0):
+                if not math.isfinite(record(step, batch_loss)["train_loss"]):
+                    status = "diverged"
+                    break
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
+        if write:
+            log.close()
+            save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
+                                                   "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
+            write_json(run_dir / SUMMARY, summary)
+    return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
+
+
+def _summary(cfg, status, step, metrics, started, device, dim) -> dict:
+    final = metrics[-1] if metrics else {}
+    return {"status": status, "steps_done": step, "config_hash": config_hash(cfg),
+            "final": {k: v for k, v in final.items() if k not in ("step", "batch_loss")},
+            "parameters": dim, "seconds": round(time.perf_counter() - started, 3),
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "versions": {"samcli": __version__, "torch": torch.__version__, "python": platform.python_version()}}
