@@ -100,6 +100,84 @@ def train(
         raise typer.Exit(1)
 
 
+def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
+               as_json: bool) -> None:
+    from .runs import write_json
+    from .sharpness import measure_run
+    try:
+        count = None if samples == "all" else _int(samples, "--samples")
+        report = measure_run(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
+                             samples=count, seed=seed, exact=exact)
+    except SamcliError as err:
+        fail(str(err))
+    write_json(run_dir / "sharpness.json", report.to_dict())
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        console.print(render_report(report), soft_wrap=True)
+        console.print(f"written to {run_dir / 'sharpness.json'}")
+
+
+def render_report(report):
+    from rich.table import Table
+    table = Table(title=f"sharpness at rho={report.rho} on {report.examples} examples, D={report.parameters} "
+                        f"(model in {report.mode} mode)")
+    table.add_column("notion")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("diagnostics")
+
+    def row(notion, name, value, note=""):
+        table.add_row(notion, name, "-" if value is None else f"{value:.6g}", note)
+    w, a, v, s, e = report.worst, report.ascent, report.average, report.stochastic, report.exact
+    row("", "loss L(x)", report.loss)
+    if w:
+        row("worst", "lambda_1 (Lanczos)", w.eigenvalues[0],
+            f"residual {w.residuals[0]:.2g}, {'converged' if w.converged else 'NOT converged'} in {w.lanczos_iterations} its")
+        row("worst", "limit rho^2 lambda_1 / 2", w.limit)
+        row("worst", "R^Max_rho", w.finite, f"ascent on the sphere, {w.finite_restarts} restarts, {w.finite_iterations} gradients")
+    if a:
+        row("ascent", "R^Asc_rho", a.value, f"||g|| = {a.grad_norm:.3g}")
+        row("ascent", "Rayleigh n^T H n", a.rayleigh, "n = g/||g||")
+    if v:
+        row("average", "Tr(H)", v.trace, f"+- {v.trace_stderr:.2g} ({v.trace_method}, {v.trace_matvecs} HVPs)")
+        row("average", "limit rho^2 Tr / (2D)", v.limit)
+        if v.finite is not None:
+            row("average", "R^Avg_rho", v.finite, f"+- {v.finite_stderr:.2g} ({v.directions} directions)")
+    if report.alignment is not None:
+        row("", "|cos(g, v_1)|", report.alignment, "gradient / top-eigenvector alignment")
+    if s:
+        row("per-example", "E_k lambda_1(H_k)", s.mean_lambda_1, f"+- {s.stderr_lambda_1:.2g} over {s.examples} examples")
+        row("per-example", "E_k R^Asc_k", s.mean_ascent, f"+- {s.stderr_ascent:.2g}")
+    if e:
+        row("exact", "lambda_1 / lambda_M / Tr", e.lambda_1, f"lambda_M {e.lambda_m:.6g}, Tr {e.trace:.6g}, rank {e.rank}")
+    return table
+
+
+@app.command()
+def sharpness(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `samcli train`."),
+    rho: float = typer.Option(0.05, help="Perturbation radius."),
+    samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
+    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average (repeatable; default all)."),
+    exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
+    seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+):
+    """Measure a trained run by the three notions of sharpness; writes sharpness.json."""
+    _sharpness(run_dir, rho, samples, notions, exact, seed, as_json)
+
+
+@app.command("measure-sharpness", hidden=True)
+def measure_sharpness_alias(
+    run_dir: Path = typer.Argument(...), rho: float = typer.Option(0.05), samples: str = typer.Option("all"),
+    notions: List[str] = typer.Option([], "--notions"), exact: bool = typer.Option(False, "--exact"),
+    seed: int = typer.Option(0), as_json: bool = typer.Option(False, "--json"),
+):
+    """Same as `samcli sharpness` (the name in the original design)."""
+    _sharpness(run_dir, rho, samples, notions, exact, seed, as_json)
+
+
 def _int(text: str, flag: str) -> int:
     try:
         return int(text)

@@ -7,6 +7,7 @@ the CLI turns that into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,12 +125,20 @@ class TrainConfig:
 
 # ---- YAML and overrides ---------------------------------------------------------------------
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-5 and 5e-4 (no dot) as strings; read them as floats, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -145,7 +154,7 @@ def apply_override(raw: dict, item: str) -> None:
         raise ConfigError(f"--set {item!r} needs the form key.sub=value, e.g. optimizer.rho=0.1")
     key, text = item.split("=", 1)
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         value = text
     _set_dotted(raw, key.strip(), value)

@@ -19,7 +19,6 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from .config import ConfigError, OptimizerConfig
-from .curvature.hvp import HessianOperator
 from .objective import Batch, Objective
 
 
@@ -62,14 +61,32 @@ def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size, scratch) 
     """Exact gradient of L(x + rho n(x)), n = g/||g||:  g' + (rho/||g||) H (I - n n^T) g'.
 
     The Jacobian of n is (I - n n^T) H / ||g||; its transpose applied to g' needs one Hessian-vector
-    product at x, which keeps the full-batch case chunked instead of holding a double-backward graph.
+    product at x, which keeps the full-batch case chunked instead of holding a double-backward graph
+    over the whole batch.
     """
     norm = g.norm() + cfg.grad_eps
     n = g / norm
     g_prime = objective.grad(theta + cfg.rho * n, batch, chunk_size, scratch)
     projected = g_prime - n * (n @ g_prime)
-    hessian = HessianOperator(objective, theta, batch, chunk_size, buffers=scratch)
-    return g_prime + (cfg.rho / norm) * hessian.matvec(projected)
+    return g_prime + (cfg.rho / norm) * _hvp(objective, theta, batch, projected, chunk_size, scratch)
+
+
+def _hvp(objective: Objective, theta: Tensor, batch: Batch, v: Tensor, chunk_size: int, buffers: dict) -> Tensor:
+    """H v over `batch`, chunk by chunk, by double backward. Plain autograd rather than torch.func:
+    a training-mode BatchNorm pass updates its (throwaway) buffers in place, which torch.func's
+    transforms refuse."""
+    out = torch.zeros_like(theta)
+    n = len(batch)
+    for chunk in batch.chunks(chunk_size):
+        with torch.enable_grad():
+            x = theta.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(objective.loss(x, chunk, buffers), x, create_graph=True)
+            if not g.requires_grad:        # a loss linear in theta: H = 0
+                continue
+            (hv,) = torch.autograd.grad(g @ v, x, allow_unused=True)
+        if hv is not None:
+            out += hv * (len(chunk) / n)
+    return out
 
 
 def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:

@@ -42,8 +42,8 @@ def mlp(features: int, widths: list[int], outputs: int, activation=nn.ReLU) -> n
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "group":   # 8 groups (fewer when channels < 8 or 8 does not divide them)
+        return nn.GroupNorm(math.gcd(8, channels) if channels >= 8 else channels, channels)
     return nn.Identity()
 
 

@@ -50,7 +50,8 @@ def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
 def squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
     """0.5 ||f(x) - y||^2 per example; class labels become one-hot targets (Setting 5.1's loss)."""
     if not targets.is_floating_point():
-        targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+        # one-hot by comparison: F.one_hot reads values and cannot run under vmap
+        targets = (targets.unsqueeze(-1) == torch.arange(outputs.shape[-1], device=targets.device)).to(outputs.dtype)
     return 0.5 * (outputs - targets.reshape(outputs.shape)).pow(2).flatten(1).sum(1)
 
 
@@ -135,6 +136,10 @@ class Objective:
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:
         return self.value_and_grad(theta, data, chunk_size, buffers)[1]
+
+    @torch.no_grad()
+    def evaluate_loss(self, theta: Tensor, data: Batch, chunk_size: int) -> float:
+        return sum(self.per_example_losses(theta, c).sum().item() for c in data.chunks(chunk_size)) / len(data)
 
     @torch.no_grad()
     def evaluate(self, theta: Tensor, data: Batch, chunk_size: int) -> dict[str, float]:

@@ -39,6 +39,7 @@ class HessianOperator:
 
     def matvec(self, v: Tensor) -> Tensor:
         self.matvecs += 1
+        v = v.to(self.theta.dtype)   # callers may keep their vectors in float64
         n = len(self.data)
         out = torch.zeros_like(self.theta)
         for chunk in self.data.chunks(self.chunk_size):
@@ -48,6 +49,7 @@ class HessianOperator:
     def matmat(self, vectors: Tensor) -> Tensor:
         """H applied to each row of `vectors` (k, D) -> (k, D)."""
         self.matvecs += vectors.shape[0]
+        vectors = vectors.to(self.theta.dtype)
         n = len(self.data)
         out = torch.zeros_like(vectors)
         for chunk in self.data.chunks(self.chunk_size):

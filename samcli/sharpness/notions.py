@@ -1,0 +1,232 @@
+"""The three notions of sharpness (PAPER.md), their rho -> 0 limits, per-example versions, alignment.
+
+Everything is measured through `Objective.loss`, the same function training descends, with the
+model in eval mode (BatchNorm uses its running statistics, so the loss is a fixed function of
+theta). Every stochastic estimate is seeded and carries a standard error or residual.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.func import grad, jvp, vmap
+
+from ..config import MeasureConfig, SamcliError
+from ..curvature.dense import dense_hessian, spectrum
+from ..curvature.ggn import GGNOperator, exact_ggn_trace, linear_only, parameter_blocks
+from ..curvature.hvp import HessianOperator
+from ..curvature.lanczos import lanczos
+from ..curvature.trace import ggn_control_variate, hutchpp
+from ..objective import Batch, Objective
+from .report import (AscentDirection, AverageDirection, ExactSpectrum, SharpnessReport, StochasticNotions,
+                     WorstDirection)
+
+NOTIONS = ("worst", "ascent", "average")
+
+
+@dataclass(frozen=True)
+class Settings:
+    rho: float = 0.05
+    notions: Sequence[str] = NOTIONS
+    seed: int = 0
+    k: int = 1                        # top-k eigenvalues
+    lanczos_iters: int = 100
+    lanczos_tol: float = 1e-4         # on ||Hv - lambda v|| / |lambda|
+    trace_probes: int = 4             # control variate: samples of L block probes; Hutch++: matvecs / 3
+    finite: bool = True               # also the finite-rho values (ascent on the sphere, Monte Carlo)
+    ascent_iters: int = 20            # per restart of the worst-direction ascent
+    ascent_restarts: int = 3
+    directions: int = 64              # Monte Carlo directions for R^Avg (antithetic pairs)
+    stochastic_examples: int = 32     # 0 turns the per-example notions off
+    exact: bool = False
+    zero_tol: float = 1e-6
+    chunk_size: int = 4096
+
+
+def measure(objective: Objective, theta: Tensor, data: Batch, settings: Settings = Settings()) -> SharpnessReport:
+    """Measure the requested notions of L = mean loss over `data` at `theta`."""
+    unknown = [n for n in settings.notions if n not in NOTIONS]
+    if unknown:
+        raise SamcliError(f"unknown sharpness notion {unknown[0]!r}; choose from {', '.join(NOTIONS)}")
+    started = time.perf_counter()
+    objective.set_training(False)
+    theta = theta.detach()
+    rho, chunk = settings.rho, settings.chunk_size
+    generator = torch.Generator().manual_seed(settings.seed)
+    hessian = HessianOperator(objective, theta, data, chunk)
+    loss, g = objective.value_and_grad(theta, data, chunk)
+    loss = loss.item()
+
+    worst = top = None
+    if "worst" in settings.notions or "ascent" in settings.notions:
+        top = lanczos(hessian.matmat, objective.dim, k=settings.k, max_iter=settings.lanczos_iters,
+                      tol=settings.lanczos_tol, generator=generator, device=theta.device)
+    if "worst" in settings.notions:
+        lam = top.eigenvalues[0].tolist()
+        finite = (None, 0, 0)
+        if settings.finite:
+            finite = worst_direction_ascent(objective, theta, data, rho, top.eigenvectors[0, 0].to(theta.dtype),
+                                            loss, settings, generator)
+        worst = WorstDirection(tuple(lam), tuple(top.residuals[0].tolist()), bool(top.converged[0]),
+                               top.iterations, rho ** 2 * lam[0] / 2, *finite)
+
+    ascent = alignment = None
+    if "ascent" in settings.notions:
+        g_norm = g.norm().item()
+        if g_norm == 0.0:   # R^Asc is undefined at a stationary point; the paper sets it to +inf
+            ascent = AscentDirection(math.inf, math.nan, math.inf, 0.0)
+        else:
+            n = g / g_norm
+            value = objective.evaluate_loss(theta + rho * n, data, chunk) - loss
+            rayleigh = (n @ hessian.matvec(n)).item()
+            ascent = AscentDirection(value, rayleigh, rho ** 2 * rayleigh / 2, g_norm)
+            alignment = abs((n.to(torch.float64) @ top.eigenvectors[0, 0]).item())
+
+    average = None
+    if "average" in settings.notions:
+        average = average_direction(objective, theta, data, hessian, loss, settings, generator)
+
+    stochastic = None
+    if settings.stochastic_examples:
+        stochastic = per_example_notions(objective, theta, data, settings, generator)
+
+    exact = None
+    if settings.exact:
+        spec = spectrum(dense_hessian(objective, theta, data, chunk), settings.zero_tol)
+        d = objective.dim
+        exact = ExactSpectrum(spec.lambda_1, spec.lambda_min_nonzero, spec.trace, spec.rank, settings.zero_tol,
+                              rho ** 2 * spec.lambda_1 / 2, rho ** 2 * spec.lambda_min_nonzero / 2,
+                              rho ** 2 * spec.trace / (2 * d))
+    return SharpnessReport(rho, len(data), objective.dim, loss, "eval", settings.seed, worst, ascent, average,
+                           alignment, stochastic, exact, time.perf_counter() - started)
+
+
+# ---- worst direction at finite rho -----------------------------------------------------------
+
+def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Settings, generator):
+    """max_{||v|| <= rho} L(x + v) by ascent on the sphere, restarts from rho v_1 and random points.
+
+    The update v <- rho normalize((1 - b) v/rho + b grad/||grad||) with the KKT fixed point
+    v ∝ grad L(x + v); b starts at 1 (the fixed-point iteration, power iteration on H at a
+    minimizer) and halves whenever a step does not increase the loss, so the value never drops.
+    """
+    chunk = settings.chunk_size
+    starts = [v1] + [torch.randn(objective.dim, generator=generator).to(theta) for _ in range(settings.ascent_restarts - 1)]
+    best, evaluations = -math.inf, 0
+    for start in starts:
+        v = rho * start / start.norm()
+        value, gv = objective.value_and_grad(theta + v, data, chunk)
+        evaluations += 1
+        blend = 1.0
+        for _ in range(settings.ascent_iters):
+            direction = (1 - blend) * v / rho + blend * gv / (gv.norm() + 1e-30)
+            candidate = rho * direction / (direction.norm() + 1e-30)
+            new_value, new_g = objective.value_and_grad(theta + candidate, data, chunk)
+            evaluations += 1
+            if new_value > value:
+                gain = (new_value - value).item()
+                v, value, gv = candidate, new_value, new_g
+                if gain <= 1e-7 * abs(value.item()):
+                    break
+            else:
+                blend /= 2
+                if blend < 1e-3:
+                    break
+        best = max(best, value.item())
+    return best - loss, evaluations, len(starts)
+
+
+# ---- average direction -------------------------------------------------------------------------
+
+def average_direction(objective, theta, data, hessian, loss, settings: Settings, generator) -> AverageDirection:
+    d, rho = objective.dim, settings.rho
+    if linear_only(objective):
+        ggn = GGNOperator(objective, theta, data, settings.chunk_size)
+        masks = _block_masks(objective, theta)
+        estimate = ggn_control_variate(hessian.matmat, ggn.matmat, exact_ggn_trace(objective, theta, data, settings.chunk_size),
+                                       masks, d, max(settings.trace_probes, 2), generator, theta.dtype, theta.device)
+    else:
+        estimate = hutchpp(hessian.matmat, d, 3 * max(settings.trace_probes, 2) * 3, generator, theta.dtype, theta.device)
+    finite = finite_stderr = None
+    if settings.finite:
+        finite, finite_stderr = average_direction_monte_carlo(objective, theta, data, loss, settings, generator)
+    return AverageDirection(estimate.value, estimate.stderr, estimate.method, estimate.matvecs, estimate.ggn_trace,
+                            rho ** 2 * estimate.value / (2 * d), finite, finite_stderr,
+                            settings.directions if settings.finite else 0)
+
+
+def _block_masks(objective: Objective, theta: Tensor) -> list[Tensor]:
+    offsets = [0]
+    for size in objective.sizes:
+        offsets.append(offsets[-1] + size)
+    masks = []
+    for block in parameter_blocks(objective):
+        mask = torch.zeros(objective.dim, dtype=theta.dtype, device=theta.device)
+        for i in block:
+            mask[offsets[i]:offsets[i + 1]] = 1
+        masks.append(mask)
+    return masks
+
+
+def average_direction_monte_carlo(objective, theta, data, loss, settings: Settings, generator) -> tuple[float, float]:
+    """E_u L(x + rho u) - L(x), u = z/||z||, in antithetic pairs: the pair mean
+    (L(x + rho u) + L(x - rho u))/2 cancels the first-order term rho g.u exactly."""
+    pairs = max(settings.directions // 2, 2)
+    z = torch.randn(pairs, objective.dim, generator=generator).to(theta)
+    u = settings.rho * z / z.norm(dim=1, keepdim=True)
+    points = torch.cat([theta + u, theta - u])
+    values = torch.zeros(2 * pairs, dtype=torch.float64, device=theta.device)
+    for chunk in data.chunks(settings.chunk_size):
+        per_point = vmap(lambda t: objective.loss(t, chunk))(points)
+        values += per_point.to(torch.float64) * (len(chunk) / len(data))
+    pair_means = (values[:pairs] + values[pairs:]) / 2 - loss
+    return pair_means.mean().item(), pair_means.std().item() / math.sqrt(pairs)
+
+
+# ---- per-example (stochastic) notions ----------------------------------------------------------
+
+def per_example_notions(objective, theta, data, settings: Settings, generator) -> StochasticNotions:
+    """E_k lambda_1(grad^2 L_k) by S lock-step Lanczos runs (vmapped per-example HVPs) and
+    E_k [L_k(x + rho g_k/||g_k||) - L_k(x)], on a seeded sample of S examples."""
+    count = min(settings.stochastic_examples, len(data))
+    index = torch.randperm(len(data), generator=generator)[:count].to(data.inputs.device)
+    sample = data.take(index)
+    xs, ys = sample.inputs.unsqueeze(1), sample.targets.unsqueeze(1)    # S batches of one example
+
+    def example_loss(t, x, y):
+        return objective.loss(t, Batch(x, y))
+
+    def example_hvp(v, x, y):
+        return jvp(lambda t: grad(example_loss)(t, x, y), (theta,), (v.to(theta.dtype),))[1]
+
+    result = lanczos(lambda vs: vmap(example_hvp)(vs, xs, ys), objective.dim, k=1, batch=count,
+                     max_iter=min(settings.lanczos_iters, 40), tol=1e-3, generator=generator, device=theta.device)
+    lam = result.eigenvalues[:, 0]
+
+    losses, grads = vmap(lambda x, y: (example_loss(theta, x, y), grad(example_loss)(theta, x, y)))(xs, ys)
+    norms = grads.norm(dim=1, keepdim=True)
+    perturbed = theta + settings.rho * grads / (norms + 1e-30)
+    ascent = vmap(example_loss)(perturbed, xs, ys) - losses
+    ascent = ascent[norms.squeeze(1) > 0].to(torch.float64)   # undefined where g_k = 0
+    sqrt_n = math.sqrt(max(count, 1))
+    return StochasticNotions(count, lam.mean().item(), lam.std().item() / sqrt_n if count > 1 else math.nan,
+                             result.residuals.max().item(), ascent.mean().item(),
+                             ascent.std().item() / math.sqrt(len(ascent)) if len(ascent) > 1 else math.nan)
+
+
+# ---- entry points --------------------------------------------------------------------------------
+
+def measure_during_training(objective, theta, data, cfg: MeasureConfig, chunk_size: int) -> dict[str, float]:
+    """The cheap part (limits, alignment, ascent value) for metrics.jsonl every `measure.every` steps."""
+    sample = data
+    if cfg.samples is not None and cfg.samples < len(data):
+        index = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.samples]
+        sample = data.take(index.to(data.inputs.device))
+    settings = Settings(rho=cfg.rho, notions=tuple(cfg.notions), seed=cfg.seed, lanczos_iters=cfg.lanczos_iters,
+                        trace_probes=cfg.trace_probes, finite=False, stochastic_examples=0, chunk_size=chunk_size)
+    report = measure(objective, theta, sample, settings)
+    return {f"sharp_{k}": v for k, v in report.summary().items() if k != "loss"}

@@ -1,0 +1,122 @@
+"""What a sharpness measurement returns: frozen values with their diagnostics, never bare numbers."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class WorstDirection:
+    """max_{||v|| <= rho} L(x + v) - L(x); its limit rho^2 lambda_1 / 2."""
+    eigenvalues: tuple[float, ...]     # top-k Hessian eigenvalues, largest first (Lanczos)
+    residuals: tuple[float, ...]       # ||H v - lambda v|| for each
+    converged: bool
+    lanczos_iterations: int
+    limit: float                       # rho^2 lambda_1 / 2
+    finite: Optional[float] = None     # R^Max_rho by projected gradient ascent (best over restarts)
+    finite_iterations: int = 0         # gradient evaluations spent by the ascent
+    finite_restarts: int = 0
+
+
+@dataclass(frozen=True)
+class AscentDirection:
+    """L(x + rho g/||g||) - L(x) with g the gradient over the measured set."""
+    value: float
+    rayleigh: float                    # n^T H n, n = g/||g||
+    limit: float                       # rho^2 n^T H n / 2
+    grad_norm: float
+
+
+@dataclass(frozen=True)
+class AverageDirection:
+    """E_u L(x + rho u) - L(x), u uniform on the unit sphere; its limit rho^2 Tr(H) / (2D)."""
+    trace: float
+    trace_stderr: float
+    trace_method: str
+    trace_matvecs: int
+    ggn_trace: Optional[float]
+    limit: float
+    finite: Optional[float] = None     # Monte Carlo with antithetic pairs (+u, -u)
+    finite_stderr: Optional[float] = None
+    directions: int = 0
+
+
+@dataclass(frozen=True)
+class StochasticNotions:
+    """Per-example (stochastic) notions on a sample of examples: E_k lambda_1(grad^2 L_k), E_k R^Asc_k."""
+    examples: int
+    mean_lambda_1: float
+    stderr_lambda_1: float
+    max_residual: float                # worst per-example Lanczos residual
+    mean_ascent: float
+    stderr_ascent: float
+
+
+@dataclass(frozen=True)
+class ExactSpectrum:
+    """From the dense float64 Hessian: the ground truth for small models."""
+    lambda_1: float
+    lambda_m: float                    # smallest eigenvalue above zero_tol * lambda_1
+    trace: float
+    rank: int
+    zero_tol: float
+    limit_worst: float                 # rho^2 lambda_1 / 2
+    limit_ascent: float                # rho^2 lambda_M / 2 (the infimum of the ascent notion's limit)
+    limit_average: float               # rho^2 Tr / (2D)
+
+
+@dataclass(frozen=True)
+class SharpnessReport:
+    rho: float
+    examples: int                      # examples the loss was measured on
+    parameters: int
+    loss: float
+    mode: str                          # "eval": BatchNorm uses running statistics; dropout off
+    seed: int
+    worst: Optional[WorstDirection] = None
+    ascent: Optional[AscentDirection] = None
+    average: Optional[AverageDirection] = None
+    alignment: Optional[float] = None  # |cos(g, v_1)|
+    stochastic: Optional[StochasticNotions] = None
+    exact: Optional[ExactSpectrum] = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows (absent notions are left out)."""
+        out: dict[str, float] = {"loss": self.loss}
+        if self.worst:
+            out.update(lambda_1=self.worst.eigenvalues[0], limit_max=self.worst.limit)
+            if self.worst.finite is not None:
+                out["r_max"] = self.worst.finite
+        if self.ascent:
+            out.update(r_asc=self.ascent.value, rayleigh=self.ascent.rayleigh, grad_norm=self.ascent.grad_norm)
+        if self.average:
+            out.update(trace=self.average.trace, trace_stderr=self.average.trace_stderr, limit_avg=self.average.limit)
+            if self.average.finite is not None:
+                out["r_avg"] = self.average.finite
+        if self.alignment is not None:
+            out["alignment"] = self.alignment
+        if self.stochastic:
+            out.update(stoch_lambda_1=self.stochastic.mean_lambda_1, stoch_r_asc=self.stochastic.mean_ascent)
+        if self.exact:
+            out.update(exact_lambda_1=self.exact.lambda_1, exact_lambda_m=self.exact.lambda_m,
+                       exact_trace=self.exact.trace)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SharpnessReport":
+        parts = {"worst": WorstDirection, "ascent": AscentDirection, "average": AverageDirection,
+                 "stochastic": StochasticNotions, "exact": ExactSpectrum}
+        kwargs = dict(data)
+        for key, part in parts.items():
+            if kwargs.get(key) is not None:
+                value = dict(kwargs[key])
+                for field in ("eigenvalues", "residuals"):
+                    if field in value:
+                        value[field] = tuple(value[field])
+                kwargs[key] = part(**value)
+        return cls(**kwargs)
