@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .config import SamcliError, TrainConfig, apply_override, load_yaml
 
@@ -23,7 +24,7 @@ def _root() -> None:
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, exit code 2, no traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -95,7 +96,7 @@ def train(
         acc = final.get("test_accuracy")
         console.print(f"{result.status}: train loss {final.get('train_loss', float('nan')):.4g}"
                       + (f", test accuracy {acc:.4f}" if acc is not None else "")
-                      + f" in {result.summary['seconds']:.1f}s -> {result.run_dir}")
+                      + f" in {result.summary['seconds']:.1f}s -> {escape(str(result.run_dir))}")
     if result.status == "diverged":
         raise typer.Exit(1)
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from .config import ConfigError, OptimizerConfig
+from .curvature.hvp import HessianOperator
 from .objective import Batch, Objective
 
 
@@ -68,25 +69,8 @@ def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size, scratch) 
     n = g / norm
     g_prime = objective.grad(theta + cfg.rho * n, batch, chunk_size, scratch)
     projected = g_prime - n * (n @ g_prime)
-    return g_prime + (cfg.rho / norm) * _hvp(objective, theta, batch, projected, chunk_size, scratch)
-
-
-def _hvp(objective: Objective, theta: Tensor, batch: Batch, v: Tensor, chunk_size: int, buffers: dict) -> Tensor:
-    """H v over `batch`, chunk by chunk, by double backward. Plain autograd rather than torch.func:
-    a training-mode BatchNorm pass updates its (throwaway) buffers in place, which torch.func's
-    transforms refuse."""
-    out = torch.zeros_like(theta)
-    n = len(batch)
-    for chunk in batch.chunks(chunk_size):
-        with torch.enable_grad():
-            x = theta.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(objective.loss(x, chunk, buffers), x, create_graph=True)
-            if not g.requires_grad:        # a loss linear in theta: H = 0
-                continue
-            (hv,) = torch.autograd.grad(g @ v, x, allow_unused=True)
-        if hv is not None:
-            out += hv * (len(chunk) / n)
-    return out
+    hessian = HessianOperator(objective, theta, batch, chunk_size, buffers=scratch, keep_graph=False)
+    return g_prime + (cfg.rho / norm) * hessian.matvec(projected)
 
 
 def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:

@@ -29,7 +29,7 @@ ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest ba
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Optional[Path]
-    status: str                      # completed | diverged | interrupted
+    status: str                      # completed | diverged | interrupted | failed
     summary: dict
     metrics: list[dict] = field(repr=False)
     theta: torch.Tensor = field(repr=False)
@@ -136,6 +136,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
                     break
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except Exception:
+        status = "failed"          # an error mid-run: the summary must not claim "completed"
         raise
     finally:
         summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
