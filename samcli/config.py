@@ -80,7 +80,7 @@ class MeasureConfig:
     samples: Optional[int] = None       # examples to measure on (None: the whole training set)
     notions: list[str] = field(default_factory=lambda: ["worst", "ascent", "average"])
     lanczos_iters: int = 30
-    trace_probes: int = 20
+    trace_probes: int = 4               # Rademacher probes for the trace (see sharpness.notions.Settings)
     seed: int = 0
 
 
