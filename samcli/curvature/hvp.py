@@ -68,7 +68,9 @@ class HessianOperator:
 
     def matmat(self, vectors: Tensor) -> Tensor:
         """H applied to each row of `vectors` (k, D) -> (k, D)."""
-        if self.keep_graph:
+        module = self.objective.module
+        if self.keep_graph or (module is not None and module.training and self.buffers):
+            # training-mode BatchNorm writes its buffers in place, which vmap refuses
             return torch.stack([self.matvec(v) for v in vectors])
         self.matvecs += vectors.shape[0]
         vectors = vectors.to(self.theta.dtype)
