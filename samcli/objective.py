@@ -122,16 +122,17 @@ class Objective:
     def value_and_grad(self, theta: Tensor, data: Batch, chunk_size: int,
                        buffers: Optional[dict] = None) -> tuple[Tensor, Tensor]:
         """Mean loss and its gradient over all of `data`, summed over chunks (exact, not a sample)."""
-        total_loss = theta.new_zeros(())
-        total_grad = torch.zeros_like(theta)
+        total_loss, total_grad = None, None
         n = len(data)
         for chunk in data.chunks(chunk_size):
             with torch.enable_grad():
                 x = theta.detach().requires_grad_(True)
                 value = self.loss(x, chunk, buffers) * (len(chunk) / n)
                 (g,) = torch.autograd.grad(value, x)
-            total_loss += value.detach()
-            total_grad += g
+            if total_grad is None:      # one chunk (the usual mini-batch): no accumulator to fill
+                total_loss, total_grad = value.detach(), g
+            else:
+                total_loss, total_grad = total_loss + value.detach(), total_grad.add_(g)
         return total_loss, total_grad
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:
