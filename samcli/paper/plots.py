@@ -1,0 +1,182 @@
+"""PNG plots of the paper studies (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .common import COLORS, LABELS  # noqa: E402
+
+
+def _save(fig, path: Path) -> list[str]:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path.name]
+
+
+# ---- figure1 ------------------------------------------------------------------------------------------
+
+def figure1_trajectories(path: Path, toy, runs, flows, minimizers, cfg) -> list[str]:
+    xs = [float(t[0]) for run in runs.values() for t in run.thetas] + [p[0] for p in minimizers.values()]
+    ys = [float(t[1]) for run in runs.values() for t in run.thetas] + [p[1] for p in minimizers.values()]
+    pad_x, pad_y = 0.2 * (max(xs) - min(xs) + 0.2), 0.2 * (max(ys) - min(ys) + 0.2)
+    gx = torch.linspace(min(xs) - pad_x, max(xs) + pad_x, 160, dtype=torch.float64)
+    gy = torch.linspace(min(ys) - pad_y, max(ys) + pad_y, 160, dtype=torch.float64)
+    X, Y = torch.meshgrid(gx, gy, indexing="xy")
+    with torch.no_grad():
+        f1, f2 = toy.values(X, Y)
+    fields = {"F1 (lambda_1 / 2)": f1, "F2 (lambda_M / 2)": f2, "F1 + F2 (Tr / 2)": f1 + f2}
+    marks = {"argmin F1": ("*", "tab:blue"), "argmin F2": ("P", "tab:green"), "argmin F1+F2": ("X", "tab:red")}
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4))
+    for ax, (title, values) in zip(axes, fields.items()):
+        cs = ax.contour(X.numpy(), Y.numpy(), values.numpy(), levels=18, cmap="viridis", linewidths=0.7)
+        ax.clabel(cs, fontsize=6)
+        for method, run in runs.items():
+            pts = np.array([[float(t[0]), float(t[1])] for t in run.thetas])
+            ax.plot(pts[:, 0], pts[:, 1], color=COLORS[method], lw=1.6, label=LABELS[method])
+            ax.plot(pts[-1, 0], pts[-1, 1], "o", color=COLORS[method], ms=5)
+        for method, points in flows.items():
+            p = points.numpy()
+            style = ":" if method == "ascent-gd" else "--"
+            name = {"sam-full": "flow -1/2 grad lambda_1", "sam-1": "flow -1/2 grad Tr",
+                    "ascent-gd": "flow -1/2 grad lambda_M (reference)"}[method]
+            ax.plot(p[:, 0], p[:, 1], style, color="black", lw=1.1, alpha=0.8,
+                    label=name if ax is axes[0] else None)
+        for name, (marker, color) in marks.items():
+            x, y = minimizers[name]
+            ax.plot(x, y, marker, color=color, ms=13, mec="black", label=name if ax is axes[0] else None)
+        ax.plot(cfg.start[0], cfg.start[1], "s", color="black", ms=6, label="start" if ax is axes[0] else None)
+        ax.set_title(f"contours of {title}")
+        ax.set_xlabel("x1")
+        ax.set_ylabel("x2")
+        ax.set_aspect("equal", adjustable="box")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
+    fig.suptitle(f"Figure 1 toy ({toy.name}): lr {cfg.lr}, rho {cfg.rho}, {cfg.steps} steps; "
+                 "dashed: the paper's limiting flows from Phi(x0)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path.name]
+
+
+def figure1_sharpness(path: Path, runs, tau_per_step: float) -> list[str]:
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    keys = [("lambda_1", "lambda_1 (sharpness tool, exact)"), ("lambda_m", "lambda_M"), ("trace", "Tr(H)"),
+            ("alignment", "|cos(g, v_1)|")]
+    for ax, (key, title) in zip(axes, keys):
+        for method, run in runs.items():
+            pts = [(s, r[key]) for s, r in zip(run.steps, run.records) if key in r and r[key] is not None]
+            if pts:
+                s, v = zip(*pts)
+                ax.plot(np.array(s) * tau_per_step, v, "o-", ms=3, color=COLORS[method], label=LABELS[method])
+            if key != "alignment":
+                g = [(s, r[f"{key}_gamma"]) for s, r in zip(run.steps, run.records)]
+                s, v = zip(*g)
+                ax.plot(np.array(s) * tau_per_step, v, "-", lw=0.7, alpha=0.5, color=COLORS[method])
+        ax.set_title(title)
+        ax.set_xlabel("tau = eta rho^2 t")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("along the way. dots: the sharpness tool (exact Hessian at the projection of the iterate onto Gamma; "
+                 "alignment at the iterate); thin lines: closed forms 2 F1, 2 F2, 2 (F1 + F2) there")
+    return _save(fig, path)
+
+
+def figure1_gap(path: Path, rows, pairs) -> list[str]:
+    methods = sorted({r["method"] for r in rows}, reverse=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 4.2), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        for lr, rho in pairs:
+            pts = [(r["tau"], r["gap"]) for r in rows if r["method"] == method and r["lr"] == lr and r["rho"] == rho]
+            t, g = zip(*pts)
+            ax.plot(t, g, "o-", label=f"lr {lr:.3g}, rho {rho:.3g}")
+        ax.set_title(f"{method}: |Phi(x_t) - X(tau)|")
+        ax.set_xlabel("tau = eta rho^2 t")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ---- quadratic ------------------------------------------------------------------------------------------
+
+def quadratic_convergence(path: Path, cases) -> list[str]:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for case in cases:
+        steps = np.array(case["steps"])
+        label = f"lr {case['lr']}, rho {case['rho']} (eta lambda_1 = {case['eta_lambda_1']:.2g})"
+        err = np.abs(np.array(case["norms"]) - case["predicted"]) / case["predicted"]
+        axes[0].semilogy(steps, np.maximum(err, 1e-17), label=label)
+        axes[1].semilogy(steps, np.maximum(1 - np.array(case["cosines"]), 1e-17), label=label)
+    axes[0].set_title("| ||x_t|| - eta rho lambda_1/(2 - eta lambda_1) | / prediction")
+    axes[1].set_title("1 - |cos(x_t, v_1)|")
+    for ax in axes:
+        ax.set_xlabel("step t")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ---- timescale -----------------------------------------------------------------------------------------
+
+def timescale_drift(path: Path, curves, target: float) -> list[str]:
+    methods = sorted({c["method"] for c in curves}, reverse=True)
+    fig, axes = plt.subplots(len(methods), 2, figsize=(12, 4 * len(methods)), squeeze=False)
+    for row, method in zip(axes, methods):
+        for c in (c for c in curves if c["method"] == method):
+            steps = np.array(c["steps"])
+            row[0].plot(steps, c["drift"], label=f"rho {c['rho']}")
+            row[1].plot(steps * c["lr"] * c["rho"] ** 2, c["drift"], label=f"rho {c['rho']}")
+        for ax, xlabel in zip(row, ("step t", "tau = eta rho^2 t")):
+            ax.axhline(target, color="black", ls=":", lw=0.8)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("drift along Gamma")
+            ax.set_title(f"{method}")
+            ax.legend(fontsize=8)
+        row[0].set_xscale("log")
+    return _save(fig, path)
+
+
+# ---- network / batch size ------------------------------------------------------------------------------
+
+def network_curves(path: Path, runs: dict, keys, title: str, labels=None, colors=None) -> list[str]:
+    cols = min(3, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    axes = axes.flatten()
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    for ax, (key, name) in zip(axes, keys):
+        for method, run in runs.items():
+            pts = [(s, r[key]) for s, r in zip(run.steps, run.records) if r.get(key) is not None]
+            if not pts:
+                continue
+            s, v = zip(*pts)
+            label = (labels or LABELS).get(method, method)
+            ax.plot(s, v, "o-", ms=3, label=label, color=(colors or COLORS).get(method))
+        ax.set_title(name)
+        ax.set_xlabel("step (after the interpolating point)")
+        if key in ("train_loss",):
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def batchsize_summary(path: Path, rows) -> list[str]:
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.0))
+    xs = [r["n_batch"] for r in rows]
+    for ax, (key, name) in zip(axes, [("lambda_1", "lambda_1"), ("trace", "Tr(H)"), ("alignment", "|cos(g, v_1)| full data"),
+                                       ("batch_alignment", "E_B |cos(g_B, v_1(H_B))|")]):
+        ax.plot(xs, [r[key] for r in rows], "o-", label="end")
+        if key in ("lambda_1", "trace"):
+            ax.axhline(rows[0][f"{key}_start"], color="black", ls=":", label="interpolating start")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

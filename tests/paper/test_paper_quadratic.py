@@ -1,0 +1,29 @@
+"""`samcli reproduce quadratic --quick` and `timescale --quick`: Thm 4.8's radius to 1e-6 relative (it
+converges to machine precision), and the 1/(eta rho^2) time scale."""
+from __future__ import annotations
+
+import pytest
+
+from samcli.paper.reproduce import reproduce
+
+
+def test_quadratic_radius_and_direction(tmp_path):
+    result = reproduce("quadratic", tmp_path / "quadratic", quick=True)
+    assert len(result.verdicts) == 6 and result.ok
+    for v in result.verdicts:
+        if v.id.startswith("radius"):
+            assert v.measured["relative error"] <= 1e-6
+            assert float(v.measured["measured"]) == pytest.approx(float(v.measured["predicted"]), rel=1e-6)
+        else:
+            assert v.measured["1 - |cos|"] <= 1e-6
+    assert (tmp_path / "quadratic" / "convergence.png").is_file()
+    assert (tmp_path / "quadratic" / "radius.csv").is_file()
+
+
+def test_timescale_quadruples(tmp_path):
+    result = reproduce("timescale", tmp_path / "timescale", quick=True)
+    assert result.ok, [v.measured for v in result.verdicts]
+    for v in result.verdicts:
+        ratio = v.measured["steps(rho=0.1) / steps(rho=0.2)"]
+        assert 3.6 <= ratio <= 4.4
+    assert (tmp_path / "timescale" / "drift.png").is_file()
