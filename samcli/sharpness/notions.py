@@ -54,6 +54,8 @@ def measure(objective: Objective, theta: Tensor, data: Batch, settings: Settings
     unknown = [n for n in settings.notions if n not in NOTIONS]
     if unknown:
         raise SamcliError(f"unknown sharpness notion {unknown[0]!r}; choose from {', '.join(NOTIONS)}")
+    if not torch.isfinite(theta).all():
+        raise SamcliError("the parameters are not finite (a diverged run?): sharpness is undefined there")
     started = time.perf_counter()
     objective.set_training(False)
     theta = theta.detach()

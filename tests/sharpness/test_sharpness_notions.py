@@ -291,3 +291,16 @@ def test_same_seed_same_numbers_different_seed_different():
     strip = lambda r: {k: v for k, v in r.to_dict().items() if k != "seconds"}    # noqa: E731
     assert strip(a) == strip(b)
     assert a.average.finite != c.average.finite
+
+
+def test_non_finite_parameters_are_refused_in_one_line():
+    from samcli.config import SamcliError
+    from samcli.models import mlp
+    from samcli.objective import Batch, Objective
+    from samcli.sharpness.notions import Settings, measure
+    objective, theta = Objective.from_module(mlp(3, [4], 2).double(), "cross-entropy")
+    data = Batch(torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 2, (6,)))
+    theta = theta.clone()
+    theta[0] = float("nan")
+    with pytest.raises(SamcliError, match="not finite"):
+        measure(objective, theta, data, Settings())
