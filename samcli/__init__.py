@@ -9,3 +9,7 @@ __all__ = ["TrainConfig", "ConfigError", "SamcliError", "RunResult", "train"]
 from .sharpness import SharpnessReport, measure_run, measure_sharpness  # noqa: E402
 
 __all__ += ["SharpnessReport", "measure_sharpness", "measure_run"]
+
+from .study import compare  # noqa: E402
+
+__all__ += ["compare"]

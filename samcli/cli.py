@@ -106,7 +106,7 @@ def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exac
     from .runs import write_json
     from .sharpness import measure_run
     try:
-        count = None if samples == "all" else _int(samples, "--samples")
+        count = None if samples == "all" else _int(samples, "--samples", "all")
         report = measure_run(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
                              samples=count, seed=seed, exact=exact)
     except SamcliError as err:
@@ -179,11 +179,203 @@ def measure_sharpness_alias(
     _sharpness(run_dir, rho, samples, notions, exact, seed, as_json)
 
 
-def _int(text: str, flag: str) -> int:
+def _int(text: str, flag: str, word: str = "full") -> int:
     try:
         return int(text)
     except ValueError:
-        fail(f"{flag}={text!r} must be an integer or 'full'")
+        fail(f"{flag}={text!r} must be an integer or {word!r}")
+
+
+# ---- compare: a study of many runs (samcli/study) ----------------------------------------------
+
+@app.command()
+def compare(
+    study: Optional[Path] = typer.Argument(None, help="Study YAML (default: the study embedded in samcli)."),
+    from_: Optional[Path] = typer.Option(None, "--from", help="Re-render tables and plots from a study directory "
+                                                               "(no training)."),
+    out: Optional[Path] = typer.Option(None, help="Study directory (default results/studies/<name>)."),
+    executor: str = typer.Option("local", help="local (processes on this machine) or ray."),
+    jobs: Optional[int] = typer.Option(None, help="Local executor: runs at once, each in its own process with "
+                                                  "cores/N torch threads (default: one per core, at most 4, on a "
+                                                  "CPU machine; 1 when a GPU is visible)."),
+    address: Optional[str] = typer.Option(None, help="Ray: cluster address (default: start a local instance)."),
+    baseline: Optional[Path] = typer.Option(None, help="Check the table against this baseline JSON; exit 1 on a "
+                                                       "regression."),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="Write the table as the baseline "
+                                         "(to --baseline, or results/baselines/<name>.json)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
+):
+    """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
+    and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots."""
+    from .study import compare as run_study, load_study, render_from
+    from .study.baseline import check_baseline, display_diff, load_baseline, make_baseline, write_baseline
+    try:
+        if from_ is not None:
+            if study is not None:
+                fail("give a study file or --from STUDY_DIR, not both")
+            table = render_from(from_)
+            spec = load_study(from_ / "study.yaml")
+        else:
+            spec = load_study(study)
+            if executor not in ("local", "ray"):
+                fail(f"--executor {executor!r} is unknown; choose local or ray")
+            if jobs is None:
+                from .study.executors import auto_jobs
+                jobs = auto_jobs()
+            elif jobs < 1:
+                fail(f"--jobs {jobs} must be >= 1")
+            if baseline is not None and not update_baseline:
+                load_baseline(baseline)         # refuse a bad baseline before training
+            display = None if quiet or as_json else _StudyProgress(spec.name)
+            if display:
+                with display.bar:
+                    table = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display)
+            else:
+                table = run_study(spec, out=out, executor=executor, jobs=jobs, address=address)
+        verdict = None
+        if update_baseline:
+            target = baseline or Path("results/baselines") / f"{spec.name}.json"
+            write_baseline(target, make_baseline(spec, table))
+        elif baseline is not None:
+            diff, verdict = check_baseline(spec, table, load_baseline(baseline))
+    except SamcliError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        console.print("interrupted: finished runs are kept; run the same command again to resume")
+        raise typer.Exit(130)
+    from .study.table import display as display_table, display_correlations
+    corr = table.attrs["correlations"]
+    if as_json:
+        print(json.dumps({"table": json.loads(table.reset_index().to_json(orient="records")),
+                          "correlations": json.loads(corr.reset_index().to_json(orient="records")),
+                          "study_dir": table.attrs["study_dir"], "files": table.attrs["files"],
+                          "baseline_ok": verdict}, indent=2))
+    else:
+        stdout = Console()
+        if not stdout.is_terminal:
+            stdout = Console(width=max(stdout.width, 240))
+        stdout.print(_frame_table(display_table(table), f"study {spec.name}"))
+        stdout.print(table.attrs["caption"], highlight=False)
+        if len(corr):
+            stdout.print(_frame_table(display_correlations(corr), "rank correlation with test accuracy"))
+        for note in table.attrs["notes"]:
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print("written: " + ", ".join(table.attrs["files"]), highlight=False, soft_wrap=True)
+        if update_baseline:
+            console.print(f"baseline written to {target}", highlight=False)
+        if verdict is not None:
+            stdout.print(_frame_table(display_diff(diff), f"baseline {baseline}"))
+            console.print("baseline: all checks hold" if verdict else "baseline: REGRESSION", highlight=False)
+    failed = int(table["failed"].sum())
+    if failed:
+        console.print(f"{failed} run(s) failed; see the notes above", highlight=False)
+    if verdict is False or failed:
+        raise typer.Exit(1)
+
+
+def _frame_table(frame, title: str):
+    from rich.table import Table
+    table = Table(title=title)
+    for i, column in enumerate(frame.columns):
+        table.add_column(str(column), justify="left" if i == 0 else "right")
+    for _, row in frame.iterrows():
+        table.add_row(*[str(v) for v in row])
+    return table
+
+
+class _StudyProgress:
+    """Rich display: the study's bar (runs done of all) and one bar per run in progress."""
+
+    def __init__(self, name: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=True)
+        self.study = self.bar.add_task(f"study {name}: runs", total=None, note="")
+        self.runs: dict = {}
+
+    def __call__(self, event) -> None:
+        bar, kind = self.bar, event.kind
+        if kind == "plan":
+            bar.update(self.study, total=event.total, completed=event.step, note=event.message)
+        elif kind == "note":
+            bar.console.print(f"note: {event.message}", highlight=False, soft_wrap=True)
+        elif kind == "start" and event.run not in self.runs:
+            self.runs[event.run] = bar.add_task(f"  {event.label} seed {event.seed}", total=None,
+                                                note=event.message or "training")
+        elif kind == "step" and event.run in self.runs:
+            bar.update(self.runs[event.run], completed=event.step, total=event.total, note="training")
+        elif kind == "measure" and event.run in self.runs:
+            bar.update(self.runs[event.run], note="measuring sharpness")
+        elif kind == "done":
+            task = self.runs.pop(event.run, None)
+            if task is not None:
+                bar.remove_task(task)
+            bar.advance(self.study)
+            bar.update(self.study, note=f"last: {event.label} seed {event.seed} {event.status}")
+            if event.status == "failed":
+                bar.console.print(f"{event.label} seed {event.seed} failed: {event.message}", highlight=False)
+
+
+# ---- reproduce: the paper's predictions (samcli/paper) -------------------------------------------
+
+@app.command()
+def reproduce(
+    name: Optional[str] = typer.Argument(None, help="Study: figure1, quadratic, timescale, network, batchsize, or all."),
+    list_: bool = typer.Option(False, "--list", help="List the studies and exit."),
+    quick: bool = typer.Option(False, "--quick", help="Small settings (seconds; for tests): the config's quick: section."),
+    out: Path = typer.Option(Path("results/paper"), help="Base directory; each study writes OUT/NAME/."),
+    config: Optional[Path] = typer.Option(None, help="Study YAML (default configs/paper/NAME.yaml); one study only."),
+    set_: List[str] = typer.Option([], "--set", help="Override a study config key: --set rho=0.1 (one study only)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
+):
+    """Check the paper's predictions with the engine: verdicts (PASS / FAIL / open, with the measured numbers),
+    tables, JSON and plots in OUT/NAME/. Exit code 1 when any prediction FAILs."""
+    from .paper.reproduce import STUDIES, reproduce as run_study, write_index
+    if list_ or name is None:
+        for study in STUDIES.values():
+            print(f"{study.name:10s} {study.summary}")
+        if name is None and not list_:
+            console.print("give a study name (or all) to run it", highlight=False)
+        return
+    names = list(STUDIES) if name == "all" else [name]
+    if name != "all" and name not in STUDIES:
+        fail(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all (see --list)")
+    if name == "all" and (config is not None or set_):
+        fail("--config and --set apply to one study; run the studies one by one to change their settings")
+    log = (lambda message: None) if quiet or as_json else (lambda message: console.print(message, highlight=False))
+    results = []
+    try:
+        for study in names:
+            results.append(run_study(study, out / study, quick=quick, config=config, overrides=set_, log=log))
+            if not (quiet or as_json):
+                console.print(_verdict_table(results[-1]))
+                console.print(f"{study}: {results[-1].seconds:.1f} s -> {escape(str(results[-1].out_dir))}",
+                              highlight=False)
+        if name == "all":
+            write_index(results, out)
+    except SamcliError as err:
+        fail(str(err))
+    if as_json:
+        print(json.dumps([{"study": r.name, "dir": str(r.out_dir), "seconds": round(r.seconds, 2),
+                           "verdicts": [{"id": v.id, "status": v.status, "claim": v.claim, "measured": v.measured}
+                                        for v in r.verdicts]} for r in results], indent=2, default=str))
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _verdict_table(result):
+    from rich.table import Table
+    from .paper.common import fmt
+    table = Table(title=f"reproduce {result.name}" + (" (quick)" if result.quick else ""), show_lines=False)
+    for column in ("verdict", "prediction", "measured"):
+        table.add_column(column)
+    colors = {"PASS": "green", "FAIL": "red", "open": "yellow"}
+    for v in result.verdicts:
+        measured = "; ".join(f"{k} = {fmt(x)}" for k, x in v.measured.items())
+        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim), escape(measured))
+    return table
 
 
 def main() -> None:

@@ -1,0 +1,356 @@
+"""A study: a base train config, a grid (or named variants) and seeds, the sharpness settings, and
+the baseline's tolerances. `load_study` validates all of it and builds every run's `TrainConfig`
+before anything trains, so a bad entry is refused up front with one line naming it.
+
+    name: default
+    base: {data: {name: mnist1d}, steps: 600, ...}          # a TrainConfig dict
+    grid: {optimizer.method: [sgd, sam], optimizer.batch_size: [full, 128]}
+    variants:                                               # or / and: named configurations
+      - {label: GD, optimizer.method: sgd, optimizer.batch_size: full}
+    seeds: [0, 1, 2]
+    sharpness: {rho: 0.05, samples: 1000, notions: [worst, ascent, average]}
+    baseline: {tolerances: {test_accuracy: {abs: 0.03}}, orderings: ["SAM lambda_1 < GD lambda_1"]}
+
+Variants and grid combine as a cross product (each variant x each grid point x each seed). Grid
+axes may use the short names method, lr, rho, batch_size, m. An axis that does not apply to a
+method is dropped for it (m for every method but msam; rho and m for sgd), and the duplicates this
+makes are merged, so `method: [sgd, sam, msam] x m: [1, 4]` is 1 + 1 + 2 configurations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import ConfigError, TrainConfig, _set_dotted, config_hash, load_yaml
+
+STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline")
+ALIASES = {"method": "optimizer.method", "lr": "optimizer.lr", "rho": "optimizer.rho",
+           "batch_size": "optimizer.batch_size", "m": "optimizer.m", "momentum": "optimizer.momentum"}
+SHORT = {v: k for k, v in ALIASES.items()}
+# the table's metrics (run level), in table order; sharpness ones come from SharpnessReport.summary()
+METRICS = ("test_accuracy", "test_loss", "train_loss", "lambda_1", "trace", "r_asc", "r_max", "r_avg",
+           "alignment", "steps", "seconds")
+EXTRA_METRICS = ("train_accuracy", "rayleigh", "grad_norm", "stoch_lambda_1", "stoch_r_asc", "sharpness_loss",
+                 "measure_seconds", "train_seconds")
+ORDERING = re.compile(r"^\s*(?P<a>.+?)\s+(?P<ma>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>)\s*"
+                      r"(?P<b>.+?)\s+(?P<mb>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+class StudyError(ConfigError):
+    """An invalid study: one line naming the offending entry."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    label: str                 # the configuration (a table row); seeds of one label are aggregated
+    seed: int
+    overrides: dict            # dotted keys -> values applied to the base (for display)
+    config: TrainConfig = field(repr=False, compare=False)
+    hash: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.config.optimizer.method
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Ordering:
+    text: str
+    left: str
+    left_metric: str
+    op: str
+    right: str
+    right_metric: str
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    abs: float = 0.0
+    rel: float = 0.0
+
+    def allowed(self, reference: float) -> float:
+        return self.abs + self.rel * abs(reference)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    raw: dict = field(repr=False)              # the study as written (study.yaml in the study directory)
+    runs: tuple[RunSpec, ...] = field(repr=False)
+    labels: tuple[str, ...] = ()               # configurations in order
+    sharpness: dict = field(default_factory=dict)
+    tolerances: dict = field(default_factory=dict)   # metric -> Tolerance
+    orderings: tuple[Ordering, ...] = ()
+    source: Optional[str] = None
+    description: str = ""
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def default_study_path() -> Path:
+    from importlib.resources import files
+    return Path(str(files("samcli") / "studies" / "default.yaml"))
+
+
+def load_study(study: "str | Path | dict | Study | None" = None) -> Study:
+    """A Study from a path, a dict or None (the embedded default study)."""
+    if isinstance(study, Study):
+        return study
+    source = None
+    if study is None:
+        study = default_study_path()
+    if isinstance(study, (str, Path)):
+        source = str(study)
+        raw = load_yaml(study)
+    elif isinstance(study, dict):
+        raw = study
+    else:
+        raise StudyError(f"a study is a YAML path or a dict, not {type(study).__name__}")
+    return parse_study(raw, source)
+
+
+def parse_study(raw: dict, source: Optional[str] = None) -> Study:
+    where = f"study {source}" if source else "study"
+    unknown = [k for k in raw if k not in STUDY_KEYS]
+    if unknown:
+        raise StudyError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(STUDY_KEYS)}")
+    name = raw.get("name") or (Path(source).stem if source else "study")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise StudyError(f"{where}: name={name!r} must be a word of letters, digits, '.', '_' or '-'")
+    where = f"study {name}"
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        raise StudyError(f"{where}: base must be a mapping of train config keys")
+    try:
+        TrainConfig.from_dict(base)
+    except ConfigError as err:
+        raise StudyError(f"{where}: base: {err}") from None
+
+    points = _points(raw, where)
+    seeds = _seeds(raw, where)
+    runs, seen, by_label = [], {}, {}
+    for label, overrides in points:
+        for seed in seeds:
+            spec = _build_run(base, label, overrides, seed, where)
+            other = by_label.setdefault((label, seed), spec)
+            if other.hash != spec.hash:
+                raise StudyError(f"{where}: two different configurations are labelled {label!r}; "
+                                 "give each variant its own label")
+            previous = seen.get(spec.hash)
+            if previous is not None:
+                if previous.label != spec.label:
+                    raise StudyError(f"{where}: configurations {previous.label!r} and {spec.label!r} are the "
+                                     "same run; remove one or make them differ")
+                continue
+            seen[spec.hash] = spec
+            runs.append(spec)
+    labels = tuple(dict.fromkeys(r.label for r in runs))
+    sharpness = _sharpness(raw.get("sharpness"), where)
+    tolerances, orderings = _baseline(raw.get("baseline"), labels, where)
+    return Study(name, raw, tuple(runs), labels, sharpness, tolerances, orderings, source,
+                 str(raw.get("description") or ""))
+
+
+def _canonical(key: str, where: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise StudyError(f"{where}: grid key {key!r} must be a dotted config key such as optimizer.rho")
+    return ALIASES.get(key, key)
+
+
+def _points(raw: dict, where: str) -> list[tuple[str, dict]]:
+    """(label, dotted overrides) for every configuration, before seeds."""
+    grid, variants = raw.get("grid"), raw.get("variants")
+    if grid is None and variants is None:
+        raise StudyError(f"{where}: has no grid and no variants; add grid: {{optimizer.method: [sgd, sam]}} "
+                         "or a list of variants")
+    axes: list[tuple[str, list]] = []
+    if grid is not None:
+        if not isinstance(grid, dict):
+            raise StudyError(f"{where}: grid must be a mapping of config keys to lists of values")
+        if not grid:
+            raise StudyError(f"{where}: grid is empty; give at least one key with a list of values")
+        for key, values in grid.items():
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise StudyError(f"{where}: grid.{key} is an empty list; give at least one value")
+            if key == "seed":
+                continue       # seeds are handled apart (they are aggregated, not a row)
+            axes.append((_canonical(key, f"{where}: grid"), values))
+    variant_list: list[tuple[Optional[str], dict]] = [(None, {})]
+    if variants is not None:
+        if not isinstance(variants, list) or not variants:
+            raise StudyError(f"{where}: variants must be a non-empty list of mappings")
+        variant_list = []
+        for i, variant in enumerate(variants):
+            if not isinstance(variant, dict):
+                raise StudyError(f"{where}: variants[{i}] must be a mapping of config keys")
+            variant = dict(variant)
+            label = variant.pop("label", None)
+            if label is not None and (not isinstance(label, str) or not label.strip()):
+                raise StudyError(f"{where}: variants[{i}].label={label!r} must be a non-empty string")
+            if "seed" in variant:
+                raise StudyError(f"{where}: variants[{i}] sets seed; list seeds in the study's seeds: [...]")
+            variant_list.append((label, {_canonical(k, f"{where}: variants[{i}]"): v for k, v in variant.items()}))
+    multi = {k for k, values in axes if len(values) > 1}
+    points = []
+    for (vlabel, voverrides), values in itertools.product(variant_list, itertools.product(*[v for _, v in axes])):
+        overrides = dict(voverrides)
+        grid_part = dict(zip([k for k, _ in axes], values))
+        overrides.update(grid_part)
+        overrides = _relevant(overrides)
+        grid_part = {k: v for k, v in grid_part.items() if k in overrides}
+        varying = " ".join(_fmt(k, v) for k, v in grid_part.items() if k in multi)
+        if vlabel is None:
+            label = varying or _auto_label(overrides) or "run"
+        else:
+            label = f"{vlabel} {varying}".strip()
+        points.append((label, overrides))
+    return points
+
+
+def _relevant(overrides: dict) -> dict:
+    """Drop axes that do not apply to the run's method (m unless msam; rho and m for sgd)."""
+    method = overrides.get("optimizer.method")
+    out = dict(overrides)
+    if method is not None and method != "msam":
+        out.pop("optimizer.m", None)
+    if method == "sgd":
+        out.pop("optimizer.rho", None)
+    return out
+
+
+def _fmt(key: str, value: Any) -> str:
+    short = SHORT.get(key, key.split(".")[-1])
+    if key == "optimizer.method":
+        return str(value)
+    if short == "batch_size":
+        short = "b"
+    return f"{short}={value}"
+
+
+def _auto_label(overrides: dict) -> str:
+    return " ".join(_fmt(k, v) for k, v in overrides.items())
+
+
+def _seeds(raw: dict, where: str) -> list[int]:
+    seeds = raw.get("seeds")
+    grid_seeds = (raw.get("grid") or {}).get("seed") if isinstance(raw.get("grid"), dict) else None
+    if seeds is not None and grid_seeds is not None:
+        raise StudyError(f"{where}: seeds are given twice (seeds and grid.seed); keep one")
+    seeds = seeds if seeds is not None else grid_seeds
+    if seeds is None:
+        return [int((raw.get("base") or {}).get("seed", 0))]
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not seeds:
+        raise StudyError(f"{where}: seeds is an empty list; give at least one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise StudyError(f"{where}: seed {s!r} must be an integer")
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"{where}: seeds {seeds} repeat a seed; list each once")
+    return list(seeds)
+
+
+def _build_run(base: dict, label: str, overrides: dict, seed: int, where: str) -> RunSpec:
+    import copy
+    raw = copy.deepcopy(base)
+    try:
+        for key, value in overrides.items():
+            _set_dotted(raw, key, value)
+        raw["seed"] = seed
+        cfg = TrainConfig.from_dict(raw)
+    except ConfigError as err:
+        raise StudyError(f"{where}: configuration {label!r}: {err}") from None
+    _check_data_size(cfg, label, where)
+    return RunSpec(label, seed, dict(overrides), cfg, config_hash(cfg))
+
+
+def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:
+    """Checks that need the training-set size, where the config states it (no data loading)."""
+    d, o = cfg.data, cfg.optimizer
+    known = {"mnist1d": 4000, "digits": 1437}          # training-set sizes that need no download to know
+    n = d.train_size if d.train_size is not None else (d.n_train if d.name == "synthetic" else known.get(d.name))
+    if n is None:
+        return
+    if isinstance(o.batch_size, int) and o.batch_size > n:
+        raise StudyError(f"{where}: configuration {label!r}: optimizer.batch_size={o.batch_size} exceeds the "
+                         f"{n} training examples; lower it or use 'full'")
+    if o.method == "msam" and o.batch_size == "full" and n % o.m:
+        raise StudyError(f"{where}: configuration {label!r}: optimizer.m={o.m} does not divide the {n} training "
+                         "examples (full batch); pick m that divides it")
+
+
+def _sharpness(raw: Any, where: str) -> dict:
+    """measure_run keyword arguments; unknown keys refused (they are Settings fields)."""
+    from ..sharpness import Settings
+    raw = dict(raw or {})
+    allowed = ["rho", "samples", "notions", "seed"] + [f.name for f in dataclasses.fields(Settings)
+                                                       if f.name not in ("rho", "notions", "seed", "chunk_size")]
+    unknown = [k for k in raw if k not in allowed]
+    if unknown:
+        raise StudyError(f"{where}: unknown key sharpness.{unknown[0]}; allowed: {', '.join(allowed)}")
+    out = {"rho": 0.05, "samples": None, "notions": ["worst", "ascent", "average"], "seed": 0}
+    out.update(raw)
+    if out["samples"] == "all":
+        out["samples"] = None
+    s = out["samples"]
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+        raise StudyError(f"{where}: sharpness.samples={s!r} must be a positive integer or 'all'")
+    if isinstance(out["rho"], bool) or not isinstance(out["rho"], (int, float)) or out["rho"] <= 0:
+        raise StudyError(f"{where}: sharpness.rho={out['rho']!r} must be a number > 0")
+    notions = out["notions"]
+    if not isinstance(notions, list) or not notions or any(n not in ("worst", "ascent", "average") for n in notions):
+        raise StudyError(f"{where}: sharpness.notions={notions!r} must be a non-empty list of worst, ascent, average")
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for key, value in out.items():
+        if key in defaults and key not in ("rho", "notions", "seed"):
+            kind = type(defaults[key])
+            if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise StudyError(f"{where}: sharpness.{key}={value!r} must be a number")
+            if kind is bool and not isinstance(value, bool):
+                raise StudyError(f"{where}: sharpness.{key}={value!r} must be true or false")
+    return out
+
+
+def _baseline(raw: Any, labels: tuple[str, ...], where: str) -> tuple[dict, tuple[Ordering, ...]]:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise StudyError(f"{where}: baseline must be a mapping with tolerances and orderings")
+    unknown = [k for k in raw if k not in ("tolerances", "orderings")]
+    if unknown:
+        raise StudyError(f"{where}: unknown key baseline.{unknown[0]}; allowed: tolerances, orderings")
+    known = METRICS + EXTRA_METRICS
+    tolerances = {}
+    for metric, tol in (raw.get("tolerances") or {}).items():
+        if metric not in known:
+            raise StudyError(f"{where}: baseline.tolerances.{metric} is not a table metric; choose from "
+                             f"{', '.join(known)}")
+        if not isinstance(tol, dict) or not tol or any(k not in ("abs", "rel") for k in tol):
+            raise StudyError(f"{where}: baseline.tolerances.{metric}={tol!r} must be {{abs: x}}, {{rel: y}} or both")
+        for k, v in tol.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise StudyError(f"{where}: baseline.tolerances.{metric}.{k}={v!r} must be a number >= 0")
+        tolerances[metric] = Tolerance(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)))
+    orderings = []
+    for text in raw.get("orderings") or []:
+        match = ORDERING.match(str(text))
+        if not match:
+            raise StudyError(f"{where}: baseline ordering {text!r} must read 'LABEL METRIC < LABEL METRIC'")
+        o = Ordering(str(text), match["a"], match["ma"], match["op"], match["b"], match["mb"])
+        for label, metric in ((o.left, o.left_metric), (o.right, o.right_metric)):
+            if label not in labels:
+                raise StudyError(f"{where}: baseline ordering {text!r} names configuration {label!r}, which the "
+                                 f"study does not have; configurations: {', '.join(labels)}")
+            if metric not in known:
+                raise StudyError(f"{where}: baseline ordering {text!r} names metric {metric!r}; choose from "
+                                 f"{', '.join(known)}")
+        orderings.append(o)
+    return tolerances, tuple(orderings)

@@ -1,0 +1,97 @@
+"""The study table: aggregation over seeds, diverged runs, Kendall tau-b against hand computations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from samcli.study import load_study
+from samcli.study.table import aggregate, correlations, display, kendall_tau_b, runs_frame, table_markdown
+from study_helpers import tiny_study
+
+
+def record(label, seed, status="completed", acc=None, loss=None, lam=None, trace=None, steps=100, seconds=1.0):
+    final = {} if acc is None else {"test_accuracy": acc, "test_loss": 1 - acc, "train_loss": loss}
+    sharp = {} if lam is None else {"lambda_1": lam, "trace": trace, "r_max": lam / 100, "r_asc": lam / 200,
+                                    "r_avg": trace / 1e4, "alignment": 0.5}
+    return {"label": label, "seed": seed, "hash": f"{label}-{seed}", "method": "sam", "status": status,
+            "final": final, "sharpness_summary": sharp, "steps": steps, "seconds": seconds}
+
+
+def test_kendall_tau_b_hand_example_with_ties():
+    """x = [1, 2, 2, 3], y = [1, 3, 2, 2]; the 6 pairs:
+    (1,2): dx+ dy+ C   (1,3): dx+ dy+ C   (1,4): dx+ dy+ C
+    (2,3): dx0 (tie x) (2,4): dx+ dy- D   (3,4): dx+ dy0 (tie y)
+    C - D = 3 - 1 = 2; P = 6, Tx = 1, Ty = 1 -> tau_b = 2 / sqrt(5 * 5) = 0.4."""
+    assert kendall_tau_b([1, 2, 2, 3], [1, 3, 2, 2]) == pytest.approx(0.4)
+    # ties on both sides of one pair count in both Tx and Ty: x = [1, 1, 2], y = [5, 5, 6]
+    # pairs: (1,2) tied in x and y, (1,3) C, (2,3) C -> 2 / sqrt((3-1)(3-1)) = 1
+    assert kendall_tau_b([1, 1, 2], [5, 5, 6]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(kendall_tau_b([1, 1, 1], [1, 2, 3]))      # constant x
+    assert math.isnan(kendall_tau_b([1], [2]))
+
+
+def test_kendall_tau_b_matches_scipy_on_random_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, 15), rng.integers(0, 5, 15)
+        assert kendall_tau_b(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_aggregation_mean_std_and_diverged_rows():
+    records = [record("A", 0, acc=0.5, loss=0.1, lam=10.0, trace=100.0, seconds=2.0),
+               record("A", 1, acc=0.7, loss=0.3, lam=20.0, trace=300.0, seconds=4.0),
+               record("A", 2, status="diverged", steps=37, seconds=9.0),
+               record("B", 0, status="diverged", steps=10, seconds=1.0),
+               record("B", 1, status="diverged", steps=20, seconds=3.0),
+               record("C", 0, acc=0.9, loss=0.05, lam=1.0, trace=5.0)]
+    runs = runs_frame(records)
+    table = aggregate(runs, ["A", "B", "C"])
+    assert list(table.index) == ["A", "B", "C"]
+    a = table.loc["A"]
+    assert a["runs"] == 3 and a["completed"] == 2 and a["diverged"] == 1
+    assert a["test_accuracy_mean"] == pytest.approx(0.6)
+    assert a["test_accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert a["lambda_1_mean"] == pytest.approx(15.0) and a["trace_mean"] == pytest.approx(200.0)
+    assert a["lambda_1_std"] == pytest.approx(math.sqrt(50.0))
+    # steps and seconds count every run that trained, the diverged one too
+    assert a["steps_mean"] == pytest.approx((100 + 100 + 37) / 3)
+    assert a["seconds_mean"] == pytest.approx(5.0)
+    assert a["status"] == "2 completed, 1 diverged"
+    b = table.loc["B"]
+    assert b["completed"] == 0 and b["diverged"] == 2 and math.isnan(b["test_accuracy_mean"])
+    assert b["steps_mean"] == pytest.approx(15.0)
+    c = table.loc["C"]
+    assert c["status"] == "ok" and math.isnan(c["test_accuracy_std"])     # one seed: no std
+
+    shown = display(table).set_index("configuration")
+    assert shown.loc["A", "runs"] == "3 (2 completed, 1 diverged)"
+    assert shown.loc["A", "test acc"].startswith("0.6 ± 0.14")
+    assert shown.loc["B", "test acc"] == "diverged" and shown.loc["B", "lambda_1"] == "diverged"
+    assert shown.loc["B", "steps"] == "15"
+    assert shown.loc["C", "test acc"] == "0.9"
+
+
+def test_correlations_across_completed_runs_only():
+    records = [record("A", 0, acc=0.5, lam=4.0, trace=10.0), record("A", 1, acc=0.6, lam=3.0, trace=10.0),
+               record("B", 0, acc=0.7, lam=2.0, trace=20.0), record("B", 1, acc=0.7, lam=1.0, trace=30.0),
+               record("C", 0, status="diverged")]
+    corr = correlations(runs_frame(records))
+    # lambda_1 falls as accuracy rises: C = 5 of 6 pairs, one tie in accuracy -> 5 / sqrt(6 * 5)
+    assert corr.loc["lambda_1", "kendall_tau"] == pytest.approx(-5 / math.sqrt(30))
+    assert corr.loc["lambda_1", "runs"] == 4
+    assert corr.loc["trace", "kendall_tau"] == pytest.approx(kendall_tau_b([10, 10, 20, 30], [0.5, 0.6, 0.7, 0.7]))
+    assert set(corr.index) == {"lambda_1", "trace", "r_max", "r_asc", "r_avg"}
+
+
+def test_markdown_has_the_table_caption_and_correlations():
+    study = load_study(tiny_study(seeds=[0]))
+    records = [record(label, 0, acc=0.5 + 0.1 * i, loss=0.1, lam=3.0 - i, trace=10.0 - i)
+               for i, label in enumerate(study.labels)]
+    runs = runs_frame(records)
+    text = table_markdown(study, aggregate(runs, study.labels), correlations(runs), ["a note"], [32])
+    assert "| configuration | runs | test acc |" in text and "| 1-SAM |" in text
+    assert "Kendall tau-b" in text and "a note" in text and "whole training set (32 examples)" in text
