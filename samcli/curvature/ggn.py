@@ -35,6 +35,19 @@ def linear_only(objective: Objective) -> bool:
     return all(isinstance(modules.get(owner), nn.Linear) for owner in owners)
 
 
+PIECEWISE_LINEAR = (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten)
+
+
+def piecewise_linear(objective: Objective) -> bool:
+    """Linear layers and piecewise-linear activations only. Then f is linear in every single
+    parameter (for a fixed activation pattern), diag(grad^2 f) = 0 almost everywhere, and so
+    diag(H) = diag(G): Tr(H) = Tr(G) exactly."""
+    if not linear_only(objective):
+        return False
+    leaves = [m for m in objective.module.modules() if not list(m.children())]
+    return all(isinstance(m, PIECEWISE_LINEAR) for m in leaves)
+
+
 def output_hessian_sqrt(objective: Objective, outputs: Tensor) -> Tensor:
     """A_k with A_k A_k^T = Lambda_k, shape (n, C, C)."""
     n, c = outputs.shape

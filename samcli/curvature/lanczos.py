@@ -24,6 +24,7 @@ class LanczosResult:
     eigenvectors: Tensor    # (S, k, D), unit norm, float64
     residuals: Tensor       # (S, k) ||H v - lambda v|| (Ritz estimate)
     converged: Tensor       # (S,) bool: every requested pair met the tolerance
+    error_bounds: Tensor    # (S, k) residual^2 / (gap to the next Ritz value): a posteriori eigenvalue error
     iterations: int
     matvecs: int            # operator applications (rows x iterations)
 
@@ -64,10 +65,16 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, *, k: int = 1, batch: 
 
 def _ritz(basis, alphas, betas, k, tol, steps, batch) -> LanczosResult:
     T = torch.diag_embed(alphas) + torch.diag_embed(betas[:, :-1], 1) + torch.diag_embed(betas[:, :-1], -1)
-    values, vectors = torch.linalg.eigh(T)                        # ascending
+    all_values, vectors = torch.linalg.eigh(T)                    # ascending
     kk = min(k, steps)
-    values, vectors = values.flip(-1)[:, :kk], vectors.flip(-1)[:, :, :kk]
+    all_values = all_values.flip(-1)
+    values, vectors = all_values[:, :kk], vectors.flip(-1)[:, :, :kk]
     residuals = (betas[:, -1:] * vectors[:, -1, :]).abs()         # beta_j |s_i[last]|
     converged = (residuals <= tol * values.abs().clamp_min(1e-30)).all(1) & (kk == k)
+    # |lambda - theta| <~ r^2 / gap (Kato-Temple with the Ritz gap standing in for the true one)
+    if steps > kk:
+        bounds = residuals ** 2 / (values - all_values[:, 1:kk + 1]).clamp_min(1e-300)
+    else:
+        bounds = torch.full_like(residuals, float("inf"))
     eigenvectors = torch.einsum("sjk,sjd->skd", vectors, basis)
-    return LanczosResult(values, eigenvectors, residuals, converged, steps, steps * batch)
+    return LanczosResult(values, eigenvectors, residuals, converged, bounds, steps, steps * batch)

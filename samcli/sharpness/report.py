@@ -17,6 +17,7 @@ class WorstDirection:
     finite: Optional[float] = None     # R^Max_rho by projected gradient ascent (best over restarts)
     finite_iterations: int = 0         # gradient evaluations spent by the ascent
     finite_restarts: int = 0
+    error_bound: Optional[float] = None  # residual^2 / Ritz gap: a posteriori error of lambda_1
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,17 @@ def test_batched_k3_with_residuals():
     full = lanczos(lambda V: V * diags, dim, k=3, batch=S, max_iter=dim, tol=1e-9,
                    generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(full.eigenvalues, diags.sort(dim=1, descending=True).values[:, :3], rtol=1e-9, atol=0)
+
+
+def test_error_bound_covers_the_eigenvalue_error_on_a_gapped_spectrum():
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(200, 200, dtype=torch.float64))
+    values = torch.linspace(0, 1, 200, dtype=torch.float64)
+    values[-1] = 1.5
+    matrix = q @ torch.diag(values) @ q.T
+    for steps in (6, 8, 12):
+        result = lanczos(lambda v: v @ matrix, 200, k=1, max_iter=steps, tol=1e-14,
+                         generator=torch.Generator().manual_seed(0))
+        error = 1.5 - result.eigenvalues[0, 0].item()
+        assert 0 <= error <= result.error_bounds[0, 0].item()
+        assert result.error_bounds[0, 0].item() < 3 * max(error, 1e-15)   # and is not vacuous
