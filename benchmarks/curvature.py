@@ -55,7 +55,9 @@ def trained_mlp(steps: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer seeds and repeats (smoke test)")
-    parser.add_argument("--steps", type=int, default=3000, help="SGD steps to train the measured model")
+    # 300 momentum-SGD steps leave the model mid-training (train loss ~0.54, Tr ~138), the regime of the
+    # issue's reference figures (Tr ~134); a fully trained one is much flatter (Tr ~3) and easier.
+    parser.add_argument("--steps", type=int, default=300, help="SGD steps to train the measured model")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
     seeds = 3 if args.quick else 20
@@ -67,7 +69,7 @@ def main() -> None:
     import sys
     pyhessian_module = sys.modules["pyhessian.hessian"]   # the package re-exports a class of the same name
 
-    task, theta, final = trained_mlp(300 if args.quick else args.steps)
+    task, theta, final = trained_mlp(args.steps)
     objective, data = task.objective, task.train
     model = objective.module
     x, y = data.inputs, data.targets
@@ -97,10 +99,12 @@ def main() -> None:
     t_grad, _ = timed(lambda: objective.value_and_grad(theta, data, 4096), repeats)
     t_hvp, _ = timed(lambda: op.matvec(v), repeats)
     batched = {}
+    streamed = HessianOperator(objective, theta, data, keep_graph=False)
     for k in (4, 10, 20):
         V = torch.randn(k, D)
-        t, _ = timed(lambda: op.matmat(V), max(2, repeats // 3))
-        batched[k] = t / k
+        t_kept, _ = timed(lambda: op.matmat(V), max(2, repeats // 3))
+        t_stream, _ = timed(lambda: streamed.matmat(V), max(2, repeats // 3))
+        batched[k] = min(t_kept, t_stream) / k
     model.zero_grad()
     py = PyHessian(model, criterion, data=(x, y), cuda=False)      # its fastest mode: one batch, graph kept
     vs = [torch.randn_like(p) for p in py.params]
@@ -123,7 +127,7 @@ def main() -> None:
         return abs(value - lam_ref) / abs(lam_ref)
 
     rows_a = []
-    for tol in (1e-3, 1e-4, 1e-5):
+    for tol in (1e-2, 3e-3, 1e-3, 1e-4):
         counter = HessianOperator(objective, theta, data)
         t, res = timed(lambda: lanczos(counter.matmat, D, k=1, max_iter=200, tol=tol,
                                        generator=torch.Generator().manual_seed(0)), 1)
@@ -164,7 +168,8 @@ def main() -> None:
     rows_b = []
     for budget_hvps in (10, 30, 100):
         budget = budget_hvps * t_py_hvp
-        errors = {"pyhessian hutchinson": [], "hessian-eigenthings hutch++": [], "samcli ggn+block": []}
+        errors = {"pyhessian hutchinson": [], "hessian-eigenthings hutch++": [], "samcli (exact Tr(G))": [],
+                  "samcli ggn+block, 1 probe": []}
         seconds = {k: [] for k in errors}
         he_matvecs = max(3, int(budget / t_he_hvp))
         for seed in range(seeds):
@@ -182,19 +187,26 @@ def main() -> None:
             seconds["hessian-eigenthings hutch++"].append(time.perf_counter() - start)
             errors["hessian-eigenthings hutch++"].append(abs(float(result.estimate) - tr_ref))
 
+            # what `samcli sharpness` does for this ReLU MLP: Tr(H) = Tr(G), computed exactly
+            start = time.perf_counter()
+            value = exact_ggn_trace(objective, theta, data)
+            seconds["samcli (exact Tr(G))"].append(time.perf_counter() - start)
+            errors["samcli (exact Tr(G))"].append(abs(value - tr_ref))
+            # the generic estimator it uses for smooth activations, at its smallest budget
             start = time.perf_counter()
             hop = HessianOperator(objective, theta, data)
             estimate = ggn_control_variate(hop.matmat, ggn.matmat, exact_ggn_trace(objective, theta, data), masks,
-                                           D, 2, torch.Generator().manual_seed(seed))
-            seconds["samcli ggn+block"].append(time.perf_counter() - start)
-            errors["samcli ggn+block"].append(abs(estimate.value - tr_ref))
+                                           D, 1, torch.Generator().manual_seed(seed))
+            seconds["samcli ggn+block, 1 probe"].append(time.perf_counter() - start)
+            errors["samcli ggn+block, 1 probe"].append(abs(estimate.value - tr_ref))
         for tool in errors:
             rows_b.append({"budget_pyhessian_hvps": budget_hvps, "budget_s": budget, "tool": tool,
                            "mean_abs_error": statistics.mean(errors[tool]),
                            "median_seconds": statistics.median(seconds[tool]),
                            "matvecs": {"pyhessian hutchinson": budget_hvps,
                                        "hessian-eigenthings hutch++": he_matvecs,
-                                       "samcli ggn+block": 2 * len(masks)}[tool]})
+                                       "samcli (exact Tr(G))": 0,
+                                       "samcli ggn+block, 1 probe": len(masks)}[tool]})
     print(f"(b) trace, |error| mean over {seeds} seeds (Tr = {tr_ref:.4f}):")
     for r in rows_b:
         print(f"    budget {r['budget_pyhessian_hvps']:3d} PyHessian HVPs ({r['budget_s']:.2f} s): {r['tool']:28s} "
@@ -216,6 +228,10 @@ def main() -> None:
              "(a) fastest run with lambda_1 within 1e-4 relative:", "",
              "| tool | setting | seconds | HVPs | rel. error |", "|---|---|---|---|---|"]
     lines += [f"| {t} | {r['setting']} | {r['seconds']:.3f} | {r['hvps']} | {r['rel_error']:.1e} |" for t, r in best.items()]
+    if "samcli lanczos" in best and "pyhessian power" in best:
+        ratio = best["samcli lanczos"]["seconds"] / best["pyhessian power"]["seconds"]
+        lines += ["", f"samcli / PyHessian time to 1e-4: **{ratio:.2f}x** (target <= 0.33x)."]
+        print(f"(a) samcli / PyHessian time to lambda_1 within 1e-4: {ratio:.2f}x")
     lines += ["", f"(b) mean |Tr error| over {seeds} seeds at equal wall-time budgets:", "",
               "| budget (PyHessian HVPs) | tool | mean abs error | median seconds |", "|---|---|---|---|"]
     lines += [f"| {r['budget_pyhessian_hvps']} | {r['tool']} | {r['mean_abs_error']:.4f} | {r['median_seconds']:.3f} |"
