@@ -234,7 +234,7 @@ def main() -> None:
         print(f"(a) samcli / PyHessian time to lambda_1 within 1e-4: {ratio:.2f}x")
     lines += ["", f"(b) mean |Tr error| over {seeds} seeds at equal wall-time budgets:", "",
               "| budget (PyHessian HVPs) | tool | mean abs error | median seconds |", "|---|---|---|---|"]
-    lines += [f"| {r['budget_pyhessian_hvps']} | {r['tool']} | {r['mean_abs_error']:.4f} | {r['median_seconds']:.3f} |"
+    lines += [f"| {r['budget_pyhessian_hvps']} | {r['tool']} | {r['mean_abs_error']:.3g} | {r['median_seconds']:.3f} |"
               for r in rows_b]
     lines += ["", "(c) cost in full-data gradients: samcli HVP "
               f"{c['samcli_hvp_over_grad']:.2f}, batched per vector "
