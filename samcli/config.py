@@ -101,7 +101,7 @@ class TrainConfig:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict | None) -> "TrainConfig":
-        cfg = _build(cls, raw or {}, prefix="")
+        cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg
 
@@ -119,17 +119,17 @@ class TrainConfig:
         """Copy with dotted-key changes, e.g. cfg.replace(**{"optimizer.rho": 0.1})."""
         raw = self.to_dict()
         for key, value in dotted.items():
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
         return TrainConfig.from_dict(raw)
 
 
 # ---- YAML and overrides ---------------------------------------------------------------------
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """YAML 1.1 reads 1e-5 and 5e-4 (no dot) as strings; read them as floats, as YAML 1.2 does."""
 
 
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
@@ -138,7 +138,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader) or {}
+        raw = yaml.load(path.read_text(), Loader=YamlLoader) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -154,13 +154,13 @@ def apply_override(raw: dict, item: str) -> None:
         raise ConfigError(f"--set {item!r} needs the form key.sub=value, e.g. optimizer.rho=0.1")
     key, text = item.split("=", 1)
     try:
-        value = yaml.load(text, Loader=_Loader)
+        value = yaml.load(text, Loader=YamlLoader)
     except yaml.YAMLError:
         value = text
-    _set_dotted(raw, key.strip(), value)
+    set_dotted(raw, key.strip(), value)
 
 
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
+def set_dotted(raw: dict, key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
@@ -172,7 +172,7 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
 
 # ---- typed construction from plain data -----------------------------------------------------
 
-def _build(cls, raw: Any, prefix: str):
+def build_dataclass(cls, raw: Any, prefix: str):
     if isinstance(raw, cls):
         return raw
     if not isinstance(raw, dict):
@@ -189,7 +189,7 @@ def _build(cls, raw: Any, prefix: str):
 def _coerce(hint, value, key: str):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, key + ".")
+        return build_dataclass(hint, value if value is not None else {}, key + ".")
     if origin in (Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:

@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from ..config import ConfigError, SamcliError, _build, _Loader, apply_override
+from ..config import ConfigError, SamcliError, build_dataclass, YamlLoader, apply_override
 from ..runs import write_json
 from ..task import Task
 from ..train import train
@@ -251,7 +251,7 @@ def load_study_config(cls, name: str, path: Optional[Path] = None, quick: bool =
     raw: dict = {}
     if path.is_file():
         try:
-            raw = yaml.load(path.read_text(), Loader=_Loader) or {}
+            raw = yaml.load(path.read_text(), Loader=YamlLoader) or {}
         except yaml.YAMLError:
             raise ConfigError(f"study config {path} is not valid YAML; fix the syntax") from None
         if not isinstance(raw, dict):
@@ -265,7 +265,7 @@ def load_study_config(cls, name: str, path: Optional[Path] = None, quick: bool =
         raw = _merge(raw, quick_part)
     for item in overrides:
         apply_override(raw, item)
-    cfg = _build(cls, raw, prefix="")
+    cfg = build_dataclass(cls, raw, prefix="")
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg

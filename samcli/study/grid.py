@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import ConfigError, TrainConfig, _set_dotted, config_hash, load_yaml
+from ..config import ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline")
 ALIASES = {"method": "optimizer.method", "lr": "optimizer.lr", "rho": "optimizer.rho",
@@ -264,7 +264,7 @@ def _build_run(base: dict, label: str, overrides: dict, seed: int, where: str) -
     raw = copy.deepcopy(base)
     try:
         for key, value in overrides.items():
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
         raw["seed"] = seed
         cfg = TrainConfig.from_dict(raw)
     except ConfigError as err:
