@@ -1,7 +1,7 @@
 """Run directories: atomic writes, metrics as JSON lines, checkpoints that carry their config.
 
 A run directory holds config.yaml (resolved), metrics.jsonl (one record per evaluation, appended
-and flushed as it happens), summary.json (status: running | completed | diverged | interrupted)
+and flushed as it happens), summary.json (status: running | completed | diverged | interrupted | failed)
 and checkpoint.pt. Whole files are written to a temporary name and renamed, so a killed process
 never leaves half a summary or checkpoint behind.
 """

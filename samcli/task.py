@@ -45,4 +45,7 @@ def build_task(cfg: TrainConfig) -> Task:
     outputs = splits.num_classes or splits.train.targets.reshape(n, -1).shape[1]
     module = build_model(cfg.model, splits.input_shape, outputs).to(device=device, dtype=dtype)
     objective, theta = Objective.from_module(module, cfg.loss)
+    if cfg.optimizer.method == "msam" and objective.buffers:
+        raise ConfigError(f"optimizer.method=msam cannot train model {cfg.model.name} with model.norm={cfg.model.norm} "
+                          "(BatchNorm statistics cannot update under vmap); use model.norm: group or none")
     return Task(objective, theta, splits.train.to(device, dtype), splits.test.to(device, dtype), splits.num_classes)

@@ -213,3 +213,12 @@ def test_config_hash_is_stable_and_sensitive():
 def test_optimizer_config_defaults_match_the_paper():
     o = OptimizerConfig()
     assert o.rho == 0.05 and o.momentum == 0.0 and o.grad_eps > 0
+
+
+def test_msam_with_batchnorm_is_refused_before_training():
+    from samcli.task import build_task
+    cfg = TrainConfig.from_dict({"data": {"name": "digits"}, "model": {"name": "cnn", "norm": "batch"},
+                                 "optimizer": {"method": "msam", "m": 4, "batch_size": 16}, "steps": 1})
+    with pytest.raises(ConfigError, match="model.norm: group or none"):
+        build_task(cfg)
+    build_task(cfg.replace(**{"model.norm": "group"}))   # the suggested fix works
