@@ -41,6 +41,9 @@ def build_task(cfg: TrainConfig) -> Task:
         raise ConfigError(f"optimizer.m={cfg.optimizer.m} does not divide the {n} training examples (full batch)")
     if cfg.loss == "cross-entropy" and splits.num_classes == 0:
         raise ConfigError("loss=cross-entropy needs class labels, but the data set is a regression; use loss: mse")
+    if cfg.data.augment and len(splits.input_shape) != 3:
+        raise ConfigError(f"data.augment=true needs image inputs, but {cfg.data.name} gives shape "
+                          f"{splits.input_shape}; set data.augment: false")
     torch.manual_seed(cfg.seed)   # the seed fixes initialization
     outputs = splits.num_classes or splits.train.targets.reshape(n, -1).shape[1]
     module = build_model(cfg.model, splits.input_shape, outputs).to(device=device, dtype=dtype)

@@ -18,6 +18,7 @@ import torch
 
 from . import __version__
 from .config import TrainConfig, config_hash
+from .data import augment as augment_images
 from .methods import descent_direction
 from .objective import Batch
 from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
@@ -39,8 +40,9 @@ class BatchSampler:
     """Seeded epochs: each epoch visits every example once in a fresh random order.
     With batch_size 'full' every step sees the whole training set (GD, full-batch SAM)."""
 
-    def __init__(self, data: Batch, batch_size, seed: int):
+    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False):
         self.data, self.n = data, len(data)
+        self.augment = augment
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -48,13 +50,19 @@ class BatchSampler:
 
     def next(self) -> Batch:
         if self.full:
-            return self.data
+            return self._augmented(self.data)
         if self._pos + self.size > self.n:     # drop the ragged tail: every batch has b examples
             self._order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
             self._pos = 0
         index = self._order[self._pos:self._pos + self.size]
         self._pos += self.size
-        return self.data.take(index)
+        return self._augmented(self.data.take(index))
+
+    def _augmented(self, batch: Batch) -> Batch:
+        """Fresh random crops and flips per draw (data.augment, image sets only)."""
+        if not self.augment:
+            return batch
+        return Batch(augment_images(batch.inputs, self.generator), batch.targets)
 
 
 def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) -> float:
@@ -83,7 +91,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     o = cfg.optimizer
     theta = torch.nn.Parameter(task.theta.clone())
     base = torch.optim.SGD([theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    sampler = BatchSampler(train_data, o.batch_size, cfg.seed)
+    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment)
     chunk = cfg.chunk_size
     n = len(train_data)
     batch_size = n if o.batch_size == "full" else o.batch_size

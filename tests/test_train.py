@@ -316,3 +316,20 @@ def test_an_error_mid_run_is_not_reported_as_completed(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
     assert [r["step"] for r in read_metrics(run)] == [0]
     assert {p.name for p in run.iterdir()} == RUN_FILES
+
+
+def test_augment_changes_the_batches_and_stays_seeded(tmp_path):
+    from samcli.config import ConfigError
+    from samcli.objective import Batch
+    from samcli.train import BatchSampler, train
+    images = Batch(torch.randn(16, 1, 8, 8), torch.arange(16) % 10)
+    plain = BatchSampler(images, 4, seed=0).next()
+    first = BatchSampler(images, 4, seed=0, augment=True).next()
+    again = BatchSampler(images, 4, seed=0, augment=True).next()
+    assert torch.equal(first.inputs, again.inputs) and torch.equal(first.targets, plain.targets)
+    assert not torch.equal(first.inputs, plain.inputs)
+    cfg = TrainConfig.from_dict({"data": {"name": "digits", "augment": True}, "model": {"name": "cnn", "norm": "none"},
+                                 "optimizer": {"batch_size": 16}, "steps": 2, "eval_every": 2})
+    assert train(cfg, tmp_path / "run").status == "completed"
+    with pytest.raises(ConfigError, match="data.augment"):
+        train(cfg.replace(**{"data.name": "synthetic", "model.name": "mlp"}), tmp_path / "bad")
