@@ -134,7 +134,8 @@ def render_report(report):
     row("", "loss L(x)", report.loss)
     if w:
         row("worst", "lambda_1 (Lanczos)", w.eigenvalues[0],
-            f"residual {w.residuals[0]:.2g}, {'converged' if w.converged else 'NOT converged'} in {w.lanczos_iterations} its")
+            f"residual {w.residuals[0]:.2g} (error <~ {w.error_bound:.1g}), "
+            f"{'converged' if w.converged else 'NOT converged'} in {w.lanczos_iterations} its")
         row("worst", "limit rho^2 lambda_1 / 2", w.limit)
         row("worst", "R^Max_rho", w.finite, f"ascent on the sphere, {w.finite_restarts} restarts, {w.finite_iterations} gradients")
     if a:
