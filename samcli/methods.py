@@ -80,12 +80,14 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
     if objective.buffers:
         raise ConfigError("method msam vmaps over groups and cannot update BatchNorm statistics; "
                           "use model.norm: group or none, or method sam")
-    value_and_grad = grad_and_value(objective.loss)
+    value_and_grad = grad_and_value(objective.named_loss)
+    params = objective.unflatten(theta)
 
     def group_direction(inputs, targets):
         group = Batch(inputs, targets)
-        g, loss = value_and_grad(theta, group)
-        d, _ = value_and_grad(theta + ascent_step(g, cfg.rho, cfg.grad_eps), group)
+        g, loss = value_and_grad(params, group)
+        scale = cfg.rho / (torch.sqrt(sum(v.pow(2).sum() for v in g.values())) + cfg.grad_eps)   # rho / ||g_j||
+        d, _ = value_and_grad({k: params[k] + scale * g[k] for k in params}, group)
         return d, loss, g
 
     groups_per_chunk = max(1, chunk_size // m)
@@ -99,7 +101,7 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
         inputs = part.inputs.reshape(k, m, *part.inputs.shape[1:])
         targets = part.targets.reshape(k, m, *part.targets.shape[1:])
         d, losses, g = vmap(group_direction)(inputs, targets)
-        direction += d.sum(0)
-        g_mean += g.sum(0)
+        direction += torch.cat([d[name].sum(0).reshape(-1) for name in objective.names])
+        g_mean += torch.cat([g[name].sum(0).reshape(-1) for name in objective.names])
         loss_sum += losses.sum().item()
     return StepResult(direction / groups, loss_sum / groups, (g_mean / groups).norm().item())

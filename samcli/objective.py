@@ -109,8 +109,15 @@ class Objective:
 
     # ---- the loss ----------------------------------------------------------------------------
     def per_example_losses(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
+        return self.named_loss(self.unflatten(theta), batch, buffers, reduce=False)
+
+    def named_loss(self, params: dict[str, Tensor], batch: Batch, buffers: Optional[dict] = None,
+                   reduce: bool = True) -> Tensor:
+        """The same loss of the named parameter tensors: for per-group gradients under vmap, where
+        differentiating through the flat vector's split would materialize a copy per group."""
         bufs = self.buffers if buffers is None else buffers
-        return self._per_example(self.unflatten(theta), bufs, batch.inputs, batch.targets)
+        losses = self._per_example(params, bufs, batch.inputs, batch.targets)
+        return losses.mean() if reduce else losses
 
     def loss(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
         return self.per_example_losses(theta, batch, buffers).mean()
