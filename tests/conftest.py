@@ -142,3 +142,11 @@ def tiny_config(**dotted) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     return raw
+
+
+def matrix_with_spectrum(values, seed=0):
+    """A symmetric float64 matrix Q diag(values) Q^T with a seeded random orthogonal Q; returns (matrix, Q)."""
+    values = torch.as_tensor(values, dtype=DT)
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
+                                       dtype=DT))
+    return q @ torch.diag(values) @ q.T, q

@@ -5,17 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import matrix_with_spectrum
 from samcli.curvature.lanczos import lanczos
 
 DT = torch.float64
 D = 60
-
-
-def matrix_with_spectrum(values, seed=0):
-    values = torch.as_tensor(values, dtype=DT)
-    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
-                                       dtype=DT))
-    return q @ torch.diag(values) @ q.T, q
 
 
 def bulk(count, seed=1):

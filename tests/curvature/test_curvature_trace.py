@@ -14,16 +14,14 @@ from samcli.curvature.hvp import HessianOperator
 from samcli.curvature.trace import ggn_control_variate, hutchpp, rademacher
 from samcli.models import mlp
 from samcli.objective import Batch, Objective
+from conftest import matrix_with_spectrum
 
 DT = torch.float64
 SEEDS = 200
 
 
 def psd_matrix(values, seed=0):
-    values = torch.as_tensor(values, dtype=DT)
-    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
-                                       dtype=DT))
-    return (q * values) @ q.T
+    return matrix_with_spectrum(values, seed)[0]
 
 
 def test_rademacher_probes():
