@@ -2,7 +2,8 @@
 
 Every knob a run has lives here, once. `TrainConfig.from_dict` refuses unknown keys, wrong
 types and impossible values with a `ConfigError` naming the key, the value and what is allowed;
-the CLI turns that into one line on stderr and exit code 2.
+the CLI turns that into one line on stderr and exit code 2. What each optimizer.method reads and
+requires is declared by its entry in the method registry (samcli.methods), which validation asks.
 """
 from __future__ import annotations
 
@@ -16,16 +17,9 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .errors import ConfigError, SamcliError, unknown_choice  # noqa: F401  (SamcliError: re-exported)
+from .methods import get_method, validate_optimizer
 
-class SamcliError(Exception):
-    """A user-facing error: its message is one line saying what is wrong and how to fix it."""
-
-
-class ConfigError(SamcliError, ValueError):
-    pass
-
-
-METHODS = ("sgd", "sam", "usam", "msam", "ascent-gd")
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn", "resnet", "linear", "diag-linear")
 
@@ -59,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    method: str = "sgd"
+    method: str = "sgd"                 # a name in samcli.methods.REGISTRY
     lr: float = 0.1
     batch_size: Union[int, Literal["full"]] = 128
     rho: float = 0.05                   # SAM perturbation radius
@@ -253,9 +247,11 @@ def _require(ok: bool, message: str) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     o, d, m, s = cfg.optimizer, cfg.data, cfg.model, cfg.measure
-    _require(o.method in METHODS, f"optimizer.method={o.method!r} is unknown; choose one of {', '.join(METHODS)}")
-    _require(d.name in DATASETS, f"data.name={d.name!r} is unknown; choose one of {', '.join(DATASETS)}")
-    _require(m.name in MODELS, f"model.name={m.name!r} is unknown; choose one of {', '.join(MODELS)}")
+    get_method(o.method)
+    if d.name not in DATASETS:
+        raise unknown_choice("data.name", d.name, DATASETS)
+    if m.name not in MODELS:
+        raise unknown_choice("model.name", m.name, MODELS)
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
     _require(o.rho > 0, f"optimizer.rho={o.rho} must be > 0 (use method sgd for no perturbation)")
     _require(s.rho > 0, f"measure.rho={s.rho} must be > 0")
@@ -271,14 +267,7 @@ def validate(cfg: TrainConfig) -> None:
     _require(not bad, f"measure.notions has {bad[0] if bad else ''!r}; allowed: worst, ascent, average")
     if isinstance(o.batch_size, int):
         _require(o.batch_size >= 1, f"optimizer.batch_size={o.batch_size} must be >= 1 or 'full'")
-    if o.method == "msam":
-        _require(o.m is not None, "optimizer.m is required for method msam; set it to a divisor of batch_size")
-        _require(o.m >= 1, f"optimizer.m={o.m} must be >= 1")
-        if isinstance(o.batch_size, int):
-            _require(o.batch_size % o.m == 0,
-                     f"optimizer.m={o.m} does not divide optimizer.batch_size={o.batch_size}; pick m that divides it")
-    elif o.m is not None:
-        raise ConfigError(f"optimizer.m={o.m} only applies to method msam; remove it or set method: msam")
+    validate_optimizer(o)    # the method's own rules (samcli.methods)
     for name in ("train_size", "test_size"):
         value = getattr(d, name)
         _require(value is None or value >= 1, f"data.{name}={value} must be >= 1 or null")
