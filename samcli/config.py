@@ -8,6 +8,7 @@ requires is declared by its entry in the method registry (samcli.methods), which
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -65,6 +66,9 @@ class OptimizerConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
     gamma: float = 0.1                  # step: lr multiplier at each milestone
     grad_eps: float = 1e-12             # SAM: ascent direction is g / (||g|| + grad_eps)
+    # epochs: each epoch visits every example once (reshuffled); iid: every batch drawn uniformly with
+    # replacement, independently (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
+    sampling: Literal["epochs", "iid"] = "epochs"
 
 
 @dataclass
@@ -76,6 +80,25 @@ class MeasureConfig:
     lanczos_iters: int = 30
     trace_probes: int = 4               # Rademacher probes for the trace (see sharpness.notions.Settings)
     seed: int = 0
+
+
+@dataclass
+class StopConfig:
+    """Train to a target: checked at every evaluation (full training set); `steps` stays the cap."""
+    train_loss: Optional[float] = None       # stop once the training loss is <= this
+    train_accuracy: Optional[float] = None   # stop once the training accuracy is >= this
+
+    @property
+    def active(self) -> bool:
+        return self.train_loss is not None or self.train_accuracy is not None
+
+    def reached(self, record: dict) -> bool:
+        """Every target that is set holds in this evaluation record."""
+        if not self.active:
+            return False
+        loss_ok = self.train_loss is None or record.get("train_loss", math.inf) <= self.train_loss
+        acc_ok = self.train_accuracy is None or record.get("train_accuracy", -math.inf) >= self.train_accuracy
+        return loss_ok and acc_ok
 
 
 @dataclass
@@ -91,6 +114,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -245,8 +269,25 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _non_finite(node, prefix: str = "") -> Optional[str]:
+    """The dotted key of the first float setting that is NaN or infinite, if any."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found = _non_finite(value, key + ".")
+            if found:
+                return found
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return key
+    return None
+
+
 def validate(cfg: TrainConfig) -> None:
     o, d, m, s = cfg.optimizer, cfg.data, cfg.model, cfg.measure
+    bad_number = _non_finite(cfg)
+    if bad_number:
+        raise ConfigError(f"{bad_number} must be a finite number, got {_get_dotted(cfg, bad_number)!r}")
     get_method(o.method)
     if d.name not in DATASETS:
         raise unknown_choice("data.name", d.name, DATASETS)
@@ -263,6 +304,19 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} must be >= 1")
     _require(cfg.chunk_size >= 1, f"chunk_size={cfg.chunk_size} must be >= 1")
     _require(s.every >= 0, f"measure.every={s.every} must be >= 0 (0 turns it off)")
+    _require(s.samples is None or s.samples >= 1, f"measure.samples={s.samples} must be >= 1 or null (all)")
+    _require(s.lanczos_iters >= 1, f"measure.lanczos_iters={s.lanczos_iters} must be >= 1")
+    _require(s.trace_probes >= 1, f"measure.trace_probes={s.trace_probes} must be >= 1")
+    _require(o.gamma > 0, f"optimizer.gamma={o.gamma} must be > 0 (the lr multiplier at each milestone)")
+    _require(d.n_train >= 1 and d.n_test >= 0, f"data.n_train={d.n_train} must be >= 1 and data.n_test={d.n_test} >= 0")
+    _require(d.dim >= 1, f"data.dim={d.dim} must be >= 1")
+    _require(d.classes >= 2, f"data.classes={d.classes} must be >= 2")
+    _require(all(c >= 1 for c in m.channels), f"model.channels={m.channels} must be positive integers")
+    st = cfg.stop
+    _require(st.train_loss is None or st.train_loss > 0,
+             f"stop.train_loss={st.train_loss} must be > 0 (a loss target that can be reached), or null")
+    _require(st.train_accuracy is None or 0 < st.train_accuracy <= 1,
+             f"stop.train_accuracy={st.train_accuracy} must be in (0, 1], or null")
     bad = [n for n in s.notions if n not in ("worst", "ascent", "average")]
     _require(not bad, f"measure.notions has {bad[0] if bad else ''!r}; allowed: worst, ascent, average")
     if isinstance(o.batch_size, int):
@@ -276,6 +330,12 @@ def validate(cfg: TrainConfig) -> None:
     _require(0 <= d.label_noise <= 1, f"data.label_noise={d.label_noise} must be in [0, 1]")
     _require(sorted(o.milestones) == o.milestones and all(0 < x < 1 for x in o.milestones),
              f"optimizer.milestones={o.milestones} must be increasing fractions of steps in (0, 1)")
+
+
+def _get_dotted(node, key: str):
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def config_hash(cfg: TrainConfig) -> str:
