@@ -1,7 +1,7 @@
 """Models: mlp, cnn (1-D signals or 2-D images), resnet (CIFAR-style, 18 or 20), linear, diag-linear.
 
 `model.channels` for cnn: on images, one 3x3 conv + norm + activation + 2x2 max-pool per entry
-(default [16, 32]). On 1-D signals ((L,) or (C, L) inputs, e.g. mnist1d) the first entry is a
+(default [16, 32]). On 1-D signals ((C, L) inputs, e.g. mnist1d's (1, 40)) the first entry is a
 kernel-5 conv at stride 1 and every later entry a kernel-3 conv at stride 2, "same" padding, then
 flatten and a linear layer: the small conv nets that generalize on mnist1d (Greydanus 2020). The
 1-D default is [32, 32, 32] (9,610 parameters on (1, 40) without norm); it applies when
@@ -30,12 +30,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], outputs: int) ->
         return nn.Sequential(nn.Flatten(), nn.Linear(features, outputs))
     if cfg.name == "diag-linear":
         return DiagLinear(features, outputs)
-    if cfg.name == "cnn" and len(input_shape) in (1, 2):
+    if cfg.name == "cnn" and len(input_shape) == 2:
         channels = SIGNAL_CHANNELS if cfg.channels in (None, IMAGE_CHANNELS) else cfg.channels
         return cnn1d(input_shape, channels, outputs, cfg.norm, ACTIVATIONS[cfg.activation])
-    if cfg.name == "cnn" and len(input_shape) != 3:
-        raise ConfigError(f"model.name=cnn needs signals (L,) or (C, L) or images (C, H, W), but the data set "
-                          f"gives shape {input_shape}; use model mlp or another data set")
+    if cfg.name == "cnn" and len(input_shape) != 3:   # flat features (synthetic) have no neighbourhoods to convolve
+        raise ConfigError(f"model.name=cnn needs image inputs (C, H, W) or signals (C, L), but the data set "
+                          f"gives shape {input_shape}; use model mlp or an image or signal data set")
     if cfg.name == "resnet" and len(input_shape) != 3:
         raise ConfigError(f"model.name=resnet needs image inputs (C, H, W), but the data set gives shape "
                           f"{input_shape}; use model cnn or mlp, or an image data set")
@@ -73,14 +73,11 @@ def cnn(in_channels: int, channels: list[int], outputs: int, norm: str, activati
     return nn.Sequential(*layers)
 
 
-def cnn1d(input_shape: tuple[int, ...], channels: list[int], outputs: int, norm: str,
+def cnn1d(input_shape: tuple[int, int], channels: list[int], outputs: int, norm: str,
           activation=nn.ReLU) -> nn.Sequential:
-    """Conv1d k5 s1, then k3 s2 per further entry of `channels`; flatten; linear. A flat (L,) input
-    is read as one channel. Convs carry a bias only without norm (the norm's shift replaces it)."""
+    """Conv1d k5 s1, then k3 s2 per further entry of `channels`; flatten; linear, on (C, L) inputs.
+    Convs carry a bias only without norm (the norm's shift replaces it)."""
     layers: list[nn.Module] = []
-    if len(input_shape) == 1:
-        layers.append(nn.Unflatten(1, (1, input_shape[0])))
-        input_shape = (1, input_shape[0])
     in_channels, length = input_shape
     for i, width in enumerate(channels):
         kernel, stride = (5, 1) if i == 0 else (3, 2)

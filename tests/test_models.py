@@ -104,9 +104,10 @@ def test_resnet_refuses_flat_inputs():
     assert "\n" not in str(info.value)
 
 
-def test_cnn_refuses_inputs_of_four_dimensions():
-    with pytest.raises(ConfigError, match="model.name=cnn needs signals") as info:
-        build_model(ModelConfig(name="cnn"), (1, 2, 8, 8), 10)
+@pytest.mark.parametrize("input_shape", [(40,), (1, 2, 8, 8)])
+def test_cnn_refuses_flat_features_and_four_dimensional_inputs(input_shape):
+    with pytest.raises(ConfigError, match=r"model.name=cnn needs image inputs \(C, H, W\) or signals") as info:
+        build_model(ModelConfig(name="cnn"), input_shape, 10)
     assert "\n" not in str(info.value)
 
 
@@ -117,7 +118,7 @@ def _conv1d_layers(model):
             for m in model.modules() if isinstance(m, nn.Conv1d)]
 
 
-@pytest.mark.parametrize("input_shape", [(40,), (1, 40)])
+@pytest.mark.parametrize("input_shape", [(1, 40), (1, 37)])
 @pytest.mark.parametrize("norm", ["batch", "group", "none"])
 def test_cnn1d_shapes_and_layers(input_shape, norm):
     model = build_model(ModelConfig(name="cnn", norm=norm), input_shape, 10)

@@ -31,7 +31,6 @@ from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import hutchpp
 from ..objective import Batch, Objective
-from .notions import Settings, average_direction_monte_carlo, worst_direction_ascent
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,9 @@ class AdaptiveSharpness:
     examples: int
     parameters: int
     loss: float
+    # eps of the parameters' dtype times |L|: finite-rho values near it are rounding, not curvature
+    # (in float32 the default rho = 0.05 moves the loss of a trained net by about that little)
+    loss_resolution: float
     lambda_1: float                    # top eigenvalue of T H T (Lanczos)
     lambda_1_residual: float           # ||T H T v - lambda v||
     lambda_1_error_bound: float        # residual^2 / Ritz gap
@@ -140,6 +142,9 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
     worst = average = average_stderr = None
     evaluations = 0
     if finite:
+        # imported here: notions.measure is where this notion is called from, and a module-level
+        # import both ways would be a cycle
+        from .notions import Settings, average_direction_monte_carlo, worst_direction_ascent
         scaled = _ScaledObjective(objective, theta, scale)
         origin = torch.zeros_like(theta)
         settings = Settings(rho=rho, ascent_iters=ascent_iters, ascent_restarts=restarts, directions=directions,
@@ -148,7 +153,7 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
         worst, evaluations, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator)
         average, average_stderr = average_direction_monte_carlo(scaled, origin, data, loss, settings, generator)
     return AdaptiveSharpness(
-        rho, eta_abs, len(data), d, loss, lam, top.residuals[0, 0].item(), top.error_bounds[0, 0].item(),
+        rho, eta_abs, len(data), d, loss, torch.finfo(theta.dtype).eps * abs(loss), lam, top.residuals[0, 0].item(), top.error_bounds[0, 0].item(),
         bool(top.converged[0]), top.iterations, rho ** 2 * lam / 2,
         trace.value, trace.stderr, trace.method, trace.matvecs, rho ** 2 * trace.value / (2 * d),
         worst, evaluations, restarts if finite else 0, average, average_stderr,

@@ -86,6 +86,7 @@ def test_worst_at_least_average_and_diagnostics():
     assert r.worst_restarts == 2 and r.worst_gradients >= 2 and r.directions == 32
     assert r.average_stderr > 0 and r.lambda_1_residual >= 0 and r.lanczos_iterations >= 1
     assert r.loss == pytest.approx(objective.loss(theta, data).item(), rel=1e-12)
+    assert r.loss_resolution == pytest.approx(torch.finfo(DT).eps * r.loss)
     assert AdaptiveSharpness.from_dict(r.to_dict()) == r
     assert set(r.summary()) == {"ada_lambda_1", "ada_limit_max", "ada_trace", "ada_limit_avg", "ada_r_max",
                                 "ada_r_avg"}
