@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ..config import SamcliError
 from .table import NOTIONS, kendall_tau_b
 
 # keys of AdaptiveSharpness.summary() (sharpness/adaptive.py), once the runs frame carries them
@@ -42,20 +43,26 @@ def axis_name(dotted: str) -> str:
 
 
 def with_axes(runs: pd.DataFrame, values: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """A copy of `runs` with one column per axis, from {label: {key: value}} (dotted or short keys).
-    A key a configuration lacks, or maps to None, is MISSING for it: pass the resolved value
-    (the base config's) for a parameter that applies but was not overridden, None for one that does
-    not apply (rho for SGD). `method` keeps the runs frame's value where `values` lacks it."""
+    """A copy of `runs` with one column per axis, from {label: {key: value}} (dotted or short keys);
+    the columns' names are listed in `.attrs["axes"]`, which `correlation_report` reads.
+
+    A key a configuration lacks, or maps to None, is MISSING for it: pass the resolved value (the
+    base config's) for a parameter that applies but was not overridden, None for one that does not
+    apply (rho for SGD). `method` keeps the runs frame's value where `values` lacks it; an axis
+    whose short name is a metric column (steps) is named `axis:<key>`."""
     out = runs.copy()
     keys = list(dict.fromkeys(k for per_label in values.values() for k in per_label))
+    axes = []
     for key in keys:
         column = axis_name(key)
-        if column in out and column != "method":
-            raise ValueError(f"axis {key!r} collides with the runs frame's column {column!r}")
+        if column in runs and column != "method":
+            column = f"axis:{key}"
         mapped = out["label"].map(lambda label: _hashable(values.get(label, {}).get(key)))
         if column == "method":
             mapped = mapped.where(mapped != MISSING, out["method"])
         out[column] = mapped
+        axes.append(column)
+    out.attrs["axes"] = list(dict.fromkeys(["method", *axes]))
     return out
 
 
@@ -131,7 +138,7 @@ def kendall_interval(runs: pd.DataFrame, notion: str, target: str, *, resamples:
     whole interval then sat beside it). With one seed per configuration nothing is resampled and
     the interval is the point itself."""
     if resamples < 1 or not 0 < confidence < 1:
-        raise ValueError(f"resamples={resamples} must be >= 1 and confidence={confidence} in (0, 1)")
+        raise SamcliError(f"resamples={resamples} must be >= 1 and confidence={confidence} in (0, 1)")
     both = _pairs(runs, notion, target)
     x, y = both[notion].to_numpy(float), both[target].to_numpy(float)
     tau = kendall_tau_b(x, y)
@@ -247,12 +254,14 @@ class CorrelationReport:
     axes: tuple[str, ...]
 
 
-def correlation_report(runs: pd.DataFrame, axes: Sequence[str] = ("method",), *,
+def correlation_report(runs: pd.DataFrame, axes: Optional[Sequence[str]] = None, *,
                        notions: Mapping[str, str] = ALL_NOTIONS, targets: Mapping[str, str] = TARGETS,
                        tolerance: Optional[float] = None, resamples: int = 1000, confidence: float = 0.95,
                        seed: int = 0) -> CorrelationReport:
     """Every correlation of every notion present in `runs` with every target; `axes` are the
-    candidate axis columns (those that do not vary are dropped), `tolerance` the confound check's."""
+    candidate axis columns (default: those `with_axes` added, else method; those that do not vary are
+    dropped), `tolerance` the confound check's."""
+    axes = runs.attrs.get("axes", ["method"]) if axes is None else axes
     eligible, note = eligibility(with_gaps(runs))
     axes = tuple(study_axes(runs, axes))
     present = [n for n in notions if n in eligible and eligible[n].notna().any()]

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from samcli.config import SamcliError
 from samcli.sharpness.adaptive import AdaptiveSharpness
 from samcli.study.correlations import (ADAPTIVE_NOTIONS, MISSING, confound_warning, correlation_report, eligibility,
                                        granulated_kendall, kendall_interval, study_axes, with_axes, with_gaps)
@@ -116,9 +117,22 @@ def test_confound_warning():
     assert confound_warning(runs, tolerance=1.0) is None
 
 
+def test_axis_columns_are_recorded_and_never_shadow_a_metric():
+    runs = with_axes(runs_frame([record("x", 0, "sgd", 1.0, 1.0), record("y", 0, "sam", 2.0, 3.0)]),
+                     {"x": {"steps": 10, "optimizer.rho": None}, "y": {"steps": 20, "optimizer.rho": 0.1}})
+    assert runs.attrs["axes"] == ["method", "axis:steps", "rho"]
+    assert list(runs["steps"]) == [10.0, 10.0] and list(runs["axis:steps"]) == [10, 20]
+    assert list(runs["method"]) == ["sgd", "sam"] and list(runs["rho"]) == [MISSING, 0.1]
+
+
+def test_bad_bootstrap_settings_are_refused():
+    with pytest.raises(SamcliError, match="resamples=0 must be >= 1"):
+        kendall_interval(grid_runs(), "lambda_1", "test_accuracy", resamples=0)
+
+
 def test_report_covers_every_notion_and_target():
     runs = grid_runs()
-    report = correlation_report(runs, ["method", "lr", "batch_size"], resamples=50, tolerance=1.0)
+    report = correlation_report(runs, resamples=50, tolerance=1.0)
     assert report.axes == ("method", "lr") and report.warning is None and report.eligibility == "all 12 runs used"
     assert set(zip(report.overall["notion"], report.overall["target"])) == {
         (n, t) for n in ("lambda_1", "trace") for t in ("test_accuracy", "loss_gap", "error_gap")}
