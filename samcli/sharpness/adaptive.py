@@ -153,8 +153,11 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
         worst, evaluations, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator)
         average, average_stderr = average_direction_monte_carlo(scaled, origin, data, loss, settings, generator)
     return AdaptiveSharpness(
-        rho, eta_abs, len(data), d, loss, torch.finfo(theta.dtype).eps * abs(loss), lam, top.residuals[0, 0].item(), top.error_bounds[0, 0].item(),
-        bool(top.converged[0]), top.iterations, rho ** 2 * lam / 2,
-        trace.value, trace.stderr, trace.method, trace.matvecs, rho ** 2 * trace.value / (2 * d),
-        worst, evaluations, restarts if finite else 0, average, average_stderr,
-        2 * max(directions // 2, 2) if finite else 0, time.perf_counter() - started)
+        rho=rho, eta_abs=eta_abs, examples=len(data), parameters=d, loss=loss,
+        loss_resolution=torch.finfo(theta.dtype).eps * abs(loss), lambda_1=lam,
+        lambda_1_residual=top.residuals[0, 0].item(), lambda_1_error_bound=top.error_bounds[0, 0].item(),
+        lanczos_converged=bool(top.converged[0]), lanczos_iterations=top.iterations, limit_worst=rho ** 2 * lam / 2,
+        trace=trace.value, trace_stderr=trace.stderr, trace_method=trace.method, trace_matvecs=trace.matvecs,
+        limit_average=rho ** 2 * trace.value / (2 * d), worst=worst, worst_gradients=evaluations,
+        worst_restarts=restarts if finite else 0, average=average, average_stderr=average_stderr,
+        directions=2 * max(directions // 2, 2) if finite else 0, seconds=time.perf_counter() - started)
