@@ -248,7 +248,8 @@ def confound_warning(runs: pd.DataFrame, tolerance: float, metric: str = "train_
 @dataclass(frozen=True)
 class CorrelationReport:
     overall: pd.DataFrame      # one row per (notion, target): name, tau, low, high, runs
-    granulated: pd.DataFrame   # one row per (notion, target, axis) with axis "overall" last: tau, groups, configurations, reason
+    # one row per (notion, target, axis), axis "overall" last: tau, groups, configurations, reason
+    granulated: pd.DataFrame
     eligibility: str           # how many runs were excluded and why
     warning: Optional[str]     # confound warning, if any
     axes: tuple[str, ...]
