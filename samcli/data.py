@@ -86,8 +86,9 @@ def _mnist1d() -> DataSplits:
         np.savez(tmp, **raw)
         os.replace(tmp, cache)
     x, x_test = _standardize(raw["x"], raw["x_test"], axes=None)
-    return DataSplits(Batch(x, torch.as_tensor(raw["y"], dtype=torch.long)),
-                      Batch(x_test, torch.as_tensor(raw["y_test"], dtype=torch.long)), 10, (40,))
+    # one-channel signals (n, 1, 40): model cnn builds a 1-D conv net on them; mlp flattens them
+    return DataSplits(Batch(x[:, None], torch.as_tensor(raw["y"], dtype=torch.long)),
+                      Batch(x_test[:, None], torch.as_tensor(raw["y_test"], dtype=torch.long)), 10, (1, 40))
 
 
 def _digits(seed: int) -> DataSplits:
