@@ -47,7 +47,7 @@ class ModelConfig:
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [256, 256])   # mlp hidden widths
     activation: Literal["relu", "tanh", "gelu", "softplus"] = "relu"
-    channels: list[int] = field(default_factory=lambda: [16, 32])    # cnn conv channels
+    channels: Optional[list[int]] = None   # cnn conv channels; null: [16, 32] on images, [32, 32, 32] on 1-D signals
     depth: int = 18                                                  # resnet: 18 or 20
     norm: Literal["batch", "group", "none"] = "batch"                # cnn / resnet normalization
 
@@ -311,7 +311,7 @@ def validate(cfg: TrainConfig) -> None:
     _require(d.n_train >= 1 and d.n_test >= 0, f"data.n_train={d.n_train} must be >= 1 and data.n_test={d.n_test} >= 0")
     _require(d.dim >= 1, f"data.dim={d.dim} must be >= 1")
     _require(d.classes >= 2, f"data.classes={d.classes} must be >= 2")
-    _require(all(c >= 1 for c in m.channels), f"model.channels={m.channels} must be positive integers")
+    _require(all(c >= 1 for c in m.channels or []), f"model.channels={m.channels} must be positive integers")
     st = cfg.stop
     _require(st.train_loss is None or st.train_loss > 0,
              f"stop.train_loss={st.train_loss} must be > 0 (a loss target that can be reached), or null")

@@ -4,8 +4,8 @@
 (default [16, 32]). On 1-D signals ((C, L) inputs, e.g. mnist1d's (1, 40)) the first entry is a
 kernel-5 conv at stride 1 and every later entry a kernel-3 conv at stride 2, "same" padding, then
 flatten and a linear layer: the small conv nets that generalize on mnist1d (Greydanus 2020). The
-1-D default is [32, 32, 32] (9,610 parameters on (1, 40) without norm); it applies when
-`channels` is left at the config's default [16, 32] (or None), since that default is the image one.
+1-D default is [32, 32, 32] (9,610 parameters on (1, 40) without norm). `model.channels: null`
+(the config default) picks the default for the input's shape.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torch import nn
 from .config import ConfigError, ModelConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
-IMAGE_CHANNELS = [16, 32]          # ModelConfig's default, meant for images
+IMAGE_CHANNELS = [16, 32]
 SIGNAL_CHANNELS = [32, 32, 32]
 
 
@@ -31,7 +31,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], outputs: int) ->
     if cfg.name == "diag-linear":
         return DiagLinear(features, outputs)
     if cfg.name == "cnn" and len(input_shape) == 2:
-        channels = SIGNAL_CHANNELS if cfg.channels in (None, IMAGE_CHANNELS) else cfg.channels
+        channels = cfg.channels or SIGNAL_CHANNELS
         return cnn1d(input_shape, channels, outputs, cfg.norm, ACTIVATIONS[cfg.activation])
     if cfg.name == "cnn" and len(input_shape) != 3:   # flat features (synthetic) have no neighbourhoods to convolve
         raise ConfigError(f"model.name=cnn needs image inputs (C, H, W) or signals (C, L), but the data set "
