@@ -22,7 +22,7 @@ from .data import augment as augment_images
 from .methods import descent_direction
 from .objective import Batch
 from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
-from .task import Task, build_task, resolve_device
+from .task import Task, build_task
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
 RecordHook = Callable[[int, torch.Tensor, dict], None]   # (step, theta, record): may add keys to the record

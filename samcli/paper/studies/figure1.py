@@ -82,46 +82,76 @@ def _toy_observer(toy: Figure1Toy, measure_at: set[int], rho: float):
 
 def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
     toy = toy or Figure1Toy()
-    start_xy = (cfg.start[0], cfg.start[1])
-    minimizers = toy.minimizers(start_xy)
-    a, b, c = (torch.tensor(minimizers[k], dtype=torch.float64) for k in ("argmin F1", "argmin F2", "argmin F1+F2"))
+    minimizers = toy.minimizers((cfg.start[0], cfg.start[1]))
+    runs = _runs(cfg, toy, log)
+    eta_rho2 = cfg.lr * cfg.rho ** 2
+    phi0, flow_taus, flows = _limiting_flows(cfg, toy, runs, log)
+    ends, along = _endpoint_tables(runs, minimizers, eta_rho2)
+    minimizer_rows = [{"point": k, "x1": v[0], "x2": v[1], **toy.on_gamma(*v)} for k, v in minimizers.items()]
+    gap_rows = _flow_gap(cfg, toy, log)
+    files = write_table(out, "endpoints", ends) + write_table(out, "along_the_way", along)
+    files += write_table(out, "minimizers", minimizer_rows, digits=6) + write_table(out, "flow_gap", gap_rows)
+    verdicts = (_endpoint_verdicts(cfg, toy, runs, minimizers) + _gap_verdicts(cfg, gap_rows)
+                + _assumption_verdicts(toy, runs))
+    files += plots.figure1_trajectories(out / "trajectories.png", toy, runs, flows, minimizers, cfg)
+    files += plots.figure1_sharpness(out / "sharpness.png", runs, eta_rho2)
+    files += plots.figure1_gap(out / "flow_gap.png", gap_rows, cfg.gap.pairs)
+    trajectories = {method: {"steps": run.steps, "x": [t.tolist() for t in run.thetas]} for method, run in runs.items()}
+    return Findings(verdicts, {"endpoints": ends, "minimizers": minimizer_rows, "flow_gap": gap_rows}, files,
+                    {"toy": toy.name, "trajectories": trajectories,
+                     "flows": {m: {"tau": flow_taus, "x": p.tolist()} for m, p in flows.items()},
+                     "phi0": phi0.tolist(), "tau_per_step": eta_rho2})
+
+
+def _runs(cfg: Figure1Config, toy: Figure1Toy, log: Log) -> dict[str, Trajectory]:
+    """Every method from the same start, with the sharpness tool at `measure_points` records."""
     task = toy.task(cfg.start)
     record_at = record_schedule(cfg.steps, cfg.record_every)
     every = max(1, len(record_at) // max(cfg.measure_points, 1))
     measure_at = {0, *record_at[every - 1::every], cfg.steps}
-
     runs: dict[str, Trajectory] = {}
     for method in METHODS:
         log(f"figure1: {LABELS[method]}, {cfg.steps} steps (lr {cfg.lr}, rho {cfg.rho})")
         runs[method] = run_trajectory(task, optimizer_settings(method, cfg.lr, cfg.rho), cfg.steps, record_at,
                                       seed=cfg.seed, chunk_size=2, method=method,
                                       observe=_toy_observer(toy, measure_at, cfg.rho))
+    return runs
 
-    def xy(run: Trajectory, i: int = -1) -> torch.Tensor:
-        return run.thetas[i][:2].to(torch.float64)
 
-    # The limiting flows start at Phi(x0): the gradient-flow projection of the start onto Gamma,
-    # approximated by where GD ends.
+def _xy(run: Trajectory, i: int = -1) -> torch.Tensor:
+    return run.thetas[i][:2].to(torch.float64)
+
+
+def _distances(end: torch.Tensor, minimizers: dict) -> dict[str, float]:
+    return {f"to {name}": float((end - torch.tensor(point, dtype=torch.float64)).norm())
+            for name, point in minimizers.items()}
+
+
+def _limiting_flows(cfg: Figure1Config, toy: Figure1Toy, runs: dict[str, Trajectory], log: Log):
+    """Each method's limiting flow at <= ~60 points along the run.
+
+    The flows start at Phi(x0): the gradient-flow projection of the start onto Gamma, approximated by
+    where GD ends."""
     phi0 = toy.project(runs["gd"].theta.to(torch.float64))
-    eta_rho2 = cfg.lr * cfg.rho ** 2
-    stride = max(1, len(runs["sam-full"].steps) // 60)        # the flows at <= ~60 points along the run
+    stride = max(1, len(runs["sam-full"].steps) // 60)
     flow_steps = runs["sam-full"].steps[::stride]
     flow_steps = flow_steps + ([] if flow_steps[-1] == cfg.steps else [cfg.steps])
-    flow_taus = [eta_rho2 * s for s in flow_steps]
+    flow_taus = [cfg.lr * cfg.rho ** 2 * s for s in flow_steps]
     flows = {}
     for method, reg in (("sam-full", "lambda_1"), ("sam-1", "trace"), ("ascent-gd", "lambda_m")):
         log(f"figure1: limiting flow of {reg} to tau = {flow_taus[-1]:.3g}")
         flow = ManifoldFlow(toy.objective(), toy.data(), reg, project=toy.project)
         flows[method] = flow.integrate(phi0, flow_taus, dt=cfg.flow_dt).points
+    return phi0, flow_taus, flows
 
-    # ---- end points and the along-the-way table -----------------------------------------------------
+
+def _endpoint_tables(runs: dict[str, Trajectory], minimizers: dict, eta_rho2: float):
     ends, along = [], []
     for method, run in runs.items():
-        end = xy(run)
+        end = _xy(run)
         rec = run.records[-1]
         ends.append({"method": LABELS[method], "x1": float(end[0]), "x2": float(end[1]),
-                     "dist_gamma": rec["dist_gamma"], "to argmin F1": float((end - a).norm()),
-                     "to argmin F2": float((end - b).norm()), "to argmin F1+F2": float((end - c).norm()),
+                     "dist_gamma": rec["dist_gamma"], **_distances(end, minimizers),
                      "lambda_1": rec.get("lambda_1"), "lambda_M": rec.get("lambda_m"), "Tr": rec.get("trace"),
                      "alignment": rec.get("alignment"), "train_loss": rec.get("train_loss"), "status": run.status})
         for step, r in zip(run.steps, run.records):
@@ -129,58 +159,59 @@ def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] =
                 along.append({"method": LABELS[method], "step": step, "tau": eta_rho2 * step, "x1": r["x1"],
                               "x2": r["x2"], "dist_gamma": r["dist_gamma"], "lambda_1": r["lambda_1"],
                               "lambda_M": r["lambda_m"], "Tr": r["trace"], "alignment": r["alignment"]})
-    files = write_table(out, "endpoints", ends) + write_table(out, "along_the_way", along)
-    minimizer_rows = [{"point": k, "x1": v[0], "x2": v[1], **toy.on_gamma(*v)} for k, v in minimizers.items()]
-    files += write_table(out, "minimizers", minimizer_rows, digits=6)
+    return ends, along
 
-    # ---- the gap to the flow for shrinking (lr, rho) ------------------------------------------------
+
+def _flow_gap(cfg: Figure1Config, toy: Figure1Toy, log: Log) -> list[dict]:
+    """Discrete trajectory vs limiting flow at each tau, for each (lr, rho) pair shrinking together."""
     gap_rows = []
     gap_start = torch.tensor(cfg.gap.start, dtype=torch.float64)
     gap_task = toy.task(cfg.gap.start)
     taus = sorted(cfg.gap.taus)
-    gap_flows = {}
     for method, reg in (("sam-full", "lambda_1"), ("sam-1", "trace")):
         flow = ManifoldFlow(toy.objective(), toy.data(), reg, project=toy.project)
-        gap_flows[method] = flow.integrate(toy.project(gap_start), taus, dt=min(cfg.flow_dt, taus[0] / 2)).points
+        flow_points = flow.integrate(toy.project(gap_start), taus, dt=min(cfg.flow_dt, taus[0] / 2)).points
         for lr, rho in cfg.gap.pairs:
             steps_at = [max(1, round(t / (lr * rho ** 2))) for t in taus]
             log(f"figure1: gap of {LABELS[method]} at lr {lr}, rho {rho} ({steps_at[-1]} steps)")
             run = run_trajectory(gap_task, optimizer_settings(method, lr, rho), steps_at[-1], steps_at,
                                  seed=cfg.seed, chunk_size=2, method=method)
             by_step = dict(zip(run.steps, run.thetas))
-            for tau, s, x_flow in zip(taus, steps_at, gap_flows[method]):
+            for tau, s, x_flow in zip(taus, steps_at, flow_points):
                 x = by_step[s]
                 gap_rows.append({"method": LABELS[method], "lr": lr, "rho": rho, "tau": tau, "steps": s,
                                  "tau_discrete": lr * rho ** 2 * s,
                                  "gap": float((x[:2].to(torch.float64) - x_flow[:2]).norm()),
                                  "flow_moved": float((x_flow[:2] - gap_start[:2]).norm())})
-    files += write_table(out, "flow_gap", gap_rows)
+    return gap_rows
 
-    # ---- verdicts -------------------------------------------------------------------------------------
+
+def _endpoint_verdicts(cfg: Figure1Config, toy: Figure1Toy, runs: dict[str, Trajectory], minimizers: dict):
     verdicts = []
+    a = torch.tensor(minimizers["argmin F1"], dtype=torch.float64)
     gd = runs["gd"]
     settled = next((i for i, r in enumerate(gd.records) if r["dist_gamma"] < 1e-6), None)
-    moved_after = float((xy(gd) - xy(gd, settled)).norm()) if settled is not None else float("nan")
+    moved_after = float((_xy(gd) - _xy(gd, settled)).norm()) if settled is not None else float("nan")
     verdicts.append(Verdict(
         "gd-no-drift", "GD reaches Gamma and then does not move along it", "Sec. 4 (GD stops on Gamma)",
         f"movement in (x1, x2) after reaching dist(Gamma) < 1e-6 is <= {cfg.tol_gd}",
         {"reached Gamma at step": gd.steps[settled] if settled is not None else None,
-         "moved after": moved_after, "moved in Phase I": float((xy(gd) - xy(gd, 0)).norm()),
-         "end to argmin F1": float((xy(gd) - a).norm())},
+         "moved after": moved_after, "moved in Phase I": float((_xy(gd) - _xy(gd, 0)).norm()),
+         "end to argmin F1": float((_xy(gd) - a).norm())},
         settled is not None and moved_after <= cfg.tol_gd))
     sam, one = runs["sam-full"], runs["sam-1"]
-    d_sam = {k: float((xy(sam) - p).norm()) for k, p in (("to argmin F1", a), ("to argmin F2", b), ("to argmin F1+F2", c))}
+    d_sam = _distances(_xy(sam), minimizers)
     verdicts.append(Verdict(
         "sam-to-argmin-F1", "full-batch SAM drifts to argmin F1 (minimizes lambda_1 = 2 F1)", "Thm 4.5, Fig. 1",
         f"end point within {cfg.tol_sam} of argmin F1", d_sam, d_sam["to argmin F1"] <= cfg.tol_sam))
-    d_one = {k: float((xy(one) - p).norm()) for k, p in (("to argmin F1", a), ("to argmin F2", b), ("to argmin F1+F2", c))}
+    d_one = _distances(_xy(one), minimizers)
     verdicts.append(Verdict(
         "1sam-to-argmin-sum", "1-SAM drifts to argmin (F1 + F2) (minimizes Tr = 2 (F1 + F2))", "Thm 5.4, Fig. 1",
         f"end point within {cfg.tol_one_sam} of argmin F1+F2 and nearer to it than to argmin F1 or argmin F2",
         d_one, d_one["to argmin F1+F2"] <= cfg.tol_one_sam and d_one["to argmin F1+F2"] < min(d_one["to argmin F1"], d_one["to argmin F2"]),
         note="Thm 5.4's error is O~(sqrt(eta) + rho): a finite-eta bias toward argmin F1 is expected"))
     asc = runs["ascent-gd"]
-    d_asc = {k: float((xy(asc) - p).norm()) for k, p in (("to argmin F1", a), ("to argmin F2", b), ("to argmin F1+F2", c))}
+    d_asc = _distances(_xy(asc), minimizers)
     d_asc["dist to Gamma"] = asc.records[-1]["dist_gamma"]
     verdicts.append(Verdict(
         "ascent-gd-to-argmin-F2", "GD on the ascent-direction loss drifts to argmin F2 (lambda_M = 2 F2)", "Fig. 1",
@@ -192,7 +223,7 @@ def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] =
         "eigenvector (angle O(rho))", "Thm 4.5", "lambda_1(end) < lambda_1(start) and |cos(g, v_1)| >= 0.99 at the end",
         {"lambda_1 start": first["lambda_1"], "lambda_1 end": last["lambda_1"], "alignment end": last["alignment"]},
         last["lambda_1"] < first["lambda_1"] and last["alignment"] >= 0.99))
-    lam_end = 2 * float(toy.values(*xy(sam).tolist())[0])
+    lam_end = 2 * float(toy.values(*_xy(sam).tolist())[0])
     predicted = cfg.lr * cfg.rho * lam_end / (2 - cfg.lr * lam_end)
     bounce = last["dist_gamma"]
     verdicts.append(Verdict(
@@ -207,6 +238,12 @@ def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] =
         {"lambda_1 SAM": last["lambda_1"], "lambda_1 1-SAM": one_last["lambda_1"], "Tr SAM": last["trace"],
          "Tr 1-SAM": one_last["trace"]},
         last["lambda_1"] < one_last["lambda_1"] and one_last["trace"] < last["trace"]))
+    return verdicts
+
+
+def _gap_verdicts(cfg: Figure1Config, gap_rows: list[dict]) -> list[Verdict]:
+    verdicts = []
+    taus = sorted(cfg.gap.taus)
     for method in ("sam-full", "sam-1"):
         worst = [max(r["gap"] for r in gap_rows if r["method"] == LABELS[method] and r["lr"] == lr and r["rho"] == rho)
                  for lr, rho in cfg.gap.pairs]
@@ -217,19 +254,14 @@ def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] =
             "Thm 4.5" if method == "sam-full" else "Thm 5.4",
             f"max gap over tau in {taus} decreases strictly along the (lr, rho) pairs {cfg.gap.pairs}",
             {f"gap at lr={lr},rho={rho}": w for (lr, rho), w in zip(cfg.gap.pairs, worst)}, shrinking))
+    return verdicts
+
+
+def _assumption_verdicts(toy: Figure1Toy, runs: dict[str, Trajectory]) -> list[Verdict]:
+    """A FAIL only when the toy leaves the paper's setting (F1 > F2 > 0) somewhere along a run."""
     problem = toy.check_order(*[torch.tensor([float(r[k]) for run in runs.values() for r in run.records])
                                 for k in ("x1", "x2")])
-    if problem:
-        verdicts.append(Verdict("toy-assumption", "the toy's F1 > F2 > 0 along every trajectory", "Sec. 3 (Fig. 1 setup)",
-                                "F1 > F2 > 0 at every recorded point", {"problem": problem}, False))
-
-    # ---- plots ------------------------------------------------------------------------------------------
-    files += plots.figure1_trajectories(out / "trajectories.png", toy, runs, flows, minimizers, cfg)
-    files += plots.figure1_sharpness(out / "sharpness.png", runs, eta_rho2)
-    files += plots.figure1_gap(out / "flow_gap.png", gap_rows, cfg.gap.pairs)
-
-    trajectories = {method: {"steps": run.steps, "x": [t.tolist() for t in run.thetas]} for method, run in runs.items()}
-    return Findings(verdicts, {"endpoints": ends, "minimizers": minimizer_rows, "flow_gap": gap_rows}, files,
-                    {"toy": toy.name, "trajectories": trajectories,
-                     "flows": {m: {"tau": flow_taus, "x": p.tolist()} for m, p in flows.items()},
-                     "phi0": phi0.tolist(), "tau_per_step": eta_rho2})
+    if not problem:
+        return []
+    return [Verdict("toy-assumption", "the toy's F1 > F2 > 0 along every trajectory", "Sec. 3 (Fig. 1 setup)",
+                    "F1 > F2 > 0 at every recorded point", {"problem": problem}, False)]

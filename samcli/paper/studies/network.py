@@ -20,7 +20,7 @@ from ...sharpness.notions import Settings, measure
 from ...task import Task, resolve_device
 from .. import plots
 from ..configs import require
-from ..skeleton import Findings, Log, quiet, write_table
+from ..skeleton import Findings, Log, write_table
 from ..trajectory import LABELS, Trajectory, optimizer_settings, run_trajectory
 from ..verdicts import Verdict
 
@@ -128,7 +128,8 @@ def interpolating_point(cfg: NetworkConfig, log: Log):
     return replace(task, theta=theta), lr, info
 
 
-def continue_from(task, cfg: NetworkConfig, method: str, lr: float, batch_size=None, log: Log = quiet) -> Trajectory:
+def continue_from(task, cfg: NetworkConfig, method: str, lr: float, batch_size=None) -> Trajectory:
+    """`method` from the interpolating point, measured every `measure_every` steps."""
     measure_at = {0, *range(cfg.measure_every, cfg.steps + 1, cfg.measure_every), cfg.steps}
     opt = optimizer_settings(method, lr, cfg.rho, batch_size=batch_size)
     return run_trajectory(task, opt, cfg.steps, sorted(measure_at - {0}), seed=cfg.seed, chunk_size=4096,
