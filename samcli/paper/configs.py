@@ -18,8 +18,8 @@ def packaged_config(name: str) -> Path:
     path = Path(str(files("samcli.paper") / "configs" / f"{name}.yaml"))
     if not path.is_file():
         shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"no packaged study config {name!r} in {path.parent} (it holds {', '.join(shipped) or 'none'}); "
-                          f"reinstall samcli or pass --config PATH")
+        raise ConfigError(f"no packaged study config {name!r} in {path.parent} "
+                          f"(it holds {', '.join(shipped) or 'none'}); reinstall samcli or pass --config PATH")
     return path
 
 

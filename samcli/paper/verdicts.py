@@ -38,7 +38,8 @@ class Verdict:
         return {**dataclasses.asdict(self), "status": self.status}
 
     def markdown_row(self) -> str:
-        return f"| **{self.status}** | {self.claim_text()} | {self.source} | {self.criterion} | {self.measured_text()} |"
+        cells = (f"**{self.status}**", self.claim_text(), self.source, self.criterion, self.measured_text())
+        return "| " + " | ".join(cells) + " |"
 
 
 def count(verdicts) -> dict[str, int]:
