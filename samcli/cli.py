@@ -326,56 +326,45 @@ def reproduce(
     list_: bool = typer.Option(False, "--list", help="List the studies and exit."),
     quick: bool = typer.Option(False, "--quick", help="Small settings (seconds; for tests): the config's quick: section."),
     out: Path = typer.Option(Path("results/paper"), help="Base directory; each study writes OUT/NAME/."),
-    config: Optional[Path] = typer.Option(None, help="Study YAML (default configs/paper/NAME.yaml); one study only."),
+    config: Optional[Path] = typer.Option(None, help="Study YAML (default: the packaged NAME.yaml); one study only."),
     set_: List[str] = typer.Option([], "--set", help="Override a study config key: --set rho=0.1 (one study only)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
 ):
     """Check the paper's predictions with the engine: verdicts (PASS / FAIL / open, with the measured numbers),
     tables, JSON and plots in OUT/NAME/. Exit code 1 when any prediction FAILs."""
-    from .paper.reproduce import STUDIES, reproduce as run_study, write_index
+    from . import paper
     if list_ or name is None:
-        for study in STUDIES.values():
+        for study in paper.STUDIES.values():
             print(f"{study.name:10s} {study.summary}")
         if name is None and not list_:
             console.print("give a study name (or all) to run it", highlight=False)
         return
-    names = list(STUDIES) if name == "all" else [name]
-    if name != "all" and name not in STUDIES:
-        fail(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all (see --list)")
-    if name == "all" and (config is not None or set_):
-        fail("--config and --set apply to one study; run the studies one by one to change their settings")
-    log = (lambda message: None) if quiet or as_json else (lambda message: console.print(message, highlight=False))
-    results = []
+    chatty = not (quiet or as_json)
+    log = (lambda message: console.print(message, highlight=False)) if chatty else (lambda message: None)
+
+    def show(result) -> None:
+        if chatty:
+            console.print(_verdict_table(result))
+            console.print(f"{result.name}: {result.seconds:.1f} s -> {escape(str(result.out_dir))}", highlight=False)
     try:
-        for study in names:
-            results.append(run_study(study, out / study, quick=quick, config=config, overrides=set_, log=log))
-            if not (quiet or as_json):
-                console.print(_verdict_table(results[-1]))
-                console.print(f"{study}: {results[-1].seconds:.1f} s -> {escape(str(results[-1].out_dir))}",
-                              highlight=False)
-        if name == "all":
-            write_index(results, out)
+        results = paper.reproduce(name, out, quick=quick, config=config, overrides=set_, log=log, on_result=show)
     except SamcliError as err:
         fail(str(err))
     if as_json:
-        print(json.dumps([{"study": r.name, "dir": str(r.out_dir), "seconds": round(r.seconds, 2),
-                           "verdicts": [{"id": v.id, "status": v.status, "claim": v.claim, "measured": v.measured}
-                                        for v in r.verdicts]} for r in results], indent=2, default=str))
+        print(json.dumps([r.summary() for r in results], indent=2, default=str))
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 
 def _verdict_table(result):
     from rich.table import Table
-    from .paper.common import fmt
     table = Table(title=f"reproduce {result.name}" + (" (quick)" if result.quick else ""), show_lines=False)
     for column in ("verdict", "prediction", "measured"):
         table.add_column(column)
     colors = {"PASS": "green", "FAIL": "red", "open": "yellow"}
     for v in result.verdicts:
-        measured = "; ".join(f"{k} = {fmt(x)}" for k, x in v.measured.items())
-        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim), escape(measured))
+        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim), escape(v.measured_text()))
     return table
 
 

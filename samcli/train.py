@@ -12,19 +12,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import descent_direction
 from .objective import Batch
 from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
-from .task import Task, build_task, resolve_device
+from .task import Task, build_task
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
+RecordHook = Callable[[int, torch.Tensor, dict], None]   # (step, theta, record): may add keys to the record
+StopFn = Callable[[dict], bool]                  # True ends the run at this evaluation
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,15 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
-          progress: Optional[ProgressFn] = None, write: bool = True) -> RunResult:
+          progress: Optional[ProgressFn] = None, write: bool = True, on_record: Optional[RecordHook] = None,
+          stop: Optional[StopFn] = None, eval_at: Iterable[int] = ()) -> RunResult:
     """Train as `config` says and write the run directory (unless write=False).
 
     `task` overrides the model + data set the config would build (the paper's toys use this).
+    Evaluations happen at step 0, every `eval_every` steps, at the last step and at the steps in `eval_at`.
+    At each one `on_record(step, theta, record)` sees a copy of the parameters (safe to keep) and may add
+    keys to the record before it is logged; then `stop(record)` returning True ends the run there, with
+    status "completed" and the step in the summary's "stopped_at".
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     started = time.perf_counter()
@@ -93,6 +100,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     base = torch.optim.SGD([theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
     sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment)
     chunk = cfg.chunk_size
+    extra_evals = {int(s) for s in eval_at}
     n = len(train_data)
     batch_size = n if o.batch_size == "full" else o.batch_size
 
@@ -117,31 +125,44 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         if cfg.measure.every and step % cfg.measure.every == 0:
             from .sharpness.notions import measure_during_training
             entry.update(measure_during_training(objective, theta.detach(), train_data, cfg.measure, chunk))
+        if on_record:
+            on_record(step, theta.detach().clone(), entry)
         metrics.append(entry)
         if log:
             log.write(entry)
         return entry
 
-    status, step, batch_loss = "completed", 0, None
+    def evaluation_ends_run(step: int, batch_loss: Optional[float]) -> bool:
+        nonlocal status, stopped_at
+        entry = record(step, batch_loss)
+        if step > 0 and not math.isfinite(entry["train_loss"]):     # a start that is already inf trains on, as always
+            status = "diverged"
+            return True
+        if stop is not None and stop(entry):
+            stopped_at = step
+            return True
+        return False
+
+    status, step, batch_loss, stopped_at = "completed", 0, None, None
     try:
-        record(0, None)
-        for step in range(1, cfg.steps + 1):
-            for group in base.param_groups:
-                group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
-            objective.set_training(True)
-            result = descent_direction(objective, theta.detach(), sampler.next(), o, chunk)
-            batch_loss = result.loss
-            if not (math.isfinite(batch_loss) and torch.isfinite(result.direction).all()):
-                status = "diverged"
-                break
-            theta.grad = result.direction
-            base.step()
-            if progress:
-                progress(step, cfg.steps, batch_loss)
-            if step % cfg.eval_every == 0 or step == cfg.steps or (cfg.measure.every and step % cfg.measure.every == 0):
-                if not math.isfinite(record(step, batch_loss)["train_loss"]):
+        if not evaluation_ends_run(0, None):
+            for step in range(1, cfg.steps + 1):
+                for group in base.param_groups:
+                    group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
+                objective.set_training(True)
+                result = descent_direction(objective, theta.detach(), sampler.next(), o, chunk)
+                batch_loss = result.loss
+                if not (math.isfinite(batch_loss) and torch.isfinite(result.direction).all()):
                     status = "diverged"
                     break
+                theta.grad = result.direction
+                base.step()
+                if progress:
+                    progress(step, cfg.steps, batch_loss)
+                if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
+                        or (cfg.measure.every and step % cfg.measure.every == 0)):
+                    if evaluation_ends_run(step, batch_loss):
+                        break
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -150,6 +171,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         raise
     finally:
         summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
+        summary["stopped_at"] = stopped_at
         if write:
             log.close()
             save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
