@@ -88,8 +88,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     `task` overrides the model + data set the config would build (the paper's toys use this).
     Evaluations happen at step 0, every `eval_every` steps, at the last step and at the steps in `eval_at`.
     At each one `on_record(step, theta, record)` sees a copy of the parameters (safe to keep) and may add
-    keys to the record before it is logged; then `stop(record)` returning True ends the run there, with
-    status "completed" and the step in the summary's "stopped_at".
+    keys to the record before it is logged; then the config's target (`stop:`) being reached, or
+    `stop(record)` returning True, ends the run there, with status "completed" and the step in the
+    summary's "stopped_at" (and, for a target, "target": reached, step, epoch).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     started = time.perf_counter()
@@ -133,17 +134,19 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         return entry
 
     def evaluation_ends_run(step: int, batch_loss: Optional[float]) -> bool:
-        nonlocal status, stopped_at
+        nonlocal status, stopped_at, target_at
         entry = record(step, batch_loss)
         if step > 0 and not math.isfinite(entry["train_loss"]):     # a start that is already inf trains on, as always
             status = "diverged"
             return True
-        if stop is not None and stop(entry):
+        if cfg.stop.reached(entry):
+            target_at = entry
+        if target_at is not None or (stop is not None and stop(entry)):
             stopped_at = step
             return True
         return False
 
-    status, step, batch_loss, stopped_at = "completed", 0, None, None
+    status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
     try:
         if not evaluation_ends_run(0, None):
             for step in range(1, cfg.steps + 1):
@@ -172,6 +175,10 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     finally:
         summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
         summary["stopped_at"] = stopped_at
+        if cfg.stop.active:     # train to a target: whether it was reached, and when (steps and epochs)
+            summary["target"] = {"reached": target_at is not None,
+                                 "step": target_at["step"] if target_at else None,
+                                 "epoch": target_at["epoch"] if target_at else None}
         if write:
             log.close()
             save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),

@@ -382,3 +382,27 @@ def test_augment_changes_the_batches_and_stays_seeded(tmp_path):
     assert train(cfg, tmp_path / "run").status == "completed"
     with pytest.raises(ConfigError, match="data.augment"):
         train(cfg.replace(**{"data.name": "synthetic", "model.name": "mlp"}), tmp_path / "bad")
+
+
+def test_train_to_a_loss_target_stops_at_the_first_evaluation_that_reaches_it():
+    base = {"data": {"name": "synthetic", "n_train": 64, "n_test": 16, "dim": 5, "classes": 3},
+            "model": {"name": "mlp", "widths": [16]}, "optimizer": {"lr": 0.5, "batch_size": "full"},
+            "steps": 400, "eval_every": 10, "device": "cpu", "dtype": "float64"}
+    free = train(base, write=False)
+    losses = {r["step"]: r["train_loss"] for r in free.metrics}
+    target = losses[200]        # reached by step 200, first at some evaluation <= 200
+    first = min(s for s, value in losses.items() if value <= target)
+    hit = train({**base, "stop": {"train_loss": target}}, write=False)
+    assert hit.summary["stopped_at"] == first == hit.metrics[-1]["step"]
+    assert hit.summary["target"] == {"reached": True, "step": first, "epoch": float(first)}
+    assert hit.status == "completed"
+
+
+def test_a_target_not_reached_runs_to_the_cap_and_says_so():
+    cfg = {"data": {"name": "synthetic", "n_train": 64, "n_test": 16, "dim": 5, "classes": 3},
+           "model": {"name": "mlp", "widths": [8]}, "optimizer": {"lr": 0.01, "batch_size": 16},
+           "steps": 20, "eval_every": 5, "device": "cpu", "stop": {"train_accuracy": 1.0}}
+    result = train(cfg, write=False)
+    assert result.summary["steps_done"] == 20 and result.summary["stopped_at"] is None
+    assert result.summary["target"] == {"reached": False, "step": None, "epoch": None}
+    assert "target" not in train({**cfg, "stop": {}}, write=False).summary
