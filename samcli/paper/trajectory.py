@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 
 from torch import Tensor
 
-from ..config import ConfigError
+from ..errors import unknown_choice
 from ..task import Task
 from ..train import train
 
@@ -33,7 +33,7 @@ def optimizer_settings(method: str, lr: float, rho: float, batch_size=None, grad
     """The engine's optimizer section for a paper method; "sam-b" is SAM at the given batch size.
     Momentum and weight decay are 0, as in the paper."""
     if method not in METHODS and not method.startswith("sam-b"):
-        raise ConfigError(f"method {method!r} is unknown; choose from {', '.join(METHODS)}")
+        raise unknown_choice("method", method, METHODS)
     engine, size = METHODS.get(method, ("sam", batch_size))
     return {"method": engine, "lr": lr, "rho": rho, "batch_size": batch_size if batch_size is not None else size,
             "momentum": 0.0, "weight_decay": 0.0, "grad_eps": grad_eps}

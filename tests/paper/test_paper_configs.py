@@ -66,3 +66,9 @@ def test_all_refuses_config_and_set(tmp_path):
         reproduce("all", tmp_path, overrides=["steps=3"])
     with pytest.raises(ConfigError, match="unknown study"):
         reproduce("nonsense", tmp_path)
+
+
+def test_every_paper_method_is_an_engine_method_of_the_registry():
+    from samcli.methods import method_names
+    from samcli.paper.trajectory import METHODS
+    assert {engine for engine, _ in METHODS.values()} <= set(method_names())
