@@ -23,7 +23,7 @@ def study_dir(tmp_path_factory):
     raw = tiny_study(seeds=[0, 1], baseline=BASELINE)
     path = write_study(root / "tiny.yaml", raw)
     out = root / "study"
-    table = samcli.compare(raw, out=out)
+    table = samcli.compare(raw, out=out).table
     return root, path, out, raw, table
 
 
