@@ -1,8 +1,8 @@
-"""The command line: parse, validate, print. All logic lives in the engine below."""
+"""The command line: each command parses its arguments, calls one engine function and renders the result."""
 from __future__ import annotations
 
 import json
-import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -103,20 +103,18 @@ def train(
 
 def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
                as_json: bool) -> None:
-    from .runs import write_json
-    from .sharpness import measure_run
+    from .study.rundir import measure_and_record
     try:
         count = None if samples == "all" else _int(samples, "--samples", "all")
-        report = measure_run(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
-                             samples=count, seed=seed, exact=exact)
+        report, written = measure_and_record(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
+                                             samples=count, seed=seed, exact=exact)
     except SamcliError as err:
         fail(str(err))
-    write_json(run_dir / "sharpness.json", report.to_dict())
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         console.print(render_report(report), soft_wrap=True)
-        console.print(f"written to {run_dir / 'sharpness.json'}")
+        console.print(f"written to {written}")
 
 
 def render_report(report):
@@ -210,69 +208,57 @@ def compare(
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
     and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots."""
     from .study import compare as run_study, load_study, render_from
-    from .study.baseline import check_baseline, display_diff, load_baseline, make_baseline, write_baseline
+    if from_ is not None and study is not None:
+        fail("give a study file or --from STUDY_DIR, not both")
     try:
         if from_ is not None:
-            if study is not None:
-                fail("give a study file or --from STUDY_DIR, not both")
-            table = render_from(from_)
-            spec = load_study(from_ / "study.yaml")
+            result = render_from(from_, baseline=baseline, update_baseline=update_baseline)
         else:
             spec = load_study(study)
-            if executor not in ("local", "ray"):
-                fail(f"--executor {executor!r} is unknown; choose local or ray")
-            if jobs is None:
-                from .study.executors import auto_jobs
-                jobs = auto_jobs()
-            elif jobs < 1:
-                fail(f"--jobs {jobs} must be >= 1")
-            if baseline is not None and not update_baseline:
-                load_baseline(baseline)         # refuse a bad baseline before training
             display = None if quiet or as_json else _StudyProgress(spec.name)
-            if display:
-                with display.bar:
-                    table = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display)
-            else:
-                table = run_study(spec, out=out, executor=executor, jobs=jobs, address=address)
-        verdict = None
-        if update_baseline:
-            target = baseline or Path("results/baselines") / f"{spec.name}.json"
-            write_baseline(target, make_baseline(spec, table))
-        elif baseline is not None:
-            diff, verdict = check_baseline(spec, table, load_baseline(baseline))
+            with display.bar if display else nullcontext():
+                result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
+                                   baseline=baseline, update_baseline=update_baseline)
     except SamcliError as err:
         fail(str(err))
     except KeyboardInterrupt:
         console.print("interrupted: finished runs are kept; run the same command again to resume")
         raise typer.Exit(130)
-    from .study.table import display as display_table, display_correlations
-    corr = table.attrs["correlations"]
     if as_json:
-        print(json.dumps({"table": json.loads(table.reset_index().to_json(orient="records")),
-                          "correlations": json.loads(corr.reset_index().to_json(orient="records")),
-                          "study_dir": table.attrs["study_dir"], "files": table.attrs["files"],
-                          "baseline_ok": verdict}, indent=2))
+        print(json.dumps(_compare_json(result), indent=2))
     else:
-        stdout = Console()
-        if not stdout.is_terminal:
-            stdout = Console(width=max(stdout.width, 240))
-        stdout.print(_frame_table(display_table(table), f"study {spec.name}"))
-        stdout.print(table.attrs["caption"], highlight=False)
-        if len(corr):
-            stdout.print(_frame_table(display_correlations(corr), "rank correlation with test accuracy"))
-        for note in table.attrs["notes"]:
-            console.print(f"note: {note}", highlight=False, soft_wrap=True)
-        console.print("written: " + ", ".join(table.attrs["files"]), highlight=False, soft_wrap=True)
-        if update_baseline:
-            console.print(f"baseline written to {target}", highlight=False)
-        if verdict is not None:
-            stdout.print(_frame_table(display_diff(diff), f"baseline {baseline}"))
-            console.print("baseline: all checks hold" if verdict else "baseline: REGRESSION", highlight=False)
-    failed = int(table["failed"].sum())
-    if failed:
-        console.print(f"{failed} run(s) failed; see the notes above", highlight=False)
-    if verdict is False or failed:
+        _print_compare(result, baseline)
+    if result.failed_runs:
+        console.print(f"{result.failed_runs} run(s) failed; see the notes above", highlight=False)
+    if result.baseline_ok is False or result.failed_runs:
         raise typer.Exit(1)
+
+
+def _compare_json(result) -> dict:
+    return {"table": json.loads(result.table.reset_index().to_json(orient="records")),
+            "correlations": json.loads(result.correlations.reset_index().to_json(orient="records")),
+            "study_dir": str(result.study_dir), "files": [str(f) for f in result.files],
+            "baseline_ok": result.baseline_ok}
+
+
+def _print_compare(result, baseline: Optional[Path]) -> None:
+    from .study.baseline import display_diff
+    from .study.table import display as display_table, display_correlations
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout = Console(width=max(stdout.width, 240))
+    stdout.print(_frame_table(display_table(result.table), f"study {result.name}"))
+    stdout.print(result.caption, highlight=False)
+    if len(result.correlations):
+        stdout.print(_frame_table(display_correlations(result.correlations), "rank correlation with test accuracy"))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    console.print("written: " + ", ".join(str(f) for f in result.files), highlight=False, soft_wrap=True)
+    if result.baseline_written is not None:
+        console.print(f"baseline written to {result.baseline_written}", highlight=False)
+    if result.baseline_diff is not None:
+        stdout.print(_frame_table(display_diff(result.baseline_diff), f"baseline {baseline}"))
+        console.print("baseline: all checks hold" if result.baseline_ok else "baseline: REGRESSION", highlight=False)
 
 
 def _frame_table(frame, title: str):

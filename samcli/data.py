@@ -49,6 +49,20 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
     return _subset(splits, cfg, seed)
 
 
+# training-set sizes known without loading anything: mnist1d's default arguments make 4,000 training
+# examples, and digits keeps 80% of its 1,797 images (see _mnist1d and _digits)
+KNOWN_TRAIN_SIZES = {"mnist1d": 4000, "digits": int(0.8 * 1797)}
+
+
+def train_set_size(cfg: DataConfig) -> int | None:
+    """The number of training examples `load_data(cfg)` gives, when it is known without loading; else None."""
+    if cfg.train_size is not None:
+        return cfg.train_size
+    if cfg.name == "synthetic":
+        return cfg.n_train
+    return KNOWN_TRAIN_SIZES.get(cfg.name)
+
+
 def _subset(splits: DataSplits, cfg: DataConfig, seed: int) -> DataSplits:
     def take(batch: Batch, size, key: str, salt: int) -> Batch:
         if size is None:
