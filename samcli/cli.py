@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .config import SamcliError, TrainConfig, apply_override, load_yaml
+from .methods import get_method, method_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare.")
@@ -48,7 +49,8 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.rho=0.1 (repeatable)."),
     dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ..."),
     model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear."),
-    method: Optional[str] = typer.Option(None, help="optimizer.method: sgd, sam, usam, msam, ascent-gd."),
+    method: Optional[str] = typer.Option(None, help="optimizer.method: " + "; ".join(
+                                              f"{name}: {get_method(name).help}" for name in method_names())),
     rho: Optional[float] = typer.Option(None, help="optimizer.rho, the SAM radius."),
     m: Optional[int] = typer.Option(None, help="optimizer.m, the msam group size."),
     batch_size: Optional[str] = typer.Option(None, help="optimizer.batch_size: an integer or 'full'."),

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from ..config import ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
 from ..data import train_set_size
+from ..methods import method_names, unused_parameters, validate_optimizer
 from .baseline import BaselineError, Ordering, parse_baseline
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline")
@@ -196,14 +197,13 @@ def _points(raw: dict, where: str) -> list[tuple[str, dict]]:
 
 
 def _relevant(overrides: dict) -> dict:
-    """Drop axes that do not apply to the run's method (m unless msam; rho and m for sgd)."""
+    """Drop optimizer axes the run's method does not use (its registry entry says which), so that
+    `method: [sgd, sam] x rho: [0.05, 0.1]` gives one sgd configuration, not two identical ones."""
     method = overrides.get("optimizer.method")
-    out = dict(overrides)
-    if method is not None and method != "msam":
-        out.pop("optimizer.m", None)
-    if method == "sgd":
-        out.pop("optimizer.rho", None)
-    return out
+    if method not in method_names():      # an unknown method fails later, as a StudyError naming it
+        return dict(overrides)
+    unused = {f"optimizer.{name}" for name in unused_parameters(method)}
+    return {k: v for k, v in overrides.items() if k not in unused}
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -258,12 +258,10 @@ def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:
     n = train_set_size(d)
     if n is None:
         return
-    if isinstance(o.batch_size, int) and o.batch_size > n:
-        raise StudyError(f"{where}: configuration {label!r}: optimizer.batch_size={o.batch_size} exceeds the "
-                         f"{n} training examples; lower it or use 'full'")
-    if o.method == "msam" and o.batch_size == "full" and n % o.m:
-        raise StudyError(f"{where}: configuration {label!r}: optimizer.m={o.m} does not divide the {n} training "
-                         "examples (full batch); pick m that divides it")
+    try:
+        validate_optimizer(o, train_size=n)
+    except ConfigError as err:
+        raise StudyError(f"{where}: configuration {label!r}: {err}") from None
 
 
 def _sharpness(raw: Any, where: str) -> dict:
