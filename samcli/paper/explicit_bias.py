@@ -118,7 +118,8 @@ def max_loss(toy: Figure1Toy, x: Tensor, rho: float) -> tuple[Tensor, Tensor]:
 def ascent_loss(toy: Figure1Toy, x: Tensor, rho: float) -> Tensor:
     """L^Asc_rho(x) = L(x + rho g/||g||), differentiable in x through g; +inf where g = 0."""
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(toy_loss(toy, x), x, create_graph=True)
+        point = x if x.requires_grad else x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(toy_loss(toy, point), point, create_graph=x.requires_grad)
     norm = g.norm()
     if float(norm.detach()) == 0.0:
         return torch.full((), math.inf, dtype=x.dtype) + 0 * x.sum()
@@ -172,7 +173,7 @@ def _polar_start(x: list) -> list:
     return [x[0], x[1], math.log(radius), math.atan2(x[3], x[2])]
 
 
-ROUND, STALL = 50, 1e-12        # L-BFGS iterations per round; least relative gain in L_rho/rho^2 per round
+ROUND, STALL = 50, 1e-9         # L-BFGS iterations per round; least gain in L_rho / rho^2 per round
 
 CHARTS = {"max": (_squared_x3, lambda x: [x[0], x[1], math.sqrt(abs(x[2])), x[3]]),
           "asc": (_polar, _polar_start),
