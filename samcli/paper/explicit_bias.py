@@ -131,12 +131,16 @@ def average_loss(toy: Figure1Toy, x: Tensor, rho: float, directions: Tensor = SP
     return toy_loss(toy, x + rho * directions).mean()
 
 
-def loss_and_grad(toy: Figure1Toy, notion: str, x: Tensor, rho: float) -> tuple[Tensor, Tensor]:
-    """(L_rho(x), grad L_rho(x)) for notion in NOTIONS, float64."""
+def check_notion(notion: str, rho: float = 1.0) -> None:
     if notion not in NOTIONS:
         raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(NOTIONS)}")
     if not rho > 0:
         raise SamcliError(f"rho must be > 0, got {rho}")
+
+
+def loss_and_grad(toy: Figure1Toy, notion: str, x: Tensor, rho: float) -> tuple[Tensor, Tensor]:
+    """(L_rho(x), grad L_rho(x)) for notion in NOTIONS, float64."""
+    check_notion(notion, rho)
     if notion == "max":
         return max_loss(toy, x, rho)
     with torch.enable_grad():
@@ -207,8 +211,7 @@ class BiasResult:
 def minimize(toy: Figure1Toy, notion: str, rho: float, start: Sequence[float] = FIGURE1_START,
              max_iter: int = 1000, minimizers: dict | None = None) -> BiasResult:
     """Minimize L^notion_rho by L-BFGS (strong Wolfe, float64) from `start`."""
-    if notion not in NOTIONS:
-        raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(NOTIONS)}")
+    check_notion(notion, rho)
     if len(start) != D:
         raise SamcliError(f"the start must be 4 numbers (x1, x2, x3, x4), got {list(start)}")
     minimizers = toy.minimizers((start[0], start[1])) if minimizers is None else minimizers
@@ -255,13 +258,12 @@ def explicit_bias(toy: Figure1Toy, rhos: Sequence[float] = (0.3, 0.1, 0.05, 0.02
                   notions: Sequence[str] = NOTIONS, start: Sequence[float] = FIGURE1_START,
                   max_iter: int = 1000) -> tuple[BiasResult, ...]:
     """Every (notion, rho) minimization, in the order notions x rhos."""
-    for notion in notions:
-        if notion not in NOTIONS:
-            raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(NOTIONS)}")
+    for notion, rho in itertools.product(notions, rhos):      # all bad input refused before any work
+        check_notion(notion, rho)
     minimizers = toy.minimizers((start[0], start[1]))
     return tuple(minimize(toy, notion, rho, start, max_iter, minimizers) for notion in notions for rho in rhos)
 
 
 __all__ = ["FIGURE1_START", "NOTIONS", "TARGETS", "SPHERE_DESIGN", "BiasResult", "toy_loss", "six_hundred_cell",
-           "worst_perturbation", "max_loss", "ascent_loss", "average_loss", "loss_and_grad", "minimize",
+           "check_notion", "worst_perturbation", "max_loss", "ascent_loss", "average_loss", "loss_and_grad", "minimize",
            "explicit_bias"]
