@@ -11,6 +11,7 @@ from samcli.config import SamcliError
 from samcli.sharpness.adaptive import AdaptiveSharpness
 from samcli.study.correlations import (ADAPTIVE_NOTIONS, MISSING, confound_warning, correlation_report, eligibility,
                                        granulated_kendall, kendall_interval, study_axes, with_axes, with_gaps)
+from samcli.study.rundir import RunRecord
 from samcli.study.table import kendall_tau_b, runs_frame
 
 # (method, lr) -> (lambda_1, test accuracy) configuration means; worked out by hand below
@@ -20,9 +21,9 @@ GRID = {("a", 1): (1.0, 1.0), ("a", 2): (2.0, 3.0), ("a", 3): (3.0, 4.0),
 
 def record(label, seed, method, lam, acc, status="completed", train_loss=0.01, **extra):
     final = {"test_accuracy": acc, "test_loss": 1.0 - acc / 10, "train_loss": train_loss, "train_accuracy": 1.0}
-    return {"label": label, "seed": seed, "hash": f"{label}-{seed}", "method": method, "status": status,
-            "final": final, "sharpness_summary": {"lambda_1": lam, "trace": 2 * lam, **extra}, "steps": 10,
-            "seconds": 1.0}
+    return RunRecord(label=label, seed=seed, hash=f"{label}-{seed}", method=method, run_dir="", status=status,
+                     final=final, sharpness_summary={"lambda_1": lam, "trace": 2 * lam, **extra}, steps=10,
+                     seconds=1.0)
 
 
 def grid_runs(jitter=0.01):
