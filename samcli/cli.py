@@ -208,7 +208,9 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
 ):
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
-    and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots."""
+    and the rank correlations of each sharpness notion with test accuracy and the generalization gap (Kendall
+    tau-b with bootstrap intervals, granulated Kendall per hyperparameter axis); write table.csv, table.md,
+    study.json, plots."""
     from .study import compare as run_study, load_study, render_from
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
@@ -237,22 +239,29 @@ def compare(
 
 
 def _compare_json(result) -> dict:
+    from .study.report import correlations_json
     return {"table": json.loads(result.table.reset_index().to_json(orient="records")),
-            "correlations": json.loads(result.correlations.reset_index().to_json(orient="records")),
+            "correlations": correlations_json(result.report),
             "study_dir": str(result.study_dir), "files": [str(f) for f in result.files],
             "baseline_ok": result.baseline_ok}
 
 
 def _print_compare(result, baseline: Optional[Path]) -> None:
     from .study.baseline import display_diff
-    from .study.table import display as display_table, display_correlations
+    from .study.correlations import sections
+    from .study.table import display as display_table
     stdout = Console()
     if not stdout.is_terminal:
         stdout = Console(width=max(stdout.width, 240))
     stdout.print(_frame_table(display_table(result.table), f"study {result.name}"))
     stdout.print(result.caption, highlight=False)
-    if len(result.correlations):
-        stdout.print(_frame_table(display_correlations(result.correlations), "rank correlation with test accuracy"))
+    for heading, frame, lines in sections(result.report):
+        if frame is not None:
+            stdout.print(_frame_table(frame, heading))
+        else:
+            stdout.print(f"{heading}:", highlight=False)
+        for line in lines:
+            stdout.print(escape(line), highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print("written: " + ", ".join(str(f) for f in result.files), highlight=False, soft_wrap=True)

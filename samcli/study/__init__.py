@@ -3,7 +3,7 @@
     import samcli
     result = samcli.compare("configs/ci.yaml")     # CompareResult
     result.table                                   # pandas DataFrame, one row per configuration
-    result.correlations                            # Kendall tau-b of each notion with test accuracy
+    result.correlations                            # Kendall tau-b of each notion with accuracy and gaps
 
 The study directory (default results/studies/<name>) holds study.yaml (the study as run),
 runs/<config_hash>/ (one run directory each, see rundir.py), table.csv, table.md, study.json and

@@ -253,6 +253,9 @@ class CorrelationReport:
     eligibility: str           # how many runs were excluded and why
     warning: Optional[str]     # confound warning, if any
     axes: tuple[str, ...]
+    tolerance: Optional[float] = None    # the confound check's (None: not checked)
+    train_loss_span: float = math.nan    # max - min of the configurations' mean train loss (eligible runs)
+    confidence: float = 0.95             # of the bootstrap intervals
 
 
 def correlation_report(runs: pd.DataFrame, axes: Optional[Sequence[str]] = None, *,
@@ -282,7 +285,78 @@ def correlation_report(runs: pd.DataFrame, axes: Optional[Sequence[str]] = None,
                              "groups": sum(a.groups for a in g.axes), "configurations": math.nan,
                              "reason": g.reason})
     warning = confound_warning(eligible, tolerance) if tolerance is not None else None
+    means = eligible.groupby("label", sort=False)["train_loss"].mean().dropna()
+    span = float(means.max() - means.min()) if len(means) else math.nan
     return CorrelationReport(
         pd.DataFrame(overall, columns=["notion", "name", "target", "tau", "low", "high", "runs"]),
         pd.DataFrame(granular, columns=["notion", "target", "axis", "tau", "groups", "configurations", "reason"]),
-        note, warning, axes)
+        note, warning, axes, tolerance, span, confidence)
+
+
+# ---- rendering: the same sections in table.md and on the terminal ---------------------------------
+
+def sections(report: CorrelationReport) -> list[tuple[str, Optional[pd.DataFrame], list[str]]]:
+    """(heading, table or None, lines) for each part of the report, in reading order."""
+    out = [("Runs in the correlations", None, [report.eligibility, _confound_line(report)])]
+    if not len(report.overall):
+        return out
+    out.append(("Kendall tau-b over all eligible runs", _display_overall(report),
+                [f"tau [low, high]: the {report.confidence:.0%} bootstrap interval resamples seeds within "
+                 "configurations. Sharper-is-worse shows as tau < 0 with test accuracy and tau > 0 with a gap "
+                 "(test - train)."]))
+    for target, name in TARGETS.items():
+        rows = report.granulated[report.granulated["target"] == target]
+        if rows.empty:
+            continue
+        heading = f"Granulated Kendall (Jiang et al. 2019) with {name}"
+        overall = rows[rows["axis"] == "overall"]
+        if overall["tau"].isna().all():
+            reason = overall["reason"].dropna()
+            out.append((heading, None, ["not applicable: " + (reason.iloc[0] if len(reason) else
+                                                              "no axis has a group to rank")]))
+            continue
+        first = not any(h.startswith("Granulated") for h, frame, _ in out if frame is not None)
+        out.append((heading, _display_granulated(rows), [
+            "Per axis: the mean tau-b over groups of configurations (seed means) that differ only along that axis "
+            "(groups in brackets; - where there is none); overall: the mean over axes with a score."] if first else []))
+    return out
+
+
+def _confound_line(report: CorrelationReport) -> str:
+    if report.warning:
+        return "WARNING: " + report.warning
+    if report.tolerance is None:
+        return "no confound check: the study sets no confound_tolerance"
+    return (f"confound check passed: the configurations' mean train loss spans {report.train_loss_span:.3g} "
+            f"<= confound_tolerance {report.tolerance:g}")
+
+
+def _interval(row) -> str:
+    if math.isnan(row["tau"]):
+        return "-"
+    text = f"{row['tau']:+.2f}"
+    return text + (f" [{row['low']:+.2f}, {row['high']:+.2f}]" if not math.isnan(row["low"]) else "")
+
+
+def _display_overall(report: CorrelationReport) -> pd.DataFrame:
+    rows = []
+    for notion, part in report.overall.groupby("notion", sort=False):
+        row = {"sharpness notion": part["name"].iloc[0]}
+        for _, r in part.iterrows():
+            row[TARGETS[r["target"]]] = _interval(r)
+        row["runs"] = int(part["runs"].max())
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def _display_granulated(rows: pd.DataFrame) -> pd.DataFrame:
+    axes = list(dict.fromkeys(rows["axis"]))
+    groups = rows.groupby("axis", sort=False)["groups"].max()
+    header = {a: a if a == "overall" else f"{a} [{int(groups[a])}]" for a in axes}
+    out = []
+    for notion, part in rows.groupby("notion", sort=False):
+        row = {"sharpness notion": ALL_NOTIONS.get(notion, notion)}
+        for _, r in part.iterrows():
+            row[header[r["axis"]]] = "-" if math.isnan(r["tau"]) else f"{r['tau']:+.2f}"
+        out.append(row)
+    return pd.DataFrame(out).fillna("")

@@ -10,6 +10,7 @@ before anything trains, so a bad entry is refused up front with one line naming 
     seeds: [0, 1, 2]
     sharpness: {rho: 0.05, samples: 1000, notions: [worst, ascent, average]}
     baseline: {tolerances: {test_accuracy: {abs: 0.03}}, orderings: ["SAM lambda_1 < GD lambda_1"]}
+    confound_tolerance: 0.01      # warn when configurations' mean train losses span more than this
 
 Variants and grid combine as a cross product (each variant x each grid point x each seed). Grid
 axes may use the short names method, lr, rho, batch_size, m. An axis that does not apply to a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,8 @@ from ..data import train_set_size
 from ..methods import method_names, unused_parameters, validate_optimizer
 from .baseline import BaselineError, Ordering, parse_baseline
 
-STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline")
+STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline",
+              "confound_tolerance")
 ALIASES = {"method": "optimizer.method", "lr": "optimizer.lr", "rho": "optimizer.rho",
            "batch_size": "optimizer.batch_size", "m": "optimizer.m", "momentum": "optimizer.momentum"}
 SHORT = {v: k for k, v in ALIASES.items()}
@@ -68,6 +71,7 @@ class Study:
     orderings: tuple[Ordering, ...] = ()
     source: Optional[str] = None
     description: str = ""
+    confound_tolerance: Optional[float] = None   # correlations.confound_warning's (None: no check)
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -136,7 +140,16 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
     except BaselineError as err:
         raise StudyError(f"{where}: {err}") from None
     return Study(name, raw, tuple(runs), labels, sharpness, tolerances, orderings, source,
-                 str(raw.get("description") or ""))
+                 str(raw.get("description") or ""), _confound_tolerance(raw.get("confound_tolerance"), where))
+
+
+def _confound_tolerance(value: Any, where: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise StudyError(f"{where}: confound_tolerance={value!r} must be a finite number >= 0 (a train-loss "
+                         "difference, e.g. 0.01), or left out for no confound check")
+    return float(value)
 
 
 def _canonical(key: str, where: str) -> str:

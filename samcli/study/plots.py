@@ -1,4 +1,8 @@
-"""The study's figures (PNG, matplotlib's Agg backend; nothing is shown on screen)."""
+"""The study's figures (PNG, matplotlib's Agg backend; nothing is shown on screen):
+- each sharpness notion against test accuracy, and against the generalization gap (test - train loss),
+  one point per run; runs left out of the correlations (missed the target) drawn hollow, never hidden;
+- training curves against epochs (steps mean different things at batch size 1 and full batch):
+  train loss, test accuracy, and lambda_1 / Tr where they were measured during training."""
 from __future__ import annotations
 
 import math
@@ -7,13 +11,14 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 import pandas as pd
 
-from .table import NOTIONS
+from .correlations import ALL_NOTIONS, with_gaps
 
 if TYPE_CHECKING:
     from .rundir import RunRecord
 
 ACCURACY_PLOT = "accuracy_vs_sharpness.png"
-TRAINING_PLOT = "sharpness_during_training.png"
+GAP_PLOT = "gap_vs_sharpness.png"
+TRAINING_PLOT = "training_curves.png"
 
 
 def _pyplot():
@@ -29,78 +34,111 @@ def _colours(labels: list[str]) -> dict[str, str]:
     return {label: cycle(i % cycle.N) for i, label in enumerate(labels)}
 
 
-def accuracy_vs_sharpness(runs: pd.DataFrame, path: Path, labels: Optional[list[str]] = None,
-                          title: str = "") -> Optional[Path]:
-    """Test accuracy against each sharpness notion, one panel per notion, one colour per configuration."""
-    notions = [n for n in NOTIONS if n in runs and runs[n].notna().any()]
-    if not notions or "test_accuracy" not in runs or runs["test_accuracy"].isna().all():
-        return None
+def _panels(count: int, width: float = 4.2, height: float = 3.4):
     plt = _pyplot()
+    cols = min(3, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:count]
+
+
+def _save(fig, path: Path, title: str, legend_rows: int) -> Path:
+    plt = _pyplot()
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * legend_rows, 1, 0.95))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _log_if_spread(ax, values: pd.Series, axis: str = "x") -> None:
+    values = values.dropna()
+    if len(values) and (values > 0).all() and values.max() / values.min() > 20:
+        getattr(ax, f"set_{axis}scale")("log")
+        from matplotlib.ticker import NullFormatter
+        getattr(ax, f"{axis}axis").set_minor_formatter(NullFormatter())
+
+
+def sharpness_scatter(runs: pd.DataFrame, path: Path, target: str, target_name: str,
+                      labels: Optional[list[str]] = None, title: str = "") -> Optional[Path]:
+    """`target` against each sharpness notion, one panel per notion, one colour per configuration;
+    completed runs that missed the stop target are hollow (they are out of the correlations)."""
+    runs = with_gaps(runs)
+    notions = [n for n in ALL_NOTIONS if n in runs and runs[n].notna().any()]
+    if not notions or target not in runs or runs[target].isna().all():
+        return None
     labels = labels or list(dict.fromkeys(runs["label"]))
     colours = _colours(labels)
-    cols = min(3, len(notions))
-    rows = math.ceil(len(notions) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     ok = runs[runs["status"] == "completed"]
-    skipped = int((runs["status"] != "completed").sum())
-    for ax, notion in zip(axes.flat, notions):
+    missed = ok["reached"] == 0 if "reached" in ok else pd.Series(False, index=ok.index)
+    fig, axes = _panels(len(notions))
+    for ax, notion in zip(axes, notions):
         for label in labels:
-            part = ok[ok["label"] == label]
-            ax.scatter(part[notion], part["test_accuracy"], color=colours[label], label=label, s=28, alpha=0.85)
-        values = ok[notion].dropna()
-        if len(values) and (values > 0).all() and values.max() / values.min() > 20:
-            ax.set_xscale("log")
-            from matplotlib.ticker import NullFormatter
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(NOTIONS[notion])
-        ax.set_ylabel("test accuracy")
+            mine = ok["label"] == label
+            ax.scatter(ok.loc[mine & ~missed, notion], ok.loc[mine & ~missed, target], color=colours[label],
+                       label=label, s=28, alpha=0.85)
+            if (mine & missed).any():
+                ax.scatter(ok.loc[mine & missed, notion], ok.loc[mine & missed, target], facecolors="none",
+                           edgecolors=colours[label], s=28)
+        _log_if_spread(ax, ok[notion])
+        ax.set_xlabel(ALL_NOTIONS[notion])
+        ax.set_ylabel(target_name)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(notions):]:
-        ax.axis("off")
-    handles, names = axes.flat[0].get_legend_handles_labels()
+    handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), frameon=False)
-    note = f" ({skipped} runs not completed, not shown)" if skipped else ""
-    fig.suptitle((title + ": " if title else "") + "test accuracy vs sharpness, one point per run" + note)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(names) / 6), 1, 0.95))
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    skipped = int((runs["status"] != "completed").sum())
+    note = "".join([f"; {int(missed.sum())} missed the target (hollow)" if missed.any() else "",
+                    f"; {skipped} not completed, not shown" if skipped else ""])
+    return _save(fig, path, (title + ": " if title else "") + f"{target_name} vs sharpness, one point per run"
+                 + note, math.ceil(len(names) / 6))
 
 
-def sharpness_during_training(records: Iterable[RunRecord], path: Path, labels: Optional[list[str]] = None,
-                              title: str = "") -> Optional[Path]:
-    """lambda_1 and Tr over training per configuration (thin line per seed), where measured during training."""
-    records = [r for r in records if r.history]
-    keys = [k for k in ("sharp_lambda_1", "sharp_trace") if any(k in h for r in records for h in r.history)]
-    if not keys:
+def training_curves(records: Iterable[RunRecord], path: Path, labels: Optional[list[str]] = None,
+                    title: str = "") -> Optional[Path]:
+    """Train loss, test accuracy and (where measured during training) lambda_1 and Tr against epochs,
+    one line per run, one colour per configuration."""
+    records = [r for r in records if r.curve or r.history]
+    panels = [("curve", k, name) for k, name in (("train_loss", "train loss"), ("test_accuracy", "test accuracy"))
+              if any(k in c for r in records for c in r.curve)]
+    panels += [("history", k, name) for k, name in (("sharp_lambda_1", "lambda_1 (during training)"),
+                                                     ("sharp_trace", "Tr (during training)"))
+               if any(k in h for r in records for h in r.history)]
+    if not panels:
         return None
-    plt = _pyplot()
     labels = labels or list(dict.fromkeys(r.label for r in records))
     colours = _colours(labels)
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
-    names = {"sharp_lambda_1": "lambda_1", "sharp_trace": "Tr"}
-    for ax, key in zip(axes.flat, keys):
-        shown, positive = set(), True
+    fig, axes = _panels(len(panels), 4.6, 3.4)
+    handles = {}
+    for ax, (source, key, name) in zip(axes, panels):
+        values = []
         for r in records:
-            points = [(h["step"], h[key]) for h in r.history if isinstance(h.get(key), (int, float))
-                      and math.isfinite(h[key])]
+            points = [(p["epoch"], p[key]) for p in getattr(r, source) if isinstance(p.get(key), (int, float))
+                      and isinstance(p.get("epoch"), (int, float)) and math.isfinite(p[key])]
             if not points:
                 continue
-            steps, values = zip(*points)
-            positive = positive and min(values) > 0
-            ax.plot(steps, values, color=colours.get(r.label, "k"), lw=1.2, alpha=0.8,
-                    label=None if r.label in shown else r.label)
-            shown.add(r.label)
-        ax.set_xlabel("step")
-        ax.set_ylabel(names[key])
-        if positive and shown:
-            ax.set_yscale("log")
+            epochs, ys = zip(*points)
+            values += ys
+            line, = ax.plot(epochs, ys, color=colours.get(r.label, "k"), lw=1.1, alpha=0.8)
+            handles.setdefault(r.label, line)
+        if key != "test_accuracy":
+            _log_if_spread(ax, pd.Series(values), "y")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle((title + ": " if title else "") + "sharpness during training (one line per run)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    names = [label for label in labels if label in handles]
+    fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(len(names), 6), frameon=False)
+    return _save(fig, path, (title + ": " if title else "") + "training against epochs (one line per run)",
+                 math.ceil(len(names) / 6))
+
+
+def study_plots(runs: pd.DataFrame, records: list[RunRecord], study_dir: Path, labels: list[str],
+                title: str) -> list[Path]:
+    """Every figure of a study that has something to show, written into `study_dir`."""
+    study_dir = Path(study_dir)
+    plots = (sharpness_scatter(runs, study_dir / ACCURACY_PLOT, "test_accuracy", "test accuracy", labels, title),
+             sharpness_scatter(runs, study_dir / GAP_PLOT, "loss_gap", "test - train loss", labels, title),
+             training_curves(records, study_dir / TRAINING_PLOT, labels, title))
+    return [p for p in plots if p is not None]

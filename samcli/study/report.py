@@ -3,27 +3,32 @@ directory (table.csv, table.md, study.json, plots) and the `CompareResult` value
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from ..methods import method_names, unused_parameters
 from ..runs import write_json, write_text
+from .correlations import CorrelationReport, correlation_report, sections, with_axes
 from .grid import Study
 from .rundir import RunRecord
-from .table import aggregate, caption, correlations, runs_frame, table_markdown
+from .table import aggregate, caption, display, markdown, runs_frame
 
 OUTPUTS = ("table.csv", "table.md", "study.json")
+# overridden keys that are not hyperparameters of the minimum: never a granulated axis
+BOOKKEEPING = ("eval_every", "chunk_size", "device", "measure.", "stop.")
 
 
 @dataclass(frozen=True, eq=False)
 class CompareResult:
     """What `samcli.compare` returns: the study's tables, where its files are, and the baseline's verdict."""
     name: str                          # the study's name
-    table: pd.DataFrame                # one row per configuration (index: label), <metric>_mean / _std
-    runs: pd.DataFrame                 # one row per run
-    correlations: pd.DataFrame         # Kendall tau-b of each sharpness notion with test accuracy
+    table: pd.DataFrame                # one row per configuration (index: label), <metric>_mean / _std, reached
+    runs: pd.DataFrame                 # one row per run, with a column per hyperparameter axis
+    correlations: pd.DataFrame         # Kendall tau-b [bootstrap interval] per (notion, target), eligible runs
     study_dir: Path
     files: tuple[Path, ...]            # the files written: tables, study.json, plots
     notes: tuple[str, ...]             # runs rerun, missing or failed
@@ -31,19 +36,47 @@ class CompareResult:
     baseline_diff: Optional[pd.DataFrame] = None   # one row per baseline check (when checked)
     baseline_ok: Optional[bool] = None             # every check holds (None: no check)
     baseline_written: Optional[Path] = None        # the baseline written (--update-baseline)
+    granulated: Optional[pd.DataFrame] = None      # granulated Kendall per (notion, target, axis), "overall" last
+    eligibility: str = ""                          # how many runs the correlations excluded, and why
+    confound: Optional[str] = None                 # the confound warning, when the study's check fails
+    report: Optional[CorrelationReport] = None     # all of the correlations, as correlation_report returns it
 
     @property
     def failed_runs(self) -> int:
         return int(self.table["failed"].sum())
 
 
+def axis_values(study: Study) -> dict[str, dict[str, Any]]:
+    """{label: {dotted key: resolved value}} for every key some configuration overrides that is a
+    hyperparameter; None where the configuration's method does not use it (rho for sgd). The step
+    count is one only when runs do not train to a target (then it is only a cap)."""
+    targets = all(r.config.stop.active for r in study.runs)
+    keys = dict.fromkeys(k for r in study.runs for k in r.overrides
+                         if not k.startswith(BOOKKEEPING) and not (targets and k == "steps"))
+    out = {}
+    for spec in study.runs:
+        resolved = spec.config.to_dict()
+        unused = ({f"optimizer.{p}" for p in unused_parameters(spec.method)} if spec.method in method_names()
+                  else set())
+        out[spec.label] = {k: None if k in unused else _dotted(resolved, k) for k in keys}
+    return out
+
+
+def _dotted(tree: dict, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
 def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[str]) -> CompareResult:
     """Tables, study.json and plots of `records` into `study_dir`; the result (no baseline yet)."""
-    from .plots import ACCURACY_PLOT, TRAINING_PLOT, accuracy_vs_sharpness, sharpness_during_training
+    from .plots import study_plots
     study_dir = Path(study_dir)
-    runs = runs_frame(records)
+    runs = with_axes(runs_frame(records), axis_values(study))
     table = aggregate(runs, study.labels)
-    corr = correlations(runs)
+    corr = correlation_report(runs, tolerance=study.confound_tolerance)
     write_text(study_dir / "table.csv", table.to_csv())
     examples = [r.sharpness["examples"] for r in records if r.sharpness and "examples" in r.sharpness]
     write_text(study_dir / "table.md", table_markdown(study, table, corr, notes, examples))
@@ -52,15 +85,40 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
                   "sharpness": study.sharpness},
         "runs": [{**r.to_dict(), "run_dir": _relative(r.run_dir, study_dir)} for r in records],
         "table": json.loads(table.reset_index().to_json(orient="records")),
-        "correlations": json.loads(corr.reset_index().to_json(orient="records")),
+        "correlations": correlations_json(corr),
         "notes": notes})
     files = [study_dir / name for name in OUTPUTS]
-    for plot in (accuracy_vs_sharpness(runs, study_dir / ACCURACY_PLOT, list(study.labels), study.name),
-                 sharpness_during_training(records, study_dir / TRAINING_PLOT, list(study.labels), study.name)):
-        if plot is not None:
-            files.append(plot)
-    return CompareResult(study.name, table, runs, corr, study_dir, tuple(files), tuple(notes),
-                         caption(study, examples))
+    files += study_plots(runs, records, study_dir, list(study.labels), study.name)
+    return CompareResult(study.name, table, runs, corr.overall, study_dir, tuple(files), tuple(notes),
+                         caption(study, examples), granulated=corr.granulated, eligibility=corr.eligibility,
+                         confound=corr.warning, report=corr)
+
+
+def correlations_json(report: CorrelationReport) -> dict:
+    """The correlation report as plain JSON (study.json and `samcli compare --json`)."""
+    return {"kendall": json.loads(report.overall.to_json(orient="records")),
+            "granulated": json.loads(report.granulated.to_json(orient="records")),
+            "axes": list(report.axes), "eligibility": report.eligibility, "confound_warning": report.warning,
+            "confound_tolerance": report.tolerance,
+            "train_loss_span": None if math.isnan(report.train_loss_span) else report.train_loss_span,
+            "confidence": report.confidence}
+
+
+def table_markdown(study: Study, table: pd.DataFrame, corr: CorrelationReport, notes: Iterable[str] = (),
+                   examples: Iterable[int] = ()) -> str:
+    parts = [f"# Study {study.name}", ""]
+    if study.description:
+        parts += [" ".join(study.description.split()), ""]
+    parts += [markdown(display(table)), "", caption(study, examples), ""]
+    for heading, frame, lines in sections(corr):
+        parts += [f"## {heading}", ""]
+        if frame is not None:
+            parts += [markdown(frame), ""]
+        parts += [line + "  " if i < len(lines) - 1 else line for i, line in enumerate(lines)] + [""]
+    notes = list(notes)
+    if notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(parts)
 
 
 def _relative(path: str, root: Path) -> str:

@@ -28,6 +28,7 @@ from .grid import RunSpec
 
 FINISHED = ("completed", "diverged")
 DIVERGED_SKIP = "the run diverged: sharpness is undefined at non-finite weights"
+CURVE_KEYS = ("step", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class RunRecord:
     sharpness_summary: dict = field(default_factory=dict)   # SharpnessReport.summary(), flat
     history: list = field(default_factory=list)   # sharpness measured during training, per step
     error: Optional[str] = None                   # first line of the error of a failed run
+    reached: Optional[bool] = None                # the stop target was reached (None: the run had no target)
+    epochs: Optional[float] = None                # epochs trained: to the target if reached, else to the end
+    curve: list = field(default_factory=list)     # every evaluation: step, epoch, train / test loss and accuracy
 
     @classmethod
     def blank(cls, spec: RunSpec, run_dir: str | Path, status: str = "missing") -> "RunRecord":
@@ -68,13 +72,18 @@ class RunRecord:
             report = SharpnessReport.from_dict(sharp)
             flat = {("sharpness_loss" if k == "loss" else k): v for k, v in report.summary().items()}
             flat["measure_seconds"] = report.seconds
-        history = [{k: _number(v) for k, v in r.items() if k == "step" or k.startswith("sharp_")}
-                   for r in read_metrics(run_dir) if any(k.startswith("sharp_") for k in r)]
+        metrics = read_metrics(run_dir)
+        history = [{k: _number(v) for k, v in r.items() if k in ("step", "epoch") or k.startswith("sharp_")}
+                   for r in metrics if any(k.startswith("sharp_") for k in r)]
+        curve = [{k: _number(r[k]) for k in CURVE_KEYS if k in r} for r in metrics]
         final = {k: _number(v) for k, v in (summary.get("final") or {}).items()}
+        target = summary.get("target") if isinstance(summary.get("target"), dict) else {}
+        reached = bool(target["reached"]) if "reached" in target else None
         return dataclasses.replace(
             cls.blank(spec, run_dir, summary.get("status", "missing")), final=final,
             steps=summary.get("steps_done"), seconds=summary.get("seconds"), device=summary.get("device"),
-            sharpness=sharp, sharpness_summary=flat, history=history)
+            sharpness=sharp, sharpness_summary=flat, history=history, reached=reached,
+            epochs=target.get("epoch") if reached else final.get("epoch"), curve=curve)
 
     @classmethod
     def failed(cls, spec: RunSpec, run_dir: str | Path, err: BaseException) -> "RunRecord":

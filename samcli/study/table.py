@@ -1,11 +1,14 @@
-"""From run records to the study's table: one row per configuration, mean and std over seeds,
-and the Kendall tau-b of each sharpness notion with test accuracy across all runs.
+"""From run records to the study's table: one row per configuration, mean and std over seeds
+(the rank correlations are correlations.py's).
 
 Conventions (stated in the table's caption as well):
 - mean and std over the seeds whose run completed; std is the sample std (ddof 1), blank for one seed;
 - diverged, failed or missing runs stay in the table: the row's `runs` column counts them, and a
   configuration whose every seed diverged shows no metric values but still its steps and seconds;
-- steps and seconds (training wall time) are averaged over every run that trained, diverged ones too.
+- steps, epochs and seconds (training wall time) are averaged over every run that trained, diverged
+  ones too; a run trained to a target stops there, so its epochs are the epochs to the target;
+- `reached` counts the completed runs that reached the study's stop target (shown as reached/runs);
+  those that missed it stay in the table and are excluded from the correlations only.
 """
 from __future__ import annotations
 
@@ -21,17 +24,21 @@ if TYPE_CHECKING:
 
 # the table's metrics (run level), in table order; sharpness ones come from SharpnessReport.summary()
 METRICS = ("test_accuracy", "test_loss", "train_loss", "lambda_1", "trace", "r_asc", "r_max", "r_avg",
-           "alignment", "steps", "seconds")
+           "alignment", "steps", "epochs", "seconds")
+# AdaptiveSharpness.summary() keys (opt-in notion): printed when a run has them
+ADAPTIVE = ("ada_lambda_1", "ada_trace", "ada_r_max", "ada_r_avg")
 # also aggregated (table.csv, study.json, baselines), not printed
 EXTRA_METRICS = ("train_accuracy", "rayleigh", "grad_norm", "stoch_lambda_1", "stoch_r_asc", "sharpness_loss",
                  "measure_seconds", "train_seconds")
-ALL_METRICS = METRICS + EXTRA_METRICS
+ALL_METRICS = METRICS + ADAPTIVE + EXTRA_METRICS
 NOTIONS = {"lambda_1": "lambda_1", "trace": "Tr", "r_max": "R^Max_rho", "r_asc": "R^Asc_rho",
            "r_avg": "R^Avg_rho", "stoch_lambda_1": "E_k lambda_1(H_k)"}
 HEADERS = {"test_accuracy": "test acc", "test_loss": "test loss", "train_loss": "train loss",
            "lambda_1": "lambda_1", "trace": "Tr", "r_asc": "R^Asc_rho", "r_max": "R^Max_rho",
-           "r_avg": "R^Avg_rho", "alignment": "alignment", "steps": "steps", "seconds": "seconds"}
-ALWAYS = ("steps", "seconds")          # aggregated over every run that trained, diverged ones too
+           "r_avg": "R^Avg_rho", "alignment": "alignment", "steps": "steps", "epochs": "epochs",
+           "seconds": "seconds", "ada_lambda_1": "ada lambda_1", "ada_trace": "ada Tr", "ada_r_max": "ada R^Max",
+           "ada_r_avg": "ada R^Avg"}
+ALWAYS = ("steps", "epochs", "seconds")          # aggregated over every run that trained, diverged ones too
 
 
 def _float(value) -> float:
@@ -44,14 +51,18 @@ def _float(value) -> float:
 
 
 def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per run: label, seed, status and every metric (NaN where absent)."""
+    """One row per run: label, seed, status, reached (1 / 0, NaN without a target) and every metric
+    (NaN where absent)."""
     rows = []
     for r in records:
         final, sharp = r.final or {}, r.sharpness_summary or {}
-        row = {"label": r.label, "seed": r.seed, "hash": r.hash, "method": r.method, "status": r.status}
+        row = {"label": r.label, "seed": r.seed, "hash": r.hash, "method": r.method, "status": r.status,
+               "reached": _float(r.reached)}
         for key in ALL_METRICS:
             if key == "steps":
                 value = r.steps
+            elif key == "epochs":
+                value = r.epochs
             elif key in ("seconds", "train_seconds"):
                 value = r.seconds
             elif key in final:
@@ -60,7 +71,7 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
                 value = sharp.get(key)
             row[key] = _float(value)
         rows.append(row)
-    columns = ["label", "seed", "hash", "method", "status", *ALL_METRICS]
+    columns = ["label", "seed", "hash", "method", "status", "reached", *ALL_METRICS]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -81,6 +92,8 @@ def aggregate(runs: pd.DataFrame, labels: Optional[Iterable[str]] = None) -> pd.
                                                                      - counts.get("diverged", 0)
                                                                      - counts.get("failed", 0)),
                "status": status_text(counts, len(group))}
+        targets = ok["reached"].dropna() if "reached" in ok else pd.Series(dtype=float)
+        row["reached"] = int((targets == 1).sum()) if len(targets) else math.nan
         for metric in metrics:
             values = (trained if metric in ALWAYS else ok)[metric].dropna()
             row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
@@ -125,19 +138,6 @@ def kendall_tau_b(x, y) -> float:
     return float((dx * dy).sum() / denominator)
 
 
-def correlations(runs: pd.DataFrame, target: str = "test_accuracy") -> pd.DataFrame:
-    """Kendall tau-b of each sharpness notion with `target`, across every completed run with both values."""
-    ok = runs[runs["status"] == "completed"]
-    rows = []
-    for notion, name in NOTIONS.items():
-        if notion not in ok or ok[notion].isna().all():
-            continue
-        both = ok[[notion, target]].replace([np.inf, -np.inf], np.nan).dropna()
-        rows.append({"notion": notion, "name": name, "kendall_tau": kendall_tau_b(both[notion], both[target]),
-                     "runs": len(both)})
-    return pd.DataFrame(rows, columns=["notion", "name", "kendall_tau", "runs"]).set_index("notion")
-
-
 # ---- rendering ---------------------------------------------------------------------------------
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -149,15 +149,23 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
-    """The table as strings, 'mean ± std', one column per metric (as printed and in table.md)."""
+    """The table as strings, 'mean ± std', one column per metric (as printed and in table.md); a
+    `reached` column (reached / runs) when the study trains to a target, the adaptive notions when
+    measured."""
+    metrics = [m for m in METRICS if m not in ALWAYS]
+    metrics += [m for m in ADAPTIVE if table.get(f"{m}_mean", pd.Series(dtype=float)).notna().any()]
+    metrics += list(ALWAYS)
+    targets = "reached" in table and table["reached"].notna().any()
     rows = []
     for label, row in table.iterrows():
         out = {"configuration": label, "runs": _runs_cell(row)}
-        for metric in METRICS:
+        if targets:
+            out["reached"] = "" if math.isnan(row["reached"]) else f"{int(row['reached'])}/{int(row['runs'])}"
+        for metric in metrics:
             mean, std = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", math.nan)
             if metric == "steps":
                 cell = _fmt(mean, 6)
-            elif metric == "seconds":
+            elif metric in ("seconds", "epochs"):
                 cell = _fmt(mean, 3)
             else:
                 cell = _fmt(mean) + (f" ± {_fmt(std, 2)}" if not math.isnan(std) else "")
@@ -172,11 +180,6 @@ def _runs_cell(row) -> str:
     return str(int(row["runs"])) if row["status"] == "ok" else f"{int(row['runs'])} ({row['status']})"
 
 
-def display_correlations(corr: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"sharpness notion": r["name"], "Kendall tau-b with test accuracy": _fmt(r["kendall_tau"], 3),
-                          "runs": int(r["runs"])} for _, r in corr.iterrows()])
-
-
 def caption(study: Study, examples: Iterable[int] = ()) -> str:
     s = study.sharpness
     examples = sorted(set(examples))
@@ -184,12 +187,22 @@ def caption(study: Study, examples: Iterable[int] = ()) -> str:
     samples = (f"the whole training set ({counts} examples)" if s.get("samples") is None else
                f"a seeded subset of at most {s['samples']} training examples ({counts} measured)")
     seeds = sorted({r.seed for r in study.runs})
+    targets = {_target_text(r.config.stop) for r in study.runs} - {""}
+    trained = (f"Every run trains until {' / '.join(sorted(targets))} (checked at each evaluation) or its step cap; "
+               f"reached counts the completed runs that got there, epochs are epochs trained (to the target "
+               f"when reached). " if targets else "")
     return (f"Study {study.name}: {len(study.labels)} configurations x {len(seeds)} seeds ({len(study.runs)} runs). "
-            f"Values are mean ± sample std over seeds whose run completed; steps and seconds (training wall time) "
-            f"over every run that trained. Sharpness at rho={s.get('rho')} measured on {samples} "
+            f"{trained}Values are mean ± sample std over seeds whose run completed; steps, epochs and seconds "
+            f"(training wall time) over every run that trained. Sharpness at rho={s.get('rho')} measured on {samples} "
             f"(model in eval mode): lambda_1 (top Hessian eigenvalue, Lanczos), Tr (Hessian trace), "
             f"R^Max/R^Asc/R^Avg the worst/ascent/average-direction sharpness at finite rho, alignment |cos(g, v_1)|. "
-            f"Diverged runs are counted in the runs column and never dropped silently.")
+            f"Diverged runs and runs that missed the target are counted and never dropped silently.")
+
+
+def _target_text(stop) -> str:
+    parts = ([f"train loss <= {stop.train_loss:g}"] if stop.train_loss is not None else []) + \
+            ([f"train accuracy >= {stop.train_accuracy:g}"] if stop.train_accuracy is not None else [])
+    return " and ".join(parts)
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -198,19 +211,3 @@ def markdown(frame: pd.DataFrame) -> str:
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(row[c]).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines)
-
-
-def table_markdown(study: Study, table: pd.DataFrame, corr: pd.DataFrame, notes: Iterable[str] = (),
-                   examples: Iterable[int] = ()) -> str:
-    parts = [f"# Study {study.name}", ""]
-    if study.description:
-        parts += [" ".join(study.description.split()), ""]
-    parts += [markdown(display(table)), "", caption(study, examples), ""]
-    if len(corr):
-        parts += ["## Rank correlation with test accuracy (all completed runs)", "",
-                  markdown(display_correlations(corr)), "",
-                  "Kendall tau-b across runs: -1 means sharper runs always have lower test accuracy.", ""]
-    notes = list(notes)
-    if notes:
-        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(parts)
