@@ -44,8 +44,11 @@ def test_compare_returns_the_table(diverging):
     runs = result.runs
     assert len(runs) == 8 and set(runs["seed"]) == {0, 1}
     corr = result.correlations
-    assert {"lambda_1", "trace", "r_max", "r_asc", "r_avg"} <= set(corr.index)
-    assert (corr["runs"] == 6).all()
+    assert {"lambda_1", "trace", "r_max", "r_asc", "r_avg"} <= set(corr["notion"])
+    assert set(corr["target"]) == {"test_accuracy", "loss_gap", "error_gap"}
+    assert (corr["runs"] == 6).all() and (corr["low"] <= corr["tau"] + 1e-12).all()
+    assert result.eligibility == "2 of 8 runs excluded from the correlations: 2 diverged"
+    assert result.granulated is not None and "overall" in set(result.granulated["axis"])
 
 
 def test_diverged_runs_are_shown_not_dropped(diverging):
@@ -67,9 +70,9 @@ def test_study_directory_files(diverging):
     raw, out, result = diverging
     table = result.table
     assert [f.name for f in result.files] == ["table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
-                                              "sharpness_during_training.png"]
+                                              "gap_vs_sharpness.png", "training_curves.png"]
     for name in ("study.yaml", "table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
-                 "sharpness_during_training.png"):
+                 "gap_vs_sharpness.png", "training_curves.png"):
         assert (out / name).is_file(), name
     assert (out / "accuracy_vs_sharpness.png").read_bytes()[:4] == b"\x89PNG"
     csv = pd.read_csv(out / "table.csv", index_col="label")
@@ -81,7 +84,10 @@ def test_study_directory_files(diverging):
     assert {"config", "final", "sharpness", "sharpness_summary", "hash", "seed", "label", "history"} <= set(run)
     assert run["config"]["seed"] == run["seed"] and run["sharpness"]["rho"] == 0.05
     assert (out / run["run_dir"] / "checkpoint.pt").is_file()
-    assert any("sharp_lambda_1" in h for h in run["history"])
+    assert any("sharp_lambda_1" in h and "epoch" in h for h in run["history"])
+    assert [c["step"] for c in run["curve"]] == [0, 10, 20] and {"epoch", "train_loss", "test_accuracy"} <= set(
+        run["curve"][-1])
+    assert {"kendall", "granulated", "eligibility", "confound_warning"} <= set(data["correlations"])
 
 
 def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
@@ -116,7 +122,7 @@ def test_cli_prints_table_and_correlations(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(path), "--out", str(out), "--jobs", "1", "--quiet"])
     assert result.exit_code == 0, result.output
     for text in ("configuration", "test acc", "lambda_1", "R^Asc_rho", "R^Max_rho", "R^Avg_rho", "GD", "1-SAM",
-                 "Kendall tau-b", "written:"):
+                 "Kendall tau-b", "test - train loss", "Granulated Kendall", "all 3 runs used", "written:"):
         assert text in result.output, text
     result = CliRunner().invoke(app, ["compare", str(path), "--out", str(out), "--json"])
     assert result.exit_code == 0
@@ -135,3 +141,81 @@ def test_process_pool_gives_the_same_results(tmp_path):
     kinds = {e.kind for e in events}
     assert {"plan", "start", "step", "measure", "done"} <= kinds
     assert sum(e.kind == "done" for e in events) == 6
+
+
+@pytest.fixture(scope="module")
+def targeted(tmp_path_factory):
+    """Trained to train loss 0.6: GD and two SAM radii get there in 10 steps; GD at lr 0.001 cannot (cap 20)."""
+    raw = tiny_study(seeds=[0, 1], confound_tolerance=0.5)
+    raw["base"]["stop"] = {"train_loss": 0.6}
+    raw["variants"] = [{"label": "GD", "optimizer.method": "sgd", "optimizer.batch_size": "full"},
+                       {"label": "SAM", "optimizer.method": "sam", "optimizer.batch_size": "full"},
+                       {"label": "SAM rho=0.3", "optimizer.method": "sam", "optimizer.batch_size": "full",
+                        "optimizer.rho": 0.3},
+                       {"label": "slow GD", "optimizer.method": "sgd", "optimizer.batch_size": "full",
+                        "optimizer.lr": 0.001}]
+    out = tmp_path_factory.mktemp("targeted") / "study"
+    return out, samcli.compare(raw, out=out)
+
+
+def test_runs_trained_to_a_target_count_reached_and_epochs(targeted):
+    out, result = targeted
+    table = result.table
+    assert list(table["reached"]) == [2, 2, 2, 0]
+    assert table.loc["GD", "epochs_mean"] == pytest.approx(10.0) and table.loc["GD", "steps_mean"] == 10
+    assert table.loc["slow GD", "epochs_mean"] == pytest.approx(20.0)    # the cap, not a target
+    assert (table.loc["slow GD", "train_loss_mean"] > 0.6) and table.loc["slow GD", "completed"] == 2
+    runs = result.runs.set_index(["label", "seed"])
+    assert list(runs["reached"]) == [1.0] * 6 + [0.0] * 2
+    assert result.eligibility == "2 of 8 runs excluded from the correlations: 2 missed the stop target"
+    assert (result.correlations["runs"] == 6).all()
+    md = (out / "table.md").read_text()
+    assert "| slow GD | 2 | 0/2 |" in md and "| GD | 2 | 2/2 |" in md
+    assert "2 missed the stop target" in md and "train loss <= 0.6" in md
+    assert "confound check passed" in md and "<= confound_tolerance 0.5" in md
+
+
+def test_granulated_kendall_is_rendered_per_axis(targeted):
+    out, result = targeted
+    g = result.granulated.set_index(["notion", "target", "axis"])
+    # rho: the two SAM radii are the one group; method: GD has no rho, so no group; lr varied only
+    # through slow GD, which missed the target, so among the eligible runs it is no axis at all
+    assert g.loc[("lambda_1", "test_accuracy", "rho"), "groups"] == 1
+    assert g.loc[("lambda_1", "test_accuracy", "method"), "groups"] == 0
+    assert ("lambda_1", "test_accuracy", "lr") not in g.index
+    rho_tau = g.loc[("lambda_1", "test_accuracy", "rho"), "tau"]
+    assert rho_tau in (-1.0, 1.0) and g.loc[("lambda_1", "test_accuracy", "overall"), "tau"] == rho_tau
+    md = (out / "table.md").read_text()
+    assert "## Granulated Kendall (Jiang et al. 2019) with test accuracy" in md
+    assert "| sharpness notion | method [0] | rho [1] | overall |" in md
+    assert f"| lambda_1 | - | {rho_tau:+.2f} | {rho_tau:+.2f} |" in md
+    printed = CliRunner().invoke(app, ["compare", "--from", str(out)])
+    assert printed.exit_code == 0, printed.output
+    for text in ("Granulated Kendall", "rho [1]", "2 missed the stop target", "reached", "0/2", "confound check"):
+        assert text in printed.output, text
+
+
+def test_a_single_configuration_says_granulated_kendall_does_not_apply(tmp_path):
+    raw = tiny_study(seeds=[0, 1])
+    raw["variants"] = raw["variants"][:1]
+    result = samcli.compare(raw, out=tmp_path / "one")
+    assert result.granulated["reason"].dropna().str.contains("single configuration").any()
+    md = (tmp_path / "one" / "table.md").read_text()
+    assert "not applicable: a single configuration: nothing to rank" in md
+    assert "| overall |" not in md
+    printed = CliRunner().invoke(app, ["compare", "--from", str(tmp_path / "one")])
+    assert "not applicable: a single configuration" in printed.output
+
+
+@pytest.mark.parametrize("value", [-0.1, "0.01", True, float("nan"), float("inf"), [0.01]])
+def test_a_bad_confound_tolerance_is_refused(tmp_path, value):
+    from samcli.study import StudyError
+    with pytest.raises(StudyError, match="confound_tolerance=.* must be a finite number >= 0") as err:
+        load_study(tiny_study(confound_tolerance=value))
+    assert "\n" not in str(err.value)
+    assert load_study(tiny_study(confound_tolerance=0)).confound_tolerance == 0.0
+    assert load_study(tiny_study()).confound_tolerance is None
+    path = write_study(tmp_path / "bad.yaml", tiny_study(confound_tolerance=-1))
+    printed = CliRunner().invoke(app, ["compare", str(path), "--out", str(tmp_path / "out")])
+    assert printed.exit_code == 2 and "confound_tolerance=-1 must be a finite number >= 0" in printed.output
+    assert not (tmp_path / "out" / "runs").exists()

@@ -1,4 +1,5 @@
-"""The study table: aggregation over seeds, diverged runs, Kendall tau-b against hand computations."""
+"""The study table: aggregation over seeds, diverged runs, runs trained to a target (reached, epochs),
+Kendall tau-b against hand computations, table.md."""
 from __future__ import annotations
 
 import math
@@ -7,16 +8,20 @@ import numpy as np
 import pytest
 
 from samcli.study import RunRecord, load_study
-from samcli.study.table import aggregate, correlations, display, kendall_tau_b, runs_frame, table_markdown
+from samcli.study.correlations import correlation_report, with_axes
+from samcli.study.report import table_markdown
+from samcli.study.table import aggregate, display, kendall_tau_b, runs_frame
 from study_helpers import tiny_study
 
 
-def record(label, seed, status="completed", acc=None, loss=None, lam=None, trace=None, steps=100, seconds=1.0):
-    final = {} if acc is None else {"test_accuracy": acc, "test_loss": 1 - acc, "train_loss": loss}
+def record(label, seed, status="completed", acc=None, loss=None, lam=None, trace=None, steps=100, seconds=1.0,
+           reached=None, epochs=None, **sharp_extra):
+    final = {} if acc is None else {"test_accuracy": acc, "test_loss": 1 - acc, "train_loss": loss,
+                                    "train_accuracy": 1.0}
     sharp = {} if lam is None else {"lambda_1": lam, "trace": trace, "r_max": lam / 100, "r_asc": lam / 200,
-                                    "r_avg": trace / 1e4, "alignment": 0.5}
+                                    "r_avg": trace / 1e4, "alignment": 0.5, **sharp_extra}
     return RunRecord(label, seed, f"{label}-{seed}", "sam", f"runs/{label}-{seed}", status, final=final,
-                     sharpness_summary=sharp, steps=steps, seconds=seconds)
+                     sharpness_summary=sharp, steps=steps, seconds=seconds, reached=reached, epochs=epochs)
 
 
 def test_kendall_tau_b_hand_example_with_ties():
@@ -75,23 +80,54 @@ def test_aggregation_mean_std_and_diverged_rows():
     assert shown.loc["C", "test acc"] == "0.9"
 
 
-def test_correlations_across_completed_runs_only():
-    records = [record("A", 0, acc=0.5, lam=4.0, trace=10.0), record("A", 1, acc=0.6, lam=3.0, trace=10.0),
-               record("B", 0, acc=0.7, lam=2.0, trace=20.0), record("B", 1, acc=0.7, lam=1.0, trace=30.0),
-               record("C", 0, status="diverged")]
-    corr = correlations(runs_frame(records))
-    # lambda_1 falls as accuracy rises: C = 5 of 6 pairs, one tie in accuracy -> 5 / sqrt(6 * 5)
-    assert corr.loc["lambda_1", "kendall_tau"] == pytest.approx(-5 / math.sqrt(30))
-    assert corr.loc["lambda_1", "runs"] == 4
-    assert corr.loc["trace", "kendall_tau"] == pytest.approx(kendall_tau_b([10, 10, 20, 30], [0.5, 0.6, 0.7, 0.7]))
-    assert set(corr.index) == {"lambda_1", "trace", "r_max", "r_asc", "r_avg"}
+def test_reached_count_and_epochs_to_the_target():
+    records = [record("A", 0, acc=0.8, loss=0.009, lam=1.0, trace=2.0, reached=True, epochs=40.0),
+               record("A", 1, acc=0.7, loss=0.5, lam=2.0, trace=3.0, reached=False, epochs=100.0),
+               record("A", 2, status="diverged", reached=False, epochs=3.0),
+               record("B", 0, acc=0.9, loss=0.008, lam=1.0, trace=2.0, reached=True, epochs=10.0),
+               record("B", 1, acc=0.9, loss=0.007, lam=1.0, trace=2.0, reached=True, epochs=20.0)]
+    runs = runs_frame(records)
+    assert list(runs["reached"].iloc[:3]) == [1.0, 0.0, 0.0]
+    table = aggregate(runs, ["A", "B"])
+    assert table.loc["A", "reached"] == 1 and table.loc["B", "reached"] == 2
+    assert table.loc["A", "epochs_mean"] == pytest.approx((40 + 100 + 3) / 3)     # every run that trained
+    assert table.loc["B", "epochs_mean"] == pytest.approx(15.0)
+    shown = display(table).set_index("configuration")
+    assert list(shown.columns[:3]) == ["runs", "reached", "test acc"]
+    assert shown.loc["A", "reached"] == "1/3" and shown.loc["B", "reached"] == "2/2"
+    assert shown.loc["B", "epochs"] == "15"
+    assert list(shown.columns[-3:]) == ["steps", "epochs", "seconds"]
+    # the run that missed the target is in the table (its accuracy averaged) but not in the correlations
+    assert table.loc["A", "test_accuracy_mean"] == pytest.approx(0.75)
+    report = correlation_report(runs, resamples=20)
+    assert report.eligibility == "2 of 5 runs excluded from the correlations: 1 missed the stop target, 1 diverged"
+    assert set(report.overall["runs"]) == {3}
+
+
+def test_table_columns_without_a_target_and_with_adaptive_notions():
+    plain = display(aggregate(runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0)])))
+    assert list(plain.columns) == ["configuration", "runs", "test acc", "test loss", "train loss", "lambda_1", "Tr",
+                                   "R^Asc_rho", "R^Max_rho", "R^Avg_rho", "alignment", "steps", "epochs", "seconds"]
+    adaptive = runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0, ada_lambda_1=3.0, ada_trace=4.0,
+                                  ada_r_max=0.5, ada_r_avg=0.25)])
+    shown = display(aggregate(adaptive)).iloc[0]
+    assert (shown["ada lambda_1"], shown["ada Tr"], shown["ada R^Max"], shown["ada R^Avg"]) == ("3", "4", "0.5", "0.25")
+    assert list(display(aggregate(adaptive)).columns[-3:]) == ["steps", "epochs", "seconds"]
+    assert math.isnan(runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0)])["ada_trace"].item())
 
 
 def test_markdown_has_the_table_caption_and_correlations():
     study = load_study(tiny_study(seeds=[0]))
     records = [record(label, 0, acc=0.5 + 0.1 * i, loss=0.1, lam=3.0 - i, trace=10.0 - i)
                for i, label in enumerate(study.labels)]
-    runs = runs_frame(records)
-    text = table_markdown(study, aggregate(runs, study.labels), correlations(runs), ["a note"], [32])
+    runs = with_axes(runs_frame(records), {label: {"optimizer.method": "sam"} for label in study.labels})
+    text = table_markdown(study, aggregate(runs, study.labels), correlation_report(runs, resamples=20), ["a note"],
+                          [32])
     assert "| configuration | runs | test acc |" in text and "| 1-SAM |" in text
-    assert "Kendall tau-b" in text and "a note" in text and "whole training set (32 examples)" in text
+    assert "Kendall tau-b over all eligible runs" in text and "a note" in text
+    assert "whole training set (32 examples)" in text
+    # one seed per configuration: nothing to resample, the interval is the point itself
+    assert "| lambda_1 | -1.00 [-1.00, -1.00] | +1.00 [+1.00, +1.00] | +1.00 [+1.00, +1.00] | 3 |" in text
+    assert "no confound check" in text
+    assert "Granulated Kendall (Jiang et al. 2019) with test accuracy\n\nnot applicable: no hyperparameter axis" \
+        in text
