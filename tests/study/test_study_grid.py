@@ -78,7 +78,7 @@ def test_shipped_studies_load():
         assert study.runs and study.labels
     default = load_study(None)
     assert default.name == "default"
-    assert set(default.labels) == {"GD", "SGD", "SAM rho=0.05", "SAM rho=0.1", "m-SAM rho=0.05", "m-SAM rho=0.1"}
+    assert set(default.labels) == {"GD", "SGD", "SAM rho=0.05", "SAM rho=0.1", "m-SAM rho=0.05", "m-SAM rho=0.02"}
     assert all(r.config.stop.train_loss == 0.01 for r in default.runs) and default.confound_tolerance == 0.01
     assert len({r.seed for r in default.runs}) >= 3
 
