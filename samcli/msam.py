@@ -175,6 +175,8 @@ class _LayerFactors:
         """||g_j||^2 of this layer's weight and bias, per group."""
         if self.kernel is not None:
             return self.kernel.pow(2).sum((1, 2))
+        if self.A.shape[1] == 1:         # one row per group (m = 1, Linear): rank one, no Gram matrix
+            return self.Delta.pow(2).sum((1, 2)) * self.A.pow(2).sum((1, 2))
         gram = (self.Delta @ self.Delta.transpose(1, 2)) * (self.A @ self.A.transpose(1, 2))
         return gram.sum((1, 2)) / self.m ** 2
 
@@ -186,6 +188,8 @@ class _LayerFactors:
         P = patches.reshape(groups, -1, patches.shape[-1])                 # (G, mP', D)
         if self.kernel is not None:
             z = P @ self.kernel.transpose(1, 2)
+        elif self.A.shape[1] == 1:       # elementwise: batched 1 x 1 matrix products are slow
+            z = (P * self.A).sum(-1, keepdim=True) * self.Delta
         else:
             z = (P @ self.A.transpose(1, 2)) @ self.Delta / self.m
         z = (scale.view(groups, 1, 1) * z).reshape(-1, per_example_rows, z.shape[-1])
