@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import grad_and_value, vmap
 
 from .config import ConfigError
 from .objective import Batch, Objective
@@ -46,7 +46,7 @@ def _check(objective: Objective, batch: Batch, m: int) -> None:
 
 def _factored_layers(objective: Objective) -> tuple[Optional[dict[str, nn.Module]], str]:
     """The layers the factorized path handles, or None and the reason it cannot run."""
-    if objective.module is None or objective.output_loss is None:
+    if objective.call is None or objective.output_loss is None:
         return None, "the task is not a model (no module to hook)"
     layers, covered = {}, set()
     for name, module in objective.module.named_modules():
@@ -204,7 +204,7 @@ def _forward(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, 
                for name, module in layers.items()]
     try:
         with torch.enable_grad():
-            outputs = functional_call(objective.module, (objective.unflatten(x), objective.buffers), (batch.inputs,))
+            outputs = objective.call(objective.unflatten(x), objective.buffers, batch.inputs)
             losses = objective.output_loss(outputs, batch.targets)
     finally:
         for handle in handles:
