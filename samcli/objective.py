@@ -39,6 +39,9 @@ class Batch:
         return Batch(self.inputs[index], self.targets[index])
 
     def chunks(self, size: int) -> Iterator["Batch"]:
+        if len(self) <= size:        # the usual mini-batch: itself, not a sliced copy of its views
+            yield self
+            return
         for start in range(0, len(self), size):
             yield self.take(slice(start, start + size))
 
@@ -173,11 +176,14 @@ class Objective:
         n = len(data)
         for chunk in data.chunks(chunk_size):
             with torch.enable_grad():
-                x = theta.detach().requires_grad_(True)
-                value = self.loss(x, chunk, buffers)
+                # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
+                # and every view's backward node (the same values; what small batches pay for)
+                leaves = {k: v.detach().requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
+                value = self.named_loss(leaves, chunk, buffers)
                 if len(chunk) < n:       # a single chunk skips the (exact) multiplication by 1
                     value = value * (len(chunk) / n)
-                (g,) = torch.autograd.grad(value, x)
+                grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
+                g = torch.cat([part.reshape(-1) for part in grads])
             if total_grad is None:      # one chunk (the usual mini-batch): no accumulator to fill
                 total_loss, total_grad = value.detach(), g
             else:
