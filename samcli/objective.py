@@ -39,7 +39,7 @@ class Batch:
         return Batch(self.inputs[index], self.targets[index])
 
     def chunks(self, size: int) -> Iterator["Batch"]:
-        if len(self) <= size:        # the usual mini-batch: itself, not a sliced copy of its views
+        if 0 < len(self) <= size:    # the usual mini-batch: itself, not a sliced copy of its views
             yield self
             return
         for start in range(0, len(self), size):
