@@ -123,20 +123,16 @@ def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rh
 # ---- the factorized path ---------------------------------------------------------------------------
 
 def _patches(module: nn.Module, a: Tensor) -> Tensor:
-    """(batch, patches, features + 1): the inputs each output position sees, then a 1 for the bias
-    (a 0 when the layer has none, so the bias column drops out of norms and corrections)."""
+    """(batch, patches, features): the inputs each output position sees (one patch for Linear)."""
     if isinstance(module, nn.Linear):
-        p = a.reshape(a.shape[0], -1, a.shape[-1])
+        return a.reshape(a.shape[0], -1, a.shape[-1])
+    if isinstance(module, nn.Conv1d):     # as a 1 x L image
+        a = a.unsqueeze(2)
+        kernel, dilation, padding, stride = ((1, module.kernel_size[0]), (1, module.dilation[0]),
+                                             (0, module.padding[0]), (1, module.stride[0]))
     else:
-        if isinstance(module, nn.Conv1d):     # as a 1 x L image
-            a = a.unsqueeze(2)
-            kernel, dilation, padding, stride = ((1, module.kernel_size[0]), (1, module.dilation[0]),
-                                                 (0, module.padding[0]), (1, module.stride[0]))
-        else:
-            kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
-        p = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride).transpose(1, 2)
-    bias = torch.full_like(p[..., :1], 1.0 if module.bias is not None else 0.0)
-    return torch.cat([p, bias], dim=-1)
+        kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
+    return F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride).transpose(1, 2)
 
 
 def _per_position(module: nn.Module, z: Tensor) -> Tensor:
@@ -158,42 +154,59 @@ def use_kernel(rows: int, features: int, channels: int) -> bool:
 
 class _LayerFactors:
     """One layer's unperturbed factors for a chunk of G groups of m examples: patches A (G, mP, D)
-    and output gradients Delta (G, mP, C), both of the SUM of per-example losses."""
+    and output gradients Delta (G, mP, C), both of the SUM of per-example losses; the bias's
+    patch is a constant 1."""
 
     def __init__(self, module: nn.Module, a: Tensor, delta: Tensor, m: int):
+        self.module, self.m, self.bias = module, m, float(module.bias is not None)
         patches, grads = _patches(module, a), _per_position(module, delta)
         groups = a.shape[0] // m
         self.A = patches.reshape(groups, -1, patches.shape[-1])
         self.Delta = grads.reshape(groups, -1, grads.shape[-1])
-        self.m = m
-        rows, features, channels = self.A.shape[1], self.A.shape[2], self.Delta.shape[2]
         self.kernel = None
-        if use_kernel(rows, features, channels):
+        if use_kernel(*self.A.shape[1:], self.Delta.shape[2]):
             self.kernel = self.Delta.transpose(1, 2) @ self.A / m          # (G, C, D): the layer's g_j
+            self.kernel_bias = self.Delta.sum(1) * (self.bias / m)          # (G, C)
 
     def sq_norms(self) -> Tensor:
         """||g_j||^2 of this layer's weight and bias, per group."""
         if self.kernel is not None:
-            return self.kernel.pow(2).sum((1, 2))
+            return self.kernel.pow(2).sum((1, 2)) + self.kernel_bias.pow(2).sum(1)
         if self.A.shape[1] == 1:         # one row per group (m = 1, Linear): rank one, no Gram matrix
-            return self.Delta.pow(2).sum((1, 2)) * self.A.pow(2).sum((1, 2))
-        gram = (self.Delta @ self.Delta.transpose(1, 2)) * (self.A @ self.A.transpose(1, 2))
+            return self.Delta.pow(2).sum((1, 2)) * (self.A.pow(2).sum((1, 2)) + self.bias)
+        gram = (self.Delta @ self.Delta.transpose(1, 2)) * (self.A @ self.A.transpose(1, 2) + self.bias)
         return gram.sum((1, 2)) / self.m ** 2
 
-    def correction(self, module: nn.Module, a_perturbed: Tensor, output: Tensor, scale: Tensor) -> Tensor:
-        """s_j g_j applied to the perturbed pass's patches, shaped as the layer output."""
+    def correction(self, a_perturbed: Tensor, output: Tensor, scale: Tensor) -> Tensor:
+        """s_j g_j applied to the perturbed pass's layer input, shaped as the layer output."""
         groups = scale.shape[0]
-        patches = _patches(module, a_perturbed)
+        if self.kernel is not None and not isinstance(self.module, nn.Linear):
+            return self._grouped_convolution(a_perturbed, output, scale)
+        patches = _patches(self.module, a_perturbed)
         per_example_rows = patches.shape[1]
         P = patches.reshape(groups, -1, patches.shape[-1])                 # (G, mP', D)
         if self.kernel is not None:
-            z = P @ self.kernel.transpose(1, 2)
+            z = P @ self.kernel.transpose(1, 2) + self.kernel_bias.unsqueeze(1)
         elif self.A.shape[1] == 1:       # elementwise: batched 1 x 1 matrix products are slow
-            z = (P * self.A).sum(-1, keepdim=True) * self.Delta
+            z = ((P * self.A).sum(-1, keepdim=True) + self.bias) * self.Delta
         else:
-            z = (P @ self.A.transpose(1, 2)) @ self.Delta / self.m
+            z = (P @ self.A.transpose(1, 2) + self.bias) @ self.Delta / self.m
         z = (scale.view(groups, 1, 1) * z).reshape(-1, per_example_rows, z.shape[-1])
-        return _as_output(module, z, output)
+        return _as_output(self.module, z, output)
+
+    def _grouped_convolution(self, a: Tensor, output: Tensor, scale: Tensor) -> Tensor:
+        """The group kernels as one convolution with groups = G over (m, G x C_in, ...) inputs:
+        no unfolded patches in the perturbed pass."""
+        module, m = self.module, self.m
+        groups, channels = scale.shape[0], self.kernel.shape[1]
+        weight = (scale.view(groups, 1, 1) * self.kernel).reshape(groups * channels, *module.weight.shape[1:])
+        spatial = a.shape[2:]
+        x = a.reshape(groups, m, -1, *spatial).transpose(0, 1).reshape(m, -1, *spatial)
+        convolve = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
+        z = convolve(x, weight, None, module.stride, module.padding, module.dilation, groups)
+        z = z.reshape(m, groups, channels, *z.shape[2:]).transpose(0, 1).reshape(output.shape)
+        bias = (scale.view(groups, 1) * self.kernel_bias).repeat_interleave(m, 0)
+        return z + bias.view(*bias.shape, *[1] * len(spatial))
 
 
 def _forward(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, batch: Batch, hook):
@@ -233,7 +246,7 @@ def _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size):
         scale = rho / (norms + grad_eps)                                   # s_j, one per group
 
         def perturb(name, module, a, out):
-            return out + factors[name].correction(module, a, out, scale)
+            return out + factors[name].correction(a, out, scale)
 
         perturbed_loss, x = _forward(objective, layers, theta, part, perturb)
         (d,) = torch.autograd.grad(perturbed_loss, x)
