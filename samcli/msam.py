@@ -123,16 +123,19 @@ def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rh
 # ---- the factorized path ---------------------------------------------------------------------------
 
 def _patches(module: nn.Module, a: Tensor) -> Tensor:
-    """(batch, patches, features): the inputs each output position sees (one patch for Linear)."""
+    """(batch, patches, features): the inputs each output position sees (one patch for Linear).
+    Convolutions: windows as strided views, then one copy (F.unfold's im2col is far slower on CPU
+    for small images), ordered as the kernel's (in channels, *kernel) entries."""
     if isinstance(module, nn.Linear):
         return a.reshape(a.shape[0], -1, a.shape[-1])
-    if isinstance(module, nn.Conv1d):     # as a 1 x L image
-        a = a.unsqueeze(2)
-        kernel, dilation, padding, stride = ((1, module.kernel_size[0]), (1, module.dilation[0]),
-                                             (0, module.padding[0]), (1, module.stride[0]))
-    else:
-        kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
-    return F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride).transpose(1, 2)
+    dims = a.dim() - 2
+    x = F.pad(a, [p for p in reversed(module.padding) for _ in range(2)]) if any(module.padding) else a
+    for i, (k, s, d) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
+        x = x.unfold(2 + i, (k - 1) * d + 1, s)          # (batch, C, *out, *windows)
+    if any(d > 1 for d in module.dilation):
+        x = x[(..., *(slice(None, None, d) for d in module.dilation))]
+    x = x.permute(0, *range(2, 2 + dims), 1, *range(2 + dims, 2 + 2 * dims))
+    return x.reshape(a.shape[0], math.prod(x.shape[1:1 + dims]), -1)
 
 
 def _per_position(module: nn.Module, z: Tensor) -> Tensor:
