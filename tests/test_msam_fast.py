@@ -43,6 +43,8 @@ MODELS = {
     "mlp-tanh": (lambda: mlp(5, [7, 6], 3, nn.Tanh), (5,)),
     "cnn2d": (lambda: cnn(2, [3, 4], 3, "none"), (2, 6, 5)),          # Conv2d, MaxPool2d, AdaptiveAvgPool2d
     "cnn1d": (conv1d_net, (2, 16)),
+    # a Linear layer over 3 positions per example: several patches, as a 1x1 convolution
+    "linear-over-positions": (lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3)), (3, 4)),
 }
 
 
