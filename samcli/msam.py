@@ -50,6 +50,8 @@ def _factored_layers(objective: Objective) -> tuple[Optional[dict[str, nn.Module
         return None, "the task is not a model (no module to hook)"
     layers, covered = {}, set()
     for name, module in objective.module.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):    # even without buffers or parameters
+            return None, f"layer {name} ({type(module).__name__}) mixes the examples of a batch"
         own = [n for n, _ in module.named_parameters(recurse=False)]
         if not own:
             continue

@@ -35,7 +35,8 @@ class Batch:
             flat = index.reshape(-1)
             inputs = self.inputs.index_select(0, flat.to(self.inputs.device))
             targets = self.targets.index_select(0, flat.to(self.targets.device))
-            return Batch(inputs.reshape((*index.shape, *inputs.shape[1:])), targets.reshape((*index.shape, *targets.shape[1:])))
+            return Batch(inputs.reshape((*index.shape, *inputs.shape[1:])),
+                         targets.reshape((*index.shape, *targets.shape[1:])))
         return Batch(self.inputs[index], self.targets[index])
 
     def chunks(self, size: int) -> Iterator["Batch"]:

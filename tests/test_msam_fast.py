@@ -44,7 +44,8 @@ MODELS = {
     "cnn2d": (lambda: cnn(2, [3, 4], 3, "none"), (2, 6, 5)),          # Conv2d, MaxPool2d, AdaptiveAvgPool2d
     "cnn1d": (conv1d_net, (2, 16)),
     # a Linear layer over 3 positions per example: several patches, as a 1x1 convolution
-    "linear-over-positions": (lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3)), (3, 4)),
+    "linear-over-positions": (lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3)),
+                              (3, 4)),
 }
 
 
@@ -116,9 +117,16 @@ class Scaled(nn.Module):
         return self.linear(x) * self.scale
 
 
-@pytest.mark.parametrize("build,layer", [(Scaled, "Scaled"), (lambda: cnn(2, [8], 3, "group"), "GroupNorm")])
-def test_unsupported_layer_falls_back_and_matches(build, layer):
-    module, objective, theta, batch = setup(build(), (5,) if build is Scaled else (2, 6, 5))
+def batch_statistics():
+    return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4, affine=False, track_running_stats=False), nn.Tanh(),
+                         nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize("build,layer,shape", [(Scaled, "Scaled", (5,)),
+                                               (lambda: cnn(2, [8], 3, "group"), "GroupNorm", (2, 6, 5)),
+                                               (batch_statistics, "BatchNorm1d", (5,))])
+def test_unsupported_layer_falls_back_and_matches(build, layer, shape):
+    module, objective, theta, batch = setup(build(), shape)
     path = msam_path(objective)
     assert path.startswith("vmapped") and layer in path
     result = msam_direction(objective, theta, batch, RHO, 2, EPS, chunk_size=64)
