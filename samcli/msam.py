@@ -13,8 +13,9 @@ unperturbed pass, the layer's part of g_j is (1/m) sum_{k in B_j, p} delta_{k,p}
     gradient through that pass is then exactly sum_j grad L_{B_j}(x + s_j g_j), because the
     correction is constant in the weights, and the backward to the layer input carries s_j g_j^T.
 
-Any model with a parameter outside such layers, a layer used twice, or an input without the batch
-as first dimension is measured by the vmapped reference (`msam_path` says which and why).
+Any model with a parameter outside such layers, a batch-statistics layer, a layer used twice, or an
+input without the batch as first dimension is measured by the vmapped reference (`msam_path` says
+which and why; the last two show only while running and are caught there).
 """
 from __future__ import annotations
 
