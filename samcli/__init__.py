@@ -1,15 +1,14 @@
 """samcli: train with SGD/GD and every SAM variant, measure three notions of sharpness, compare."""
-__version__ = "0.1.0"
+from ._version import __version__
+from .config import ConfigError, SamcliError, TrainConfig
+from .train import RunResult, train
 
-from .config import ConfigError, SamcliError, TrainConfig  # noqa: E402
-from .train import RunResult, train  # noqa: E402
-
-__all__ = ["TrainConfig", "ConfigError", "SamcliError", "RunResult", "train"]
+__all__ = ["__version__", "TrainConfig", "ConfigError", "SamcliError", "RunResult", "train"]
 
 from .sharpness import SharpnessReport, measure_run, measure_sharpness  # noqa: E402
 
 __all__ += ["SharpnessReport", "measure_sharpness", "measure_run"]
 
-from .study import compare  # noqa: E402
+from .study import CompareResult, compare  # noqa: E402
 
-__all__ += ["compare"]
+__all__ += ["CompareResult", "compare"]

@@ -1,8 +1,8 @@
-"""The command line: parse, validate, print. All logic lives in the engine below."""
+"""The command line: each command parses its arguments, calls one engine function and renders the result."""
 from __future__ import annotations
 
 import json
-import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .config import SamcliError, TrainConfig, apply_override, load_yaml
+from .methods import get_method, method_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare.")
@@ -48,7 +49,8 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.rho=0.1 (repeatable)."),
     dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ..."),
     model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear."),
-    method: Optional[str] = typer.Option(None, help="optimizer.method: sgd, sam, usam, msam, ascent-gd."),
+    method: Optional[str] = typer.Option(None, help="optimizer.method: " + "; ".join(
+                                              f"{name}: {get_method(name).help}" for name in method_names())),
     rho: Optional[float] = typer.Option(None, help="optimizer.rho, the SAM radius."),
     m: Optional[int] = typer.Option(None, help="optimizer.m, the msam group size."),
     batch_size: Optional[str] = typer.Option(None, help="optimizer.batch_size: an integer or 'full'."),
@@ -103,20 +105,18 @@ def train(
 
 def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
                as_json: bool) -> None:
-    from .runs import write_json
-    from .sharpness import measure_run
+    from .study.rundir import measure_and_record
     try:
         count = None if samples == "all" else _int(samples, "--samples", "all")
-        report = measure_run(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
-                             samples=count, seed=seed, exact=exact)
+        report, written = measure_and_record(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
+                                             samples=count, seed=seed, exact=exact)
     except SamcliError as err:
         fail(str(err))
-    write_json(run_dir / "sharpness.json", report.to_dict())
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         console.print(render_report(report), soft_wrap=True)
-        console.print(f"written to {run_dir / 'sharpness.json'}")
+        console.print(f"written to {written}")
 
 
 def render_report(report):
@@ -210,69 +210,57 @@ def compare(
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
     and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots."""
     from .study import compare as run_study, load_study, render_from
-    from .study.baseline import check_baseline, display_diff, load_baseline, make_baseline, write_baseline
+    if from_ is not None and study is not None:
+        fail("give a study file or --from STUDY_DIR, not both")
     try:
         if from_ is not None:
-            if study is not None:
-                fail("give a study file or --from STUDY_DIR, not both")
-            table = render_from(from_)
-            spec = load_study(from_ / "study.yaml")
+            result = render_from(from_, baseline=baseline, update_baseline=update_baseline)
         else:
             spec = load_study(study)
-            if executor not in ("local", "ray"):
-                fail(f"--executor {executor!r} is unknown; choose local or ray")
-            if jobs is None:
-                from .study.executors import auto_jobs
-                jobs = auto_jobs()
-            elif jobs < 1:
-                fail(f"--jobs {jobs} must be >= 1")
-            if baseline is not None and not update_baseline:
-                load_baseline(baseline)         # refuse a bad baseline before training
             display = None if quiet or as_json else _StudyProgress(spec.name)
-            if display:
-                with display.bar:
-                    table = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display)
-            else:
-                table = run_study(spec, out=out, executor=executor, jobs=jobs, address=address)
-        verdict = None
-        if update_baseline:
-            target = baseline or Path("results/baselines") / f"{spec.name}.json"
-            write_baseline(target, make_baseline(spec, table))
-        elif baseline is not None:
-            diff, verdict = check_baseline(spec, table, load_baseline(baseline))
+            with display.bar if display else nullcontext():
+                result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
+                                   baseline=baseline, update_baseline=update_baseline)
     except SamcliError as err:
         fail(str(err))
     except KeyboardInterrupt:
         console.print("interrupted: finished runs are kept; run the same command again to resume")
         raise typer.Exit(130)
-    from .study.table import display as display_table, display_correlations
-    corr = table.attrs["correlations"]
     if as_json:
-        print(json.dumps({"table": json.loads(table.reset_index().to_json(orient="records")),
-                          "correlations": json.loads(corr.reset_index().to_json(orient="records")),
-                          "study_dir": table.attrs["study_dir"], "files": table.attrs["files"],
-                          "baseline_ok": verdict}, indent=2))
+        print(json.dumps(_compare_json(result), indent=2))
     else:
-        stdout = Console()
-        if not stdout.is_terminal:
-            stdout = Console(width=max(stdout.width, 240))
-        stdout.print(_frame_table(display_table(table), f"study {spec.name}"))
-        stdout.print(table.attrs["caption"], highlight=False)
-        if len(corr):
-            stdout.print(_frame_table(display_correlations(corr), "rank correlation with test accuracy"))
-        for note in table.attrs["notes"]:
-            console.print(f"note: {note}", highlight=False, soft_wrap=True)
-        console.print("written: " + ", ".join(table.attrs["files"]), highlight=False, soft_wrap=True)
-        if update_baseline:
-            console.print(f"baseline written to {target}", highlight=False)
-        if verdict is not None:
-            stdout.print(_frame_table(display_diff(diff), f"baseline {baseline}"))
-            console.print("baseline: all checks hold" if verdict else "baseline: REGRESSION", highlight=False)
-    failed = int(table["failed"].sum())
-    if failed:
-        console.print(f"{failed} run(s) failed; see the notes above", highlight=False)
-    if verdict is False or failed:
+        _print_compare(result, baseline)
+    if result.failed_runs:
+        console.print(f"{result.failed_runs} run(s) failed; see the notes above", highlight=False)
+    if result.baseline_ok is False or result.failed_runs:
         raise typer.Exit(1)
+
+
+def _compare_json(result) -> dict:
+    return {"table": json.loads(result.table.reset_index().to_json(orient="records")),
+            "correlations": json.loads(result.correlations.reset_index().to_json(orient="records")),
+            "study_dir": str(result.study_dir), "files": [str(f) for f in result.files],
+            "baseline_ok": result.baseline_ok}
+
+
+def _print_compare(result, baseline: Optional[Path]) -> None:
+    from .study.baseline import display_diff
+    from .study.table import display as display_table, display_correlations
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout = Console(width=max(stdout.width, 240))
+    stdout.print(_frame_table(display_table(result.table), f"study {result.name}"))
+    stdout.print(result.caption, highlight=False)
+    if len(result.correlations):
+        stdout.print(_frame_table(display_correlations(result.correlations), "rank correlation with test accuracy"))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    console.print("written: " + ", ".join(str(f) for f in result.files), highlight=False, soft_wrap=True)
+    if result.baseline_written is not None:
+        console.print(f"baseline written to {result.baseline_written}", highlight=False)
+    if result.baseline_diff is not None:
+        stdout.print(_frame_table(display_diff(result.baseline_diff), f"baseline {baseline}"))
+        console.print("baseline: all checks hold" if result.baseline_ok else "baseline: REGRESSION", highlight=False)
 
 
 def _frame_table(frame, title: str):
@@ -326,56 +314,45 @@ def reproduce(
     list_: bool = typer.Option(False, "--list", help="List the studies and exit."),
     quick: bool = typer.Option(False, "--quick", help="Small settings (seconds; for tests): the config's quick: section."),
     out: Path = typer.Option(Path("results/paper"), help="Base directory; each study writes OUT/NAME/."),
-    config: Optional[Path] = typer.Option(None, help="Study YAML (default configs/paper/NAME.yaml); one study only."),
+    config: Optional[Path] = typer.Option(None, help="Study YAML (default: the packaged NAME.yaml); one study only."),
     set_: List[str] = typer.Option([], "--set", help="Override a study config key: --set rho=0.1 (one study only)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
 ):
     """Check the paper's predictions with the engine: verdicts (PASS / FAIL / open, with the measured numbers),
     tables, JSON and plots in OUT/NAME/. Exit code 1 when any prediction FAILs."""
-    from .paper.reproduce import STUDIES, reproduce as run_study, write_index
+    from . import paper
     if list_ or name is None:
-        for study in STUDIES.values():
+        for study in paper.STUDIES.values():
             print(f"{study.name:10s} {study.summary}")
         if name is None and not list_:
             console.print("give a study name (or all) to run it", highlight=False)
         return
-    names = list(STUDIES) if name == "all" else [name]
-    if name != "all" and name not in STUDIES:
-        fail(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all (see --list)")
-    if name == "all" and (config is not None or set_):
-        fail("--config and --set apply to one study; run the studies one by one to change their settings")
-    log = (lambda message: None) if quiet or as_json else (lambda message: console.print(message, highlight=False))
-    results = []
+    chatty = not (quiet or as_json)
+    log = (lambda message: console.print(message, highlight=False)) if chatty else (lambda message: None)
+
+    def show(result) -> None:
+        if chatty:
+            console.print(_verdict_table(result))
+            console.print(f"{result.name}: {result.seconds:.1f} s -> {escape(str(result.out_dir))}", highlight=False)
     try:
-        for study in names:
-            results.append(run_study(study, out / study, quick=quick, config=config, overrides=set_, log=log))
-            if not (quiet or as_json):
-                console.print(_verdict_table(results[-1]))
-                console.print(f"{study}: {results[-1].seconds:.1f} s -> {escape(str(results[-1].out_dir))}",
-                              highlight=False)
-        if name == "all":
-            write_index(results, out)
+        results = paper.reproduce(name, out, quick=quick, config=config, overrides=set_, log=log, on_result=show)
     except SamcliError as err:
         fail(str(err))
     if as_json:
-        print(json.dumps([{"study": r.name, "dir": str(r.out_dir), "seconds": round(r.seconds, 2),
-                           "verdicts": [{"id": v.id, "status": v.status, "claim": v.claim, "measured": v.measured}
-                                        for v in r.verdicts]} for r in results], indent=2, default=str))
+        print(json.dumps([r.summary() for r in results], indent=2, default=str))
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 
 def _verdict_table(result):
     from rich.table import Table
-    from .paper.common import fmt
     table = Table(title=f"reproduce {result.name}" + (" (quick)" if result.quick else ""), show_lines=False)
     for column in ("verdict", "prediction", "measured"):
         table.add_column(column)
     colors = {"PASS": "green", "FAIL": "red", "open": "yellow"}
     for v in result.verdicts:
-        measured = "; ".join(f"{k} = {fmt(x)}" for k, x in v.measured.items())
-        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim), escape(measured))
+        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim), escape(v.measured_text()))
     return table
 
 

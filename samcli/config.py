@@ -2,11 +2,13 @@
 
 Every knob a run has lives here, once. `TrainConfig.from_dict` refuses unknown keys, wrong
 types and impossible values with a `ConfigError` naming the key, the value and what is allowed;
-the CLI turns that into one line on stderr and exit code 2.
+the CLI turns that into one line on stderr and exit code 2. What each optimizer.method reads and
+requires is declared by its entry in the method registry (samcli.methods), which validation asks.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -16,16 +18,9 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .errors import ConfigError, SamcliError, unknown_choice  # noqa: F401  (SamcliError: re-exported)
+from .methods import get_method, validate_optimizer
 
-class SamcliError(Exception):
-    """A user-facing error: its message is one line saying what is wrong and how to fix it."""
-
-
-class ConfigError(SamcliError, ValueError):
-    pass
-
-
-METHODS = ("sgd", "sam", "usam", "msam", "ascent-gd")
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn", "resnet", "linear", "diag-linear")
 
@@ -52,14 +47,14 @@ class ModelConfig:
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [256, 256])   # mlp hidden widths
     activation: Literal["relu", "tanh", "gelu", "softplus"] = "relu"
-    channels: list[int] = field(default_factory=lambda: [16, 32])    # cnn conv channels
+    channels: Optional[list[int]] = None   # cnn conv channels; null: [16, 32] on images, [32, 32, 32] on 1-D signals
     depth: int = 18                                                  # resnet: 18 or 20
     norm: Literal["batch", "group", "none"] = "batch"                # cnn / resnet normalization
 
 
 @dataclass
 class OptimizerConfig:
-    method: str = "sgd"
+    method: str = "sgd"                 # a name in samcli.methods.REGISTRY
     lr: float = 0.1
     batch_size: Union[int, Literal["full"]] = 128
     rho: float = 0.05                   # SAM perturbation radius
@@ -71,6 +66,9 @@ class OptimizerConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
     gamma: float = 0.1                  # step: lr multiplier at each milestone
     grad_eps: float = 1e-12             # SAM: ascent direction is g / (||g|| + grad_eps)
+    # epochs: each epoch visits every example once (reshuffled); iid: every batch a uniform random set
+    # of b examples, independent across steps (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
+    sampling: Literal["epochs", "iid"] = "epochs"
 
 
 @dataclass
@@ -82,6 +80,25 @@ class MeasureConfig:
     lanczos_iters: int = 30
     trace_probes: int = 4               # Rademacher probes for the trace (see sharpness.notions.Settings)
     seed: int = 0
+
+
+@dataclass
+class StopConfig:
+    """Train to a target: checked at every evaluation (full training set); `steps` stays the cap."""
+    train_loss: Optional[float] = None       # stop once the training loss is <= this
+    train_accuracy: Optional[float] = None   # stop once the training accuracy is >= this
+
+    @property
+    def active(self) -> bool:
+        return self.train_loss is not None or self.train_accuracy is not None
+
+    def reached(self, record: dict) -> bool:
+        """Every target that is set holds in this evaluation record."""
+        if not self.active:
+            return False
+        loss_ok = self.train_loss is None or record.get("train_loss", math.inf) <= self.train_loss
+        acc_ok = self.train_accuracy is None or record.get("train_accuracy", -math.inf) >= self.train_accuracy
+        return loss_ok and acc_ok
 
 
 @dataclass
@@ -97,6 +114,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -251,11 +269,30 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _non_finite(node, prefix: str = "") -> Optional[str]:
+    """The dotted key of the first float setting that is NaN or infinite, if any."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found = _non_finite(value, key + ".")
+            if found:
+                return found
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return key
+    return None
+
+
 def validate(cfg: TrainConfig) -> None:
     o, d, m, s = cfg.optimizer, cfg.data, cfg.model, cfg.measure
-    _require(o.method in METHODS, f"optimizer.method={o.method!r} is unknown; choose one of {', '.join(METHODS)}")
-    _require(d.name in DATASETS, f"data.name={d.name!r} is unknown; choose one of {', '.join(DATASETS)}")
-    _require(m.name in MODELS, f"model.name={m.name!r} is unknown; choose one of {', '.join(MODELS)}")
+    bad_number = _non_finite(cfg)
+    if bad_number:
+        raise ConfigError(f"{bad_number} must be a finite number, got {_get_dotted(cfg, bad_number)!r}")
+    get_method(o.method)
+    if d.name not in DATASETS:
+        raise unknown_choice("data.name", d.name, DATASETS)
+    if m.name not in MODELS:
+        raise unknown_choice("model.name", m.name, MODELS)
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
     _require(o.rho > 0, f"optimizer.rho={o.rho} must be > 0 (use method sgd for no perturbation)")
     _require(s.rho > 0, f"measure.rho={s.rho} must be > 0")
@@ -267,18 +304,24 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} must be >= 1")
     _require(cfg.chunk_size >= 1, f"chunk_size={cfg.chunk_size} must be >= 1")
     _require(s.every >= 0, f"measure.every={s.every} must be >= 0 (0 turns it off)")
+    _require(s.samples is None or s.samples >= 1, f"measure.samples={s.samples} must be >= 1 or null (all)")
+    _require(s.lanczos_iters >= 1, f"measure.lanczos_iters={s.lanczos_iters} must be >= 1")
+    _require(s.trace_probes >= 1, f"measure.trace_probes={s.trace_probes} must be >= 1")
+    _require(o.gamma > 0, f"optimizer.gamma={o.gamma} must be > 0 (the lr multiplier at each milestone)")
+    _require(d.n_train >= 1 and d.n_test >= 0, f"data.n_train={d.n_train} must be >= 1 and data.n_test={d.n_test} >= 0")
+    _require(d.dim >= 1, f"data.dim={d.dim} must be >= 1")
+    _require(d.classes >= 2, f"data.classes={d.classes} must be >= 2")
+    _require(all(c >= 1 for c in m.channels or []), f"model.channels={m.channels} must be positive integers")
+    st = cfg.stop
+    _require(st.train_loss is None or st.train_loss > 0,
+             f"stop.train_loss={st.train_loss} must be > 0 (a loss target that can be reached), or null")
+    _require(st.train_accuracy is None or 0 < st.train_accuracy <= 1,
+             f"stop.train_accuracy={st.train_accuracy} must be in (0, 1], or null")
     bad = [n for n in s.notions if n not in ("worst", "ascent", "average")]
     _require(not bad, f"measure.notions has {bad[0] if bad else ''!r}; allowed: worst, ascent, average")
     if isinstance(o.batch_size, int):
         _require(o.batch_size >= 1, f"optimizer.batch_size={o.batch_size} must be >= 1 or 'full'")
-    if o.method == "msam":
-        _require(o.m is not None, "optimizer.m is required for method msam; set it to a divisor of batch_size")
-        _require(o.m >= 1, f"optimizer.m={o.m} must be >= 1")
-        if isinstance(o.batch_size, int):
-            _require(o.batch_size % o.m == 0,
-                     f"optimizer.m={o.m} does not divide optimizer.batch_size={o.batch_size}; pick m that divides it")
-    elif o.m is not None:
-        raise ConfigError(f"optimizer.m={o.m} only applies to method msam; remove it or set method: msam")
+    validate_optimizer(o)    # the method's own rules (samcli.methods)
     for name in ("train_size", "test_size"):
         value = getattr(d, name)
         _require(value is None or value >= 1, f"data.{name}={value} must be >= 1 or null")
@@ -287,6 +330,12 @@ def validate(cfg: TrainConfig) -> None:
     _require(0 <= d.label_noise <= 1, f"data.label_noise={d.label_noise} must be in [0, 1]")
     _require(sorted(o.milestones) == o.milestones and all(0 < x < 1 for x in o.milestones),
              f"optimizer.milestones={o.milestones} must be increasing fractions of steps in (0, 1)")
+
+
+def _get_dotted(node, key: str):
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def config_hash(cfg: TrainConfig) -> str:

@@ -1,6 +1,8 @@
-"""One update rule per method: each returns the direction handed to the base optimizer.
+"""The method registry: each method is one `Method` entry (name, help, parameters, rules, direction).
 
-All rules are written against `Objective` (see PAPER.md, "Update rules"):
+Config validation, task building, grid expansion, the CLI's help and the paper read this registry,
+so adding a method is one entry in `REGISTRY`. The update rules (see PAPER.md, "Update rules"),
+each returning the direction handed to the base optimizer:
   sgd        d = grad L_B(x)                                   (B = all examples: GD)
   sam        d = grad L_B(x + rho g/||g||),  g = grad L_B(x)   (same batch B for both)
   usam       d = grad L_B(x + rho g)
@@ -9,18 +11,24 @@ All rules are written against `Objective` (see PAPER.md, "Update rules"):
 
 BatchNorm: the first (unperturbed) pass updates running statistics; every other pass runs on
 throwaway copies of the buffers, so perturbed points never leak into the statistics.
+
+This module sits below config.py (which validates through it), so it never imports config.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-from .config import ConfigError, OptimizerConfig
 from .curvature.hvp import HessianOperator
+from .errors import ConfigError, unknown_choice
 from .objective import Batch, Objective
+
+if TYPE_CHECKING:
+    from .config import OptimizerConfig
 
 
 @dataclass(frozen=True)
@@ -30,41 +38,70 @@ class StepResult:
     grad_norm: float      # ||grad L_B|| at the unperturbed point
 
 
+Direction = Callable[[Objective, Tensor, Batch, "OptimizerConfig", int], StepResult]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    help: str                          # one line, for the CLI
+    parameters: frozenset[str]         # optimizer.* keys the update reads beyond the base optimizer's
+    direction: Direction
+    batchnorm: bool = True             # False: refused for models with BatchNorm statistics
+
+
+# ---- the ascent step, shared with the sharpness notions ------------------------------------------
+
+Gradient = Union[Tensor, Mapping[str, Tensor]]
+
+
+def ascent_step(g: Gradient, rho: float, eps: float, normalized: bool = True) -> Gradient:
+    """rho g/(||g|| + eps) (eps guards g = 0, where the normalized step is undefined) or rho g.
+
+    g is a flat vector or one vector split into named tensors (||g|| over all of them); each keeps
+    the operation order its callers have always used, so trajectories stay bit for bit the same.
+    """
+    if isinstance(g, Tensor):
+        return rho * g / (g.norm() + eps) if normalized else rho * g
+    scale = rho / (torch.sqrt(sum(v.pow(2).sum() for v in g.values())) + eps) if normalized else rho
+    return {name: scale * v for name, v in g.items()}
+
+
+# ---- directions ------------------------------------------------------------------------------------
+
 def _throwaway(objective: Objective) -> dict:
     return {k: v.clone() for k, v in objective.buffers.items()}
 
 
-def ascent_step(g: Tensor, rho: float, eps: float, normalized: bool = True) -> Tensor:
-    """rho g/(||g|| + eps) (eps guards g = 0, where the normalized step is undefined) or rho g."""
-    return rho * g / (g.norm() + eps) if normalized else rho * g
+def _from_gradient(rule: Callable[..., Tensor]) -> Direction:
+    """A direction built from g = grad L_B(x), the one pass that updates BatchNorm statistics;
+    rule(objective, theta, batch, g, cfg, chunk_size) returns the direction."""
+    def direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
+                  chunk_size: int) -> StepResult:
+        loss, g = objective.value_and_grad(theta, batch, chunk_size)
+        return StepResult(rule(objective, theta, batch, g, cfg, chunk_size), loss.item(), g.norm().item())
+    return direction
 
 
-def descent_direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
-                      chunk_size: int) -> StepResult:
-    method = cfg.method
-    if method == "msam":
-        return _msam(objective, theta, batch, cfg, chunk_size)
-    loss, g = objective.value_and_grad(theta, batch, chunk_size)     # updates BN statistics
-    if method == "sgd":
-        return StepResult(g, loss.item(), g.norm().item())
-    scratch = _throwaway(objective)
-    if method in ("sam", "usam"):
-        perturbed = theta + ascent_step(g, cfg.rho, cfg.grad_eps, normalized=method == "sam")
-        direction = objective.grad(perturbed, batch, chunk_size, scratch)
-    elif method == "ascent-gd":
-        direction = _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size, scratch)
-    else:
-        raise ConfigError(f"optimizer.method={method!r} is unknown")
-    return StepResult(direction, loss.item(), g.norm().item())
+def _gradient(objective, theta, batch, g, cfg, chunk_size) -> Tensor:
+    return g
 
 
-def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size, scratch) -> Tensor:
+def _gradient_at_ascent_point(normalized: bool) -> Callable[..., Tensor]:
+    def rule(objective, theta, batch, g, cfg, chunk_size) -> Tensor:
+        perturbed = theta + ascent_step(g, cfg.rho, cfg.grad_eps, normalized)
+        return objective.grad(perturbed, batch, chunk_size, _throwaway(objective))
+    return rule
+
+
+def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size) -> Tensor:
     """Exact gradient of L(x + rho n(x)), n = g/||g||:  g' + (rho/||g||) H (I - n n^T) g'.
 
     The Jacobian of n is (I - n n^T) H / ||g||; its transpose applied to g' needs one Hessian-vector
     product at x, which keeps the full-batch case chunked instead of holding a double-backward graph
     over the whole batch.
     """
+    scratch = _throwaway(objective)
     norm = g.norm() + cfg.grad_eps
     n = g / norm
     g_prime = objective.grad(theta + cfg.rho * n, batch, chunk_size, scratch)
@@ -77,17 +114,14 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
     m = cfg.m
     if len(batch) % m:
         raise ConfigError(f"optimizer.m={m} does not divide the batch of {len(batch)} examples; pick a divisor")
-    if objective.buffers:
-        raise ConfigError("method msam vmaps over groups and cannot update BatchNorm statistics; "
-                          "use model.norm: group or none, or method sam")
     value_and_grad = grad_and_value(objective.named_loss)
     params = objective.unflatten(theta)
 
     def group_direction(inputs, targets):
         group = Batch(inputs, targets)
         g, loss = value_and_grad(params, group)
-        scale = cfg.rho / (torch.sqrt(sum(v.pow(2).sum() for v in g.values())) + cfg.grad_eps)   # rho / ||g_j||
-        d, _ = value_and_grad({k: params[k] + scale * g[k] for k in params}, group)
+        step = ascent_step(g, cfg.rho, cfg.grad_eps)
+        d, _ = value_and_grad({k: params[k] + step[k] for k in params}, group)
         return d, loss, g
 
     groups_per_chunk = max(1, chunk_size // m)
@@ -105,3 +139,88 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
         g_mean += torch.cat([g[name].sum(0).reshape(-1) for name in objective.names])
         loss_sum += losses.sum().item()
     return StepResult(direction / groups, loss_sum / groups, (g_mean / groups).norm().item())
+
+
+# ---- the registry ------------------------------------------------------------------------------------
+
+REGISTRY: dict[str, Method] = {method.name: method for method in (
+    Method("sgd", "gradient descent on the batch loss (batch_size: full gives GD)",
+           frozenset(), _from_gradient(_gradient)),
+    Method("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
+           frozenset({"rho", "grad_eps"}), _from_gradient(_gradient_at_ascent_point(normalized=True))),
+    Method("usam", "gradient at the unnormalized ascent point x + rho g",
+           frozenset({"rho"}), _from_gradient(_gradient_at_ascent_point(normalized=False))),
+    Method("msam", "mean over groups of m examples of each group's SAM gradient (m-sharpness)",
+           frozenset({"rho", "m", "grad_eps"}), _msam, batchnorm=False),
+    Method("ascent-gd", "exact gradient of the ascent-direction loss L(x + rho g/||g||), Jacobian kept",
+           frozenset({"rho", "grad_eps"}), _from_gradient(_ascent_loss_gradient)),
+)}
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    if name not in REGISTRY:
+        raise unknown_choice("optimizer.method", name, REGISTRY)
+    return REGISTRY[name]
+
+
+def applicable_parameters(name: str) -> set[str]:
+    """The optimizer.* keys the method reads among those some method declares (grid axes)."""
+    return set(get_method(name).parameters)
+
+
+def unused_parameters(name: str) -> set[str]:
+    """Keys other methods declare that this one ignores: a grid drops these axes for it."""
+    return {p for method in REGISTRY.values() for p in method.parameters} - get_method(name).parameters
+
+
+def descent_direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
+                      chunk_size: int) -> StepResult:
+    method = get_method(cfg.method)
+    if objective.buffers and not method.batchnorm:
+        raise ConfigError(_batchnorm_refusal(method))
+    return method.direction(objective, theta, batch, cfg, chunk_size)
+
+
+# ---- validation ----------------------------------------------------------------------------------------
+
+def validate_optimizer(cfg: OptimizerConfig, train_size: Optional[int] = None,
+                       has_batchnorm: Optional[bool] = None) -> Method:
+    """The method's own rules for an optimizer section; the training-set size and whether the model
+    has BatchNorm statistics, where known, add the checks that need them."""
+    method = get_method(cfg.method)
+    bs = cfg.batch_size
+    if train_size is not None and isinstance(bs, int) and bs > train_size:
+        raise ConfigError(f"optimizer.batch_size={bs} exceeds the {train_size} training examples; "
+                          "lower it or use 'full'")
+    if "m" in method.parameters:
+        _check_group_size(cfg, method.name, train_size)
+    elif cfg.m is not None:
+        users = sorted(name for name, other in REGISTRY.items() if "m" in other.parameters)
+        raise ConfigError(f"optimizer.m={cfg.m} only applies to method {' or '.join(users)}; "
+                          f"remove it or set method: {users[0]}")
+    if has_batchnorm and not method.batchnorm:
+        raise ConfigError(_batchnorm_refusal(method))
+    return method
+
+
+def _check_group_size(cfg: OptimizerConfig, name: str, train_size: Optional[int]) -> None:
+    m, bs = cfg.m, cfg.batch_size
+    if m is None:
+        raise ConfigError(f"optimizer.m is required for method {name}; set it to a divisor of batch_size")
+    if m < 1:
+        raise ConfigError(f"optimizer.m={m} must be >= 1")
+    if isinstance(bs, int) and bs % m:
+        raise ConfigError(f"optimizer.m={m} does not divide optimizer.batch_size={bs}; pick m that divides it")
+    if bs == "full" and train_size is not None and train_size % m:
+        raise ConfigError(f"optimizer.m={m} does not divide the {train_size} training examples (full batch); "
+                          "pick m that divides it")
+
+
+def _batchnorm_refusal(method: Method) -> str:
+    others = ", ".join(name for name, other in REGISTRY.items() if other.batchnorm)
+    return (f"optimizer.method={method.name} cannot update BatchNorm statistics (its groups run under vmap); "
+            f"use model.norm: group or none, or one of {others}")

@@ -1,8 +1,8 @@
 """Run directories: atomic writes, metrics as JSON lines, checkpoints that carry their config.
 
 A run directory holds config.yaml (resolved), metrics.jsonl (one record per evaluation, appended
-and flushed as it happens), summary.json (status: running | completed | diverged | interrupted | failed)
-and checkpoint.pt. Whole files are written to a temporary name and renamed, so a killed process
+and flushed as it happens), summary.json (status: running | completed | diverged | interrupted | failed),
+checkpoint.pt and, once measured, sharpness.json. Whole files are written to a temporary name and renamed, so a killed process
 never leaves half a summary or checkpoint behind.
 """
 from __future__ import annotations
@@ -19,6 +19,10 @@ import yaml
 from .config import SamcliError, TrainConfig
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"
+SHARPNESS = "sharpness.json"
+# the order in which a copied run directory is written: summary.json, then sharpness.json, last, so a
+# directory that holds them is never missing an earlier file
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, SUMMARY, SHARPNESS)
 
 
 def _atomic(path: Path, write) -> None:
@@ -45,6 +49,10 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_yaml(path: Path, data: Any) -> None:
     _atomic(Path(path), lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(path: Path, data: dict) -> None:
@@ -99,3 +107,44 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:
     except Exception as err:  # a foreign or corrupt file: say so in one line
         raise SamcliError(f"{checkpoint} cannot be read ({type(err).__name__}); re-run the training") from None
     return TrainConfig.from_dict(state["config"]), state
+
+
+def write_sharpness(run_dir: str | Path, report) -> Path:
+    """Write a SharpnessReport (anything with to_dict) as the run's sharpness.json; return its path."""
+    path = Path(run_dir) / SHARPNESS
+    write_json(path, report.to_dict())
+    return path
+
+
+def write_sharpness_skipped(run_dir: str | Path, why: str) -> Path:
+    """Record in sharpness.json that the run was not measured, and why (e.g. it diverged)."""
+    path = Path(run_dir) / SHARPNESS
+    write_json(path, {"skipped": why})
+    return path
+
+
+def read_sharpness(run_dir: str | Path) -> dict | None:
+    """sharpness.json as a dict, or None when it is missing or does not parse as a JSON object.
+    Whether the dict is a valid report is for the sharpness layer to say (SharpnessReport.from_dict)."""
+    try:
+        data = json.loads((Path(run_dir) / SHARPNESS).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_run_files(run_dir: str | Path, names=RUN_FILES) -> dict[str, bytes]:
+    """name -> bytes of the run files that exist (to copy a run directory to another machine)."""
+    run_dir = Path(run_dir)
+    return {name: (run_dir / name).read_bytes() for name in names if (run_dir / name).is_file()}
+
+
+def write_run_files(run_dir: str | Path, files: dict[str, bytes]) -> None:
+    """Write copied run files, each whole and in RUN_FILES order, so an interrupted copy never looks finished."""
+    run_dir = Path(run_dir)
+    unknown = [name for name in files if name not in RUN_FILES]
+    if unknown:
+        raise SamcliError(f"{unknown[0]!r} is not a run file; run files are {', '.join(RUN_FILES)}")
+    for name in RUN_FILES:
+        if name in files:
+            _atomic(run_dir / name, lambda tmp, data=files[name]: tmp.write_bytes(data))

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .config import ConfigError, TrainConfig
 from .data import load_data
+from .methods import validate_optimizer
 from .models import build_model
 from .objective import Batch, Objective
 
@@ -34,11 +35,7 @@ def build_task(cfg: TrainConfig) -> Task:
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     splits = load_data(cfg.data, seed=cfg.seed)
     n = len(splits.train)
-    bs = cfg.optimizer.batch_size
-    if isinstance(bs, int) and bs > n:
-        raise ConfigError(f"optimizer.batch_size={bs} exceeds the {n} training examples; lower it or use 'full'")
-    if cfg.optimizer.method == "msam" and n % cfg.optimizer.m and bs == "full":
-        raise ConfigError(f"optimizer.m={cfg.optimizer.m} does not divide the {n} training examples (full batch)")
+    validate_optimizer(cfg.optimizer, train_size=n)
     if cfg.loss == "cross-entropy" and splits.num_classes == 0:
         raise ConfigError("loss=cross-entropy needs class labels, but the data set is a regression; use loss: mse")
     if cfg.data.augment and len(splits.input_shape) != 3:
@@ -48,7 +45,5 @@ def build_task(cfg: TrainConfig) -> Task:
     outputs = splits.num_classes or splits.train.targets.reshape(n, -1).shape[1]
     module = build_model(cfg.model, splits.input_shape, outputs).to(device=device, dtype=dtype)
     objective, theta = Objective.from_module(module, cfg.loss)
-    if cfg.optimizer.method == "msam" and objective.buffers:
-        raise ConfigError(f"optimizer.method=msam cannot train model {cfg.model.name} with model.norm={cfg.model.norm} "
-                          "(BatchNorm statistics cannot update under vmap); use model.norm: group or none")
+    validate_optimizer(cfg.optimizer, has_batchnorm=bool(objective.buffers))
     return Task(objective, theta, splits.train.to(device, dtype), splits.test.to(device, dtype), splits.num_classes)

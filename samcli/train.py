@@ -12,19 +12,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import descent_direction
 from .objective import Batch
 from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
-from .task import Task, build_task, resolve_device
+from .task import Task, build_task
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
+RecordHook = Callable[[int, torch.Tensor, dict], None]   # (step, theta, record): may add keys to the record
+StopFn = Callable[[dict], bool]                  # True ends the run at this evaluation
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,14 @@ class RunResult:
 
 
 class BatchSampler:
-    """Seeded epochs: each epoch visits every example once in a fresh random order.
-    With batch_size 'full' every step sees the whole training set (GD, full-batch SAM)."""
+    """Seeded batches. sampling "epochs": each epoch visits every example once in a fresh random order;
+    "iid": every batch is a uniform random set of b examples, drawn independently of the other steps
+    (the paper's 1-SAM, Eq. 17, draws k_t i.i.d.). With batch_size 'full' every step sees the whole
+    training set (GD, full-batch SAM)."""
 
-    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False):
+    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False, sampling: str = "epochs"):
         self.data, self.n = data, len(data)
-        self.augment = augment
+        self.augment, self.iid = augment, sampling == "iid"
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -51,6 +55,10 @@ class BatchSampler:
     def next(self) -> Batch:
         if self.full:
             return self._augmented(self.data)
+        if self.iid:
+            index = (torch.randint(self.n, (1,), generator=self.generator) if self.size == 1
+                     else torch.randperm(self.n, generator=self.generator)[:self.size])
+            return self._augmented(self.data.take(index.to(self.data.inputs.device)))
         if self._pos + self.size > self.n:     # drop the ragged tail: every batch has b examples
             self._order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
             self._pos = 0
@@ -79,10 +87,16 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
-          progress: Optional[ProgressFn] = None, write: bool = True) -> RunResult:
+          progress: Optional[ProgressFn] = None, write: bool = True, on_record: Optional[RecordHook] = None,
+          stop: Optional[StopFn] = None, eval_at: Iterable[int] = ()) -> RunResult:
     """Train as `config` says and write the run directory (unless write=False).
 
     `task` overrides the model + data set the config would build (the paper's toys use this).
+    Evaluations happen at step 0, every `eval_every` steps, at the last step and at the steps in `eval_at`.
+    At each one `on_record(step, theta, record)` sees a copy of the parameters (safe to keep) and may add
+    keys to the record before it is logged; then the config's target (`stop:`) being reached, or
+    `stop(record)` returning True, ends the run there, with status "completed" and the step in the
+    summary's "stopped_at" (and, for a target, "target": reached, step, epoch).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     started = time.perf_counter()
@@ -91,8 +105,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     o = cfg.optimizer
     theta = torch.nn.Parameter(task.theta.clone())
     base = torch.optim.SGD([theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment)
+    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment, sampling=o.sampling)
     chunk = cfg.chunk_size
+    extra_evals = {int(s) for s in eval_at}
     n = len(train_data)
     batch_size = n if o.batch_size == "full" else o.batch_size
 
@@ -117,42 +132,57 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         if cfg.measure.every and step % cfg.measure.every == 0:
             from .sharpness.notions import measure_during_training
             entry.update(measure_during_training(objective, theta.detach(), train_data, cfg.measure, chunk))
+        if on_record:
+            on_record(step, theta.detach().clone(), entry)
         metrics.append(entry)
         if log:
             log.write(entry)
         return entry
 
-    status, step, batch_loss = "completed", 0, None
+    def evaluation_ends_run(step: int, batch_loss: Optional[float]) -> bool:
+        nonlocal status, stopped_at, target_at
+        entry = record(step, batch_loss)
+        if step > 0 and not math.isfinite(entry["train_loss"]):     # a start that is already inf trains on, as always
+            status = "diverged"
+            return True
+        if cfg.stop.reached(entry):
+            target_at = entry
+        if target_at is not None or (stop is not None and stop(entry)):
+            stopped_at = step
+            return True
+        return False
+
+    status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
     # plain SGD (no momentum, no weight decay) is x <- x - lr d, exactly what torch.optim.SGD
     # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
     plain = o.momentum == 0 and o.weight_decay == 0
     theta_data = theta.detach()
     try:
-        record(0, None)
-        training = False        # module mode: evaluation switches it off, steps switch it back on
-        for step in range(1, cfg.steps + 1):
-            for group in base.param_groups:
-                group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
-            if not training:
-                objective.set_training(True)
-                training = True
-            result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
-            batch_loss = result.loss
-            if not (math.isfinite(batch_loss) and _finite(result.direction)):
-                status = "diverged"
-                break
-            if plain:
-                theta_data.add_(result.direction, alpha=-base.param_groups[0]["lr"])
-            else:
-                theta.grad = result.direction
-                base.step()
-            if progress:
-                progress(step, cfg.steps, batch_loss)
-            if step % cfg.eval_every == 0 or step == cfg.steps or (cfg.measure.every and step % cfg.measure.every == 0):
-                training = False
-                if not math.isfinite(record(step, batch_loss)["train_loss"]):
+        if not evaluation_ends_run(0, None):
+            training = False        # module mode: evaluation switches it off, steps switch it back on
+            for step in range(1, cfg.steps + 1):
+                for group in base.param_groups:
+                    group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
+                if not training:
+                    objective.set_training(True)
+                    training = True
+                result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
+                batch_loss = result.loss
+                if not (math.isfinite(batch_loss) and _finite(result.direction)):
                     status = "diverged"
                     break
+                if plain:
+                    theta_data.add_(result.direction, alpha=-base.param_groups[0]["lr"])
+                else:
+                    theta.grad = result.direction
+                    base.step()
+                if progress:
+                    progress(step, cfg.steps, batch_loss)
+                if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
+                        or (cfg.measure.every and step % cfg.measure.every == 0)):
+                    training = False
+                    if evaluation_ends_run(step, batch_loss):
+                        break
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -161,6 +191,11 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         raise
     finally:
         summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
+        summary["stopped_at"] = stopped_at
+        if cfg.stop.active:     # train to a target: whether it was reached, and when (steps and epochs)
+            summary["target"] = {"reached": target_at is not None,
+                                 "step": target_at["step"] if target_at else None,
+                                 "epoch": target_at["epoch"] if target_at else None}
         if write:
             log.close()
             save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),

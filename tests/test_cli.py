@@ -176,3 +176,30 @@ def test_default_output_is_one_status_line(tmp_path):
     assert text.startswith("completed: train loss ") and str(out) in text
     assert result.stdout == ""
 
+
+
+TINY_STUDY = {"name": "tiny", "seeds": [0],
+              "base": {"device": "cpu", "dtype": "float64", "steps": 2,
+                       "data": {"name": "synthetic", "n_train": 16, "n_test": 8, "dim": 3, "classes": 2},
+                       "model": {"name": "mlp", "widths": [4]}},
+              "variants": [{"label": "GD", "optimizer.method": "sgd", "optimizer.batch_size": "full"}]}
+
+
+@pytest.mark.parametrize("quiet", [["--quiet"], []])
+@pytest.mark.parametrize("args,fragments", [
+    (["--executor", "slurm"], ["--executor 'slurm' is unknown; choose local or ray"]),
+    (["--jobs", "0"], ["--jobs 0 must be >= 1"]),
+    (["--from", "elsewhere"], ["give a study file or --from STUDY_DIR, not both"]),
+    (["--baseline", "nope.json"], ["baseline nope.json does not exist"]),
+])
+def test_compare_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, quiet, args, fragments):
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "tiny.yaml"
+    study.write_text(yaml.safe_dump(TINY_STUDY))
+    out = tmp_path / "out"
+    assert_one_line_error(invoke(["compare", study, "--out", out, *quiet, *args]), *fragments)
+    assert not out.exists()                  # refused before anything is written
+
+
+def test_compare_from_a_directory_without_a_study(tmp_path):
+    assert_one_line_error(invoke(["compare", "--from", tmp_path]), "holds no study.yaml")

@@ -108,6 +108,29 @@ def test_unknown_choices_list_the_alternatives(raw, key, value):
     assert f"{key}={value!r} is unknown" in message and "choose one of" in message
 
 
+@pytest.mark.parametrize("raw,hint", [
+    ({"optimizer": {"method": "samm"}}, "(did you mean sam?)"),
+    ({"optimizer": {"method": "ascent"}}, "(did you mean ascent-gd?)"),
+    ({"data": {"name": "mnist1"}}, "(did you mean mnist1d?)"),
+    ({"model": {"name": "resnt"}}, "(did you mean resnet?)"),
+])
+def test_near_misses_get_a_suggestion(raw, hint):
+    assert hint in error_of(raw)
+    assert "did you mean" not in error_of({"optimizer": {"method": "adam"}})
+
+
+def test_a_method_added_to_the_registry_is_accepted_by_validation(monkeypatch):
+    from samcli import methods
+    monkeypatch.setitem(methods.REGISTRY, "fake", methods.Method("fake", "a test method", frozenset({"rho", "m"}),
+                                                                 methods.get_method("msam").direction))
+    cfg = TrainConfig.from_dict({"optimizer": {"method": "fake", "m": 2, "batch_size": 4}})
+    assert cfg.optimizer.method == "fake"
+    assert "optimizer.m is required for method fake" in error_of({"optimizer": {"method": "fake", "batch_size": 4}})
+    assert "fake" in error_of({"optimizer": {"method": "adam"}})      # listed among the choices
+    monkeypatch.delitem(methods.REGISTRY, "fake")
+    assert "optimizer.method='fake' is unknown" in error_of({"optimizer": {"method": "fake", "m": 2}})
+
+
 def test_msam_group_size_rules():
     assert TrainConfig.from_dict({"optimizer": {"method": "msam", "m": 4, "batch_size": 8}}).optimizer.m == 4
     assert "optimizer.m is required" in error_of({"optimizer": {"method": "msam", "batch_size": 8}})

@@ -61,9 +61,9 @@ def mnist1d_cache(tmp_path_factory):
 def test_mnist1d_shapes_and_standardization(mnist1d_cache):
     cache, splits = mnist1d_cache
     assert (cache / "mnist1d.npz").is_file()
-    assert tuple(splits.train.inputs.shape) == (4000, 40)
-    assert tuple(splits.test.inputs.shape) == (1000, 40)
-    assert splits.num_classes == 10 and splits.input_shape == (40,)
+    assert tuple(splits.train.inputs.shape) == (4000, 1, 40)
+    assert tuple(splits.test.inputs.shape) == (1000, 1, 40)
+    assert splits.num_classes == 10 and splits.input_shape == (1, 40)
     assert splits.train.targets.dtype == torch.long
     assert set(splits.train.targets.unique().tolist()) == set(range(10))
     x = splits.train.inputs

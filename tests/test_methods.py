@@ -12,7 +12,9 @@ from torch import nn
 from conftest import (DT, ModuleRef, assert_close, linreg_grad, linreg_hessian, linreg_loss, linreg_objective,
                       mlp_batch, sam_closed_form)
 from samcli.config import ConfigError, OptimizerConfig
-from samcli.methods import ascent_step, descent_direction
+from samcli import methods
+from samcli.methods import (Method, StepResult, applicable_parameters, ascent_step, descent_direction, get_method,
+                            method_names, unused_parameters, validate_optimizer)
 from samcli.models import cnn
 from samcli.objective import Batch, Objective
 from samcli.train import BatchSampler
@@ -370,3 +372,115 @@ def test_msam_with_squared_error_on_class_labels(mlp_setup):
     expected = sum(ref.sam(theta, g.inputs, g.targets, 0.1) for g in groups) / 2
     result = descent_direction(objective, theta, batch, opt("msam", m=4, rho=0.1), chunk_size=64)
     assert_close(result.direction, expected, rtol=1e-10, atol=1e-12)
+
+
+# ---- the registry -----------------------------------------------------------------------------------
+
+def test_the_registry_lists_exactly_the_methods():
+    assert method_names() == ("sgd", "sam", "usam", "msam", "ascent-gd")
+    for name in method_names():
+        method = get_method(name)
+        assert method.name == name and method.help and "\n" not in method.help
+
+
+DECLARED = {"sgd": set(), "sam": {"rho", "grad_eps"}, "usam": {"rho"}, "msam": {"rho", "m", "grad_eps"},
+            "ascent-gd": {"rho", "grad_eps"}}
+
+
+@pytest.mark.parametrize("name", list(DECLARED))
+def test_declared_parameters_are_exactly_those_that_move_the_direction(mlp_setup, name):
+    """Each parameter changed alone: the direction moves if and only if the method declares it."""
+    module, objective, theta, batch = mlp_setup
+    assert applicable_parameters(name) == DECLARED[name]
+    assert unused_parameters(name) == {"rho", "m", "grad_eps"} - DECLARED[name]
+    base = dict(rho=0.1, grad_eps=1e-12, m=2 if name == "msam" else None)
+    changes = {"rho": 0.3, "grad_eps": 1.0, "m": 4}
+    reference = descent_direction(objective, theta, batch, opt(name, **base), chunk_size=64).direction
+    for key, value in changes.items():
+        moved = descent_direction(objective, theta, batch, opt(name, **{**base, key: value}), chunk_size=64).direction
+        assert ((moved - reference).norm() > 1e-8) == (key in DECLARED[name]), key
+
+
+def test_ascent_step_on_named_tensors_is_the_flat_step_split_by_name(mlp_setup):
+    module, objective, theta, batch = mlp_setup
+    g = objective.grad(theta, batch, 64)
+    named = ascent_step(objective.unflatten(g), 0.3, 1e-3)
+    flat = torch.cat([named[name].reshape(-1) for name in objective.names])
+    assert_close(flat, ascent_step(g, 0.3, 1e-3), **TIGHT)
+    assert ascent_step(g, 0.3, 1e-3).norm().item() == pytest.approx(0.3 * g.norm().item() / (g.norm().item() + 1e-3))
+    unnormalized = ascent_step(objective.unflatten(g), 0.3, 1e-3, normalized=False)
+    assert_close(torch.cat([unnormalized[n].reshape(-1) for n in objective.names]), 0.3 * g, **TIGHT)
+
+
+def msam_config(**kw) -> OptimizerConfig:
+    return OptimizerConfig(**{"method": "msam", "m": 4, "batch_size": 8, **kw})
+
+
+@pytest.mark.parametrize("cfg,context,message", [
+    (msam_config(m=None), {}, "optimizer.m is required for method msam; set it to a divisor of batch_size"),
+    (msam_config(m=0), {}, "optimizer.m=0 must be >= 1"),
+    (msam_config(m=3), {}, "optimizer.m=3 does not divide optimizer.batch_size=8; pick m that divides it"),
+    (msam_config(batch_size="full"), {"train_size": 18},
+     "optimizer.m=4 does not divide the 18 training examples (full batch); pick m that divides it"),
+    (msam_config(), {"train_size": 6}, "optimizer.batch_size=8 exceeds the 6 training examples; lower it or use 'full'"),
+    (msam_config(), {"has_batchnorm": True}, "optimizer.method=msam cannot update BatchNorm statistics (its groups "
+     "run under vmap); use model.norm: group or none, or one of sgd, sam, usam, ascent-gd"),
+    (OptimizerConfig(method="sam", m=4), {}, "optimizer.m=4 only applies to method msam; remove it or set method: msam"),
+    (OptimizerConfig(method="samm"), {},
+     "optimizer.method='samm' is unknown (did you mean sam?); choose one of sgd, sam, usam, msam, ascent-gd"),
+    (OptimizerConfig(method="adam"), {}, "optimizer.method='adam' is unknown; choose one of sgd, sam, usam, msam, "
+     "ascent-gd"),
+])
+def test_validate_optimizer_refuses_with_one_line(cfg, context, message):
+    with pytest.raises(ConfigError) as info:
+        validate_optimizer(cfg, **context)
+    assert str(info.value) == message
+
+
+def test_validate_optimizer_accepts_what_fits():
+    assert validate_optimizer(msam_config(batch_size="full"), train_size=16, has_batchnorm=False).name == "msam"
+    assert validate_optimizer(OptimizerConfig(method="sam", batch_size=8), train_size=8, has_batchnorm=True).name == "sam"
+    with pytest.raises(ConfigError, match="did you mean msam"):
+        get_method("msma")
+
+
+def test_a_new_registry_entry_is_validated_and_stepped_like_the_others(monkeypatch, mlp_setup):
+    """One entry is all a method needs: validation reads its parameters, descent_direction its rule."""
+    module, objective, theta, batch = mlp_setup
+
+    def doubled_gradient(objective, theta, batch, cfg, chunk_size):
+        loss, g = objective.value_and_grad(theta, batch, chunk_size)
+        return StepResult(2 * cfg.m * g, loss.item(), g.norm().item())
+
+    monkeypatch.setitem(methods.REGISTRY, "fake", Method("fake", "twice m times the gradient", frozenset({"m"}),
+                                                         doubled_gradient, batchnorm=False))
+    assert "fake" in method_names() and applicable_parameters("fake") == {"m"}
+    assert "rho" in unused_parameters("fake")
+    with pytest.raises(ConfigError, match="optimizer.m is required for method fake"):
+        validate_optimizer(OptimizerConfig(method="fake", batch_size=8))
+    with pytest.raises(ConfigError, match="optimizer.m=2 only applies to method fake or msam"):
+        validate_optimizer(OptimizerConfig(method="sam", m=2))
+    with pytest.raises(ConfigError, match="one of sgd, sam, usam, ascent-gd$"):
+        validate_optimizer(OptimizerConfig(method="fake", m=2, batch_size=8), has_batchnorm=True)
+    result = descent_direction(objective, theta, batch, opt("fake", m=2), chunk_size=64)
+    assert_close(result.direction, 4 * objective.grad(theta, batch, 64), **TIGHT)
+
+
+def test_iid_sampler_draws_uniformly_and_independently():
+    """sampling: iid (Eq. 17): every example equally likely at every step, batches independent, so
+    an example can come back at once (an epoch never repeats one before visiting all)."""
+    n, draws = 5, 20000
+    data = Batch(torch.arange(n, dtype=DT)[:, None], torch.arange(n))
+    sampler = BatchSampler(data, 1, seed=0, sampling="iid")
+    seq = torch.cat([sampler.next().targets for _ in range(draws)])
+    counts = torch.bincount(seq, minlength=n).double()
+    assert torch.allclose(counts / draws, torch.full((n,), 1 / n, dtype=torch.float64), atol=0.015)
+    repeats = (seq[1:] == seq[:-1]).double().mean().item()        # i.i.d.: P(k_t = k_{t-1}) = 1/n
+    assert abs(repeats - 1 / n) < 0.015
+    pairs = BatchSampler(data, 2, seed=3, sampling="iid")
+    for _ in range(50):
+        batch = pairs.next().targets
+        assert len(batch) == 2 and batch[0] != batch[1]          # a batch holds b distinct examples
+    epoch = BatchSampler(data, 1, seed=0)
+    first_epoch = [epoch.next().targets.item() for _ in range(n)]
+    assert sorted(first_epoch) == list(range(n))                  # the default still visits each once

@@ -98,11 +98,81 @@ def test_resnet_grey_small_images():
         assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet"])
-def test_image_models_refuse_flat_inputs(name):
-    with pytest.raises(ConfigError, match=f"model.name={name} needs image inputs") as info:
-        build_model(ModelConfig(name=name), (40,), 10)
+def test_resnet_refuses_flat_inputs():
+    with pytest.raises(ConfigError, match="model.name=resnet needs image inputs") as info:
+        build_model(ModelConfig(name="resnet"), (40,), 10)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("input_shape", [(40,), (1, 2, 8, 8)])
+def test_cnn_refuses_flat_features_and_four_dimensional_inputs(input_shape):
+    with pytest.raises(ConfigError, match=r"model.name=cnn needs image inputs \(C, H, W\) or signals") as info:
+        build_model(ModelConfig(name="cnn"), input_shape, 10)
+    assert "\n" not in str(info.value)
+
+
+# ---- 1-D CNN (signals such as mnist1d) ------------------------------------------------------------
+
+def _conv1d_layers(model):
+    return [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0])
+            for m in model.modules() if isinstance(m, nn.Conv1d)]
+
+
+@pytest.mark.parametrize("input_shape", [(1, 40), (1, 37)])
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_cnn1d_shapes_and_layers(input_shape, norm):
+    model = build_model(ModelConfig(name="cnn", norm=norm), input_shape, 10)
+    assert model(torch.randn(3, *input_shape)).shape == (3, 10)
+    assert _conv1d_layers(model) == [(1, 32, 5, 1), (32, 32, 3, 2), (32, 32, 3, 2)]
+    kinds = {type(m) for m in model.modules()}
+    assert (nn.BatchNorm1d in kinds) == (norm == "batch")
+    assert nn.BatchNorm2d not in kinds and nn.Conv2d not in kinds
+    assert (nn.GroupNorm in kinds) == (norm == "group")
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 3
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, *input_shape)).shape == (2, 10)
+
+
+def test_cnn1d_parameter_count():
+    # lengths 40 -> 40 (k5, pad 2) -> 20 -> 10 (k3 s2, pad 1): convs 32*5+32, 2 x (32*32*3+32), linear 320*10+10
+    model = build_model(ModelConfig(name="cnn", norm="none"), (1, 40), 10)
+    expected = (32 * 5 + 32) + 2 * (32 * 32 * 3 + 32) + (32 * 10 * 10 + 10)
+    assert expected == 9610
+    assert sum(p.numel() for p in model.parameters()) == expected
+    batch_norm = build_model(ModelConfig(name="cnn", norm="batch"), (1, 40), 10)
+    assert sum(p.numel() for p in batch_norm.parameters()) == expected - 3 * 32 + 3 * 64   # bias -> scale + shift
+
+
+def test_cnn1d_uses_channels_the_user_set():
+    model = build_model(ModelConfig(name="cnn", channels=[8, 4], norm="none"), (2, 9), 3)
+    assert _conv1d_layers(model) == [(2, 8, 5, 1), (8, 4, 3, 2)]
+    assert model(torch.randn(5, 2, 9)).shape == (5, 3)
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)][0]
+    assert linear.in_features == 4 * 5            # length 9 -> 9 -> 5
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_cnn1d_gradient_matches_finite_differences(norm):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="cnn", channels=[4, 3], norm=norm, activation="tanh"), (1, 12), 3).double()
+    x, y = torch.randn(4, 1, 12, dtype=torch.float64), torch.tensor([0, 2, 1, 2])
+    assert torch.autograd.gradcheck(lambda inputs: model(inputs), (x.requires_grad_(),))
+    params = list(model.parameters())
+
+    def loss_of(*values):
+        named = {name: v for (name, _), v in zip(model.named_parameters(), values)}
+        return nn.functional.cross_entropy(torch.func.functional_call(model, named, (x.detach(),)), y)
+    assert torch.autograd.gradcheck(loss_of, tuple(p.detach().clone().requires_grad_() for p in params))
+
+
+def test_cnn_on_images_unchanged_by_the_1d_branch():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="cnn", norm="none"), (1, 8, 8), 10)
+    convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [(1, 16, (3, 3)), (16, 32, (3, 3))]
+    assert not any(isinstance(m, nn.Conv1d) for m in model.modules())
+    assert sum(p.numel() for p in model.parameters()) == (9 * 16 + 16) + (16 * 9 * 32 + 32) + (32 * 10 + 10)
 
 
 def test_unknown_model_is_a_config_error():

@@ -221,6 +221,55 @@ def test_seed_fixes_the_batch_order():
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
+# ---- hooks: on_record at every evaluation, stop ends the run there ---------------------------------
+
+def test_on_record_sees_every_evaluation_with_its_theta_and_can_add_keys(tmp_path):
+    """The hook's theta at step t is the closed-form SAM iterate x_t; keys it adds reach metrics.jsonl."""
+    A, y = linreg_data()
+    x0 = torch.tensor([0.5, -1.0, 2.0], dtype=DT)
+    lr, rho = 0.3, 0.2
+    cfg = {**toy_config(lr=lr, rho=rho), "steps": 7, "eval_every": 3}
+    seen = {}
+
+    def on_record(step, theta, record):
+        seen[step] = theta
+        record["theta_norm"] = float(theta.norm())
+    result = train(cfg, tmp_path / "run", task=linreg_task(A, y, x0), on_record=on_record, eval_at=[5])
+    assert sorted(seen) == [0, 3, 5, 6, 7] == [m["step"] for m in result.metrics]
+    x, expected = x0.clone(), {0: x0.clone()}
+    for step in range(1, 8):
+        x = x - lr * sam_closed_form(A, y, x, rho, normalized=True)
+        expected[step] = x
+    for step, theta in seen.items():
+        assert_close(theta, expected[step], rtol=1e-10, atol=1e-12)
+    assert torch.equal(seen[7], result.theta)       # the hook got a copy, not the live parameters
+    assert not torch.equal(seen[0], result.theta)
+    logged = read_metrics(tmp_path / "run")
+    assert [r["theta_norm"] for r in logged] == pytest.approx([float(seen[r["step"]].norm()) for r in logged])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_at"] is None
+
+
+def test_stop_ends_the_run_at_the_first_evaluation_where_it_holds(tmp_path):
+    A, y = linreg_data()
+    x0 = torch.tensor([0.5, -1.0, 2.0], dtype=DT)
+    cfg = {**toy_config(method="sgd", lr=0.1), "steps": 50, "eval_every": 4}
+    full = train(cfg, task=linreg_task(A, y, x0), write=False)
+    target = full.metrics[3]["train_loss"]          # first reached at step 12
+    asked = []
+
+    def stop(record):
+        asked.append(record["step"])
+        return record["train_loss"] <= target
+    result = train(cfg, tmp_path / "run", task=linreg_task(A, y, x0), stop=stop)
+    assert asked == [0, 4, 8, 12]
+    assert result.status == "completed" and result.summary["stopped_at"] == 12
+    assert result.summary["steps_done"] == 12 and result.metrics[-1]["step"] == 12
+    twelve_steps = train({**cfg, "steps": 12}, task=linreg_task(A, y, x0), write=False)
+    assert torch.equal(result.theta, twelve_steps.theta)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_at"] == 12
+    assert full.summary["stopped_at"] is None
+
+
 # ---- the run directory --------------------------------------------------------------------------
 
 def test_run_directory_contents(tmp_path):
@@ -333,3 +382,27 @@ def test_augment_changes_the_batches_and_stays_seeded(tmp_path):
     assert train(cfg, tmp_path / "run").status == "completed"
     with pytest.raises(ConfigError, match="data.augment"):
         train(cfg.replace(**{"data.name": "synthetic", "model.name": "mlp"}), tmp_path / "bad")
+
+
+def test_train_to_a_loss_target_stops_at_the_first_evaluation_that_reaches_it():
+    base = {"data": {"name": "synthetic", "n_train": 64, "n_test": 16, "dim": 5, "classes": 3},
+            "model": {"name": "mlp", "widths": [16]}, "optimizer": {"lr": 0.5, "batch_size": "full"},
+            "steps": 400, "eval_every": 10, "device": "cpu", "dtype": "float64"}
+    free = train(base, write=False)
+    losses = {r["step"]: r["train_loss"] for r in free.metrics}
+    target = losses[200]        # reached by step 200, first at some evaluation <= 200
+    first = min(s for s, value in losses.items() if value <= target)
+    hit = train({**base, "stop": {"train_loss": target}}, write=False)
+    assert hit.summary["stopped_at"] == first == hit.metrics[-1]["step"]
+    assert hit.summary["target"] == {"reached": True, "step": first, "epoch": float(first)}
+    assert hit.status == "completed"
+
+
+def test_a_target_not_reached_runs_to_the_cap_and_says_so():
+    cfg = {"data": {"name": "synthetic", "n_train": 64, "n_test": 16, "dim": 5, "classes": 3},
+           "model": {"name": "mlp", "widths": [8]}, "optimizer": {"lr": 0.01, "batch_size": 16},
+           "steps": 20, "eval_every": 5, "device": "cpu", "stop": {"train_accuracy": 1.0}}
+    result = train(cfg, write=False)
+    assert result.summary["steps_done"] == 20 and result.summary["stopped_at"] is None
+    assert result.summary["target"] == {"reached": False, "step": None, "epoch": None}
+    assert "target" not in train({**cfg, "stop": {}}, write=False).summary

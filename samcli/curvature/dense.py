@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.func import hessian
 
-from ..config import SamcliError
+from ..errors import SamcliError
 from ..objective import Batch, Objective
 
 MAX_DENSE_PARAMETERS = 5000

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .common import COLORS, LABELS  # noqa: E402
+from .trajectory import COLORS, LABELS  # noqa: E402
 
 
 def _save(fig, path: Path) -> list[str]:

@@ -21,6 +21,7 @@ from ..curvature.ggn import GGNOperator, exact_ggn_trace, linear_only, parameter
 from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import TraceEstimate, ggn_control_variate, hutchpp
+from ..methods import ascent_step
 from ..objective import Batch, Objective
 from .report import (AscentDirection, AverageDirection, ExactSpectrum, SharpnessReport, StochasticNotions,
                      WorstDirection)
@@ -87,7 +88,7 @@ def measure(objective: Objective, theta: Tensor, data: Batch, settings: Settings
             ascent = AscentDirection(math.inf, math.nan, math.inf, 0.0)
         else:
             n = g / g_norm
-            value = objective.evaluate_loss(theta + rho * n, data, chunk) - loss
+            value = objective.evaluate_loss(theta + ascent_step(g, rho, 0.0), data, chunk) - loss
             rayleigh = (n @ hessian.matvec(n)).item()
             ascent = AscentDirection(value, rayleigh, rho ** 2 * rayleigh / 2, g_norm)
             alignment = abs((n.to(torch.float64) @ top.eigenvectors[0, 0]).item())
@@ -226,7 +227,7 @@ def per_example_notions(objective, theta, data, settings: Settings, generator) -
 
     losses, grads = vmap(lambda x, y: (example_loss(theta, x, y), grad(example_loss)(theta, x, y)))(xs, ys)
     norms = grads.norm(dim=1, keepdim=True)
-    perturbed = theta + settings.rho * grads / (norms + 1e-30)
+    perturbed = theta + vmap(lambda g: ascent_step(g, settings.rho, 1e-30))(grads)
     ascent = vmap(example_loss)(perturbed, xs, ys) - losses
     ascent = ascent[norms.squeeze(1) > 0].to(torch.float64)   # undefined where g_k = 0
     sqrt_n = math.sqrt(max(count, 1))

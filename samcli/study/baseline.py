@@ -1,27 +1,132 @@
 """Baselines: a stored table to check a new one against, under the tolerances the study states.
 
+A study states its checks under `baseline:` (parsed here by `parse_baseline`):
+
+    baseline: {tolerances: {test_accuracy: {abs: 0.03}}, orderings: ["SAM lambda_1 < GD lambda_1"]}
+
 A baseline file (JSON) holds, per configuration, the mean, std and run counts of every metric.
 A check compares each metric named in the study's `baseline.tolerances` for each configuration:
 it holds when |current - baseline| <= abs + rel * |baseline| (two-sided: a change either way is
 flagged, a baseline is a reproducibility check). Each ordering ("SAM lambda_1 < GD lambda_1") is
 checked on the new table's means. A configuration that is missing now, or has more diverged or
 failed runs than the baseline, is a regression too.
+
+The lifecycle around a study run: `refuse_bad_baseline` before anything trains, `settle_baseline`
+after the table is made (write it with update, else check it).
 """
 from __future__ import annotations
 
 import json
 import math
 import operator
+import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..config import SamcliError
-from .grid import Study
+from .table import ALL_METRICS
+
+if TYPE_CHECKING:                       # grid.py parses a study's baseline section with parse_baseline
+    from .grid import Study
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+ORDERING = re.compile(r"^\s*(?P<a>.+?)\s+(?P<ma>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>)\s*"
+                      r"(?P<b>.+?)\s+(?P<mb>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+DEFAULT_DIR = Path("results/baselines")
+
+
+class BaselineError(SamcliError):
+    """An invalid baseline section of a study (the study loader prefixes the study's name)."""
+
+
+@dataclass(frozen=True)
+class Ordering:
+    text: str
+    left: str
+    left_metric: str
+    op: str
+    right: str
+    right_metric: str
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    abs: float = 0.0
+    rel: float = 0.0
+
+    def allowed(self, reference: float) -> float:
+        return self.abs + self.rel * abs(reference)
+
+
+# ---- the schema: a study's baseline section ------------------------------------------------------
+
+def parse_baseline(raw: Any, labels: tuple[str, ...]) -> tuple[dict, tuple[Ordering, ...]]:
+    """(metric -> Tolerance, orderings) from a study's `baseline:` mapping; `labels` are its configurations."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise BaselineError("baseline must be a mapping with tolerances and orderings")
+    unknown = [k for k in raw if k not in ("tolerances", "orderings")]
+    if unknown:
+        raise BaselineError(f"unknown key baseline.{unknown[0]}; allowed: tolerances, orderings")
+    tolerances = {}
+    for metric, tol in (raw.get("tolerances") or {}).items():
+        if metric not in ALL_METRICS:
+            raise BaselineError(f"baseline.tolerances.{metric} is not a table metric; choose from "
+                                f"{', '.join(ALL_METRICS)}")
+        if not isinstance(tol, dict) or not tol or any(k not in ("abs", "rel") for k in tol):
+            raise BaselineError(f"baseline.tolerances.{metric}={tol!r} must be {{abs: x}}, {{rel: y}} or both")
+        for k, v in tol.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise BaselineError(f"baseline.tolerances.{metric}.{k}={v!r} must be a number >= 0")
+        tolerances[metric] = Tolerance(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)))
+    orderings = []
+    for text in raw.get("orderings") or []:
+        match = ORDERING.match(str(text))
+        if not match:
+            raise BaselineError(f"baseline ordering {text!r} must read 'LABEL METRIC < LABEL METRIC'")
+        o = Ordering(str(text), match["a"], match["ma"], match["op"], match["b"], match["mb"])
+        for label, metric in ((o.left, o.left_metric), (o.right, o.right_metric)):
+            if label not in labels:
+                raise BaselineError(f"baseline ordering {text!r} names configuration {label!r}, which the "
+                                    f"study does not have; configurations: {', '.join(labels)}")
+            if metric not in ALL_METRICS:
+                raise BaselineError(f"baseline ordering {text!r} names metric {metric!r}; choose from "
+                                    f"{', '.join(ALL_METRICS)}")
+        orderings.append(o)
+    return tolerances, tuple(orderings)
+
+
+# ---- the lifecycle around a study run ------------------------------------------------------------
+
+def default_baseline_path(study: Study) -> Path:
+    """Where --update-baseline writes when no path is given."""
+    return DEFAULT_DIR / f"{study.name}.json"
+
+
+def refuse_bad_baseline(path: Optional[str | Path], update: bool) -> None:
+    """Refuse a baseline to check that is missing or unreadable before anything trains."""
+    if path is not None and not update:
+        load_baseline(path)
+
+
+def settle_baseline(study: Study, table: pd.DataFrame, path: Optional[str | Path], update: bool
+                    ) -> tuple[Optional[pd.DataFrame], Optional[bool], Optional[Path]]:
+    """(diff, verdict, written): with update, write the table as the baseline (to `path` or the default
+    path); else, with a path, check the table against it; else nothing."""
+    if update:
+        return None, None, write_baseline(path or default_baseline_path(study), make_baseline(study, table))
+    if path is not None:
+        diff, ok = check_baseline(study, table, load_baseline(path))
+        return diff, ok, None
+    return None, None, None
+
+
+# ---- baseline files and checks -------------------------------------------------------------------
 
 
 def _num(value):

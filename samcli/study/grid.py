@@ -26,18 +26,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
+from ..data import train_set_size
+from ..methods import method_names, unused_parameters, validate_optimizer
+from .baseline import BaselineError, Ordering, parse_baseline
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline")
 ALIASES = {"method": "optimizer.method", "lr": "optimizer.lr", "rho": "optimizer.rho",
            "batch_size": "optimizer.batch_size", "m": "optimizer.m", "momentum": "optimizer.momentum"}
 SHORT = {v: k for k, v in ALIASES.items()}
-# the table's metrics (run level), in table order; sharpness ones come from SharpnessReport.summary()
-METRICS = ("test_accuracy", "test_loss", "train_loss", "lambda_1", "trace", "r_asc", "r_max", "r_avg",
-           "alignment", "steps", "seconds")
-EXTRA_METRICS = ("train_accuracy", "rayleigh", "grad_norm", "stoch_lambda_1", "stoch_r_asc", "sharpness_loss",
-                 "measure_seconds", "train_seconds")
-ORDERING = re.compile(r"^\s*(?P<a>.+?)\s+(?P<ma>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>)\s*"
-                      r"(?P<b>.+?)\s+(?P<mb>[A-Za-z_][A-Za-z0-9_]*)\s*$")
 
 
 class StudyError(ConfigError):
@@ -59,25 +55,6 @@ class RunSpec:
     @property
     def name(self) -> str:
         return f"{self.label} seed {self.seed}"
-
-
-@dataclass(frozen=True)
-class Ordering:
-    text: str
-    left: str
-    left_metric: str
-    op: str
-    right: str
-    right_metric: str
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def allowed(self, reference: float) -> float:
-        return self.abs + self.rel * abs(reference)
 
 
 @dataclass(frozen=True)
@@ -154,7 +131,10 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
             runs.append(spec)
     labels = tuple(dict.fromkeys(r.label for r in runs))
     sharpness = _sharpness(raw.get("sharpness"), where)
-    tolerances, orderings = _baseline(raw.get("baseline"), labels, where)
+    try:
+        tolerances, orderings = parse_baseline(raw.get("baseline"), labels)
+    except BaselineError as err:
+        raise StudyError(f"{where}: {err}") from None
     return Study(name, raw, tuple(runs), labels, sharpness, tolerances, orderings, source,
                  str(raw.get("description") or ""))
 
@@ -217,14 +197,13 @@ def _points(raw: dict, where: str) -> list[tuple[str, dict]]:
 
 
 def _relevant(overrides: dict) -> dict:
-    """Drop axes that do not apply to the run's method (m unless msam; rho and m for sgd)."""
+    """Drop optimizer axes the run's method does not use (its registry entry says which), so that
+    `method: [sgd, sam] x rho: [0.05, 0.1]` gives one sgd configuration, not two identical ones."""
     method = overrides.get("optimizer.method")
-    out = dict(overrides)
-    if method is not None and method != "msam":
-        out.pop("optimizer.m", None)
-    if method == "sgd":
-        out.pop("optimizer.rho", None)
-    return out
+    if method not in method_names():      # an unknown method fails later, as a StudyError naming it
+        return dict(overrides)
+    unused = {f"optimizer.{name}" for name in unused_parameters(method)}
+    return {k: v for k, v in overrides.items() if k not in unused}
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -276,16 +255,13 @@ def _build_run(base: dict, label: str, overrides: dict, seed: int, where: str) -
 def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:
     """Checks that need the training-set size, where the config states it (no data loading)."""
     d, o = cfg.data, cfg.optimizer
-    known = {"mnist1d": 4000, "digits": 1437}          # training-set sizes that need no download to know
-    n = d.train_size if d.train_size is not None else (d.n_train if d.name == "synthetic" else known.get(d.name))
+    n = train_set_size(d)
     if n is None:
         return
-    if isinstance(o.batch_size, int) and o.batch_size > n:
-        raise StudyError(f"{where}: configuration {label!r}: optimizer.batch_size={o.batch_size} exceeds the "
-                         f"{n} training examples; lower it or use 'full'")
-    if o.method == "msam" and o.batch_size == "full" and n % o.m:
-        raise StudyError(f"{where}: configuration {label!r}: optimizer.m={o.m} does not divide the {n} training "
-                         "examples (full batch); pick m that divides it")
+    try:
+        validate_optimizer(o, train_size=n)
+    except ConfigError as err:
+        raise StudyError(f"{where}: configuration {label!r}: {err}") from None
 
 
 def _sharpness(raw: Any, where: str) -> dict:
@@ -318,39 +294,3 @@ def _sharpness(raw: Any, where: str) -> dict:
             if kind is bool and not isinstance(value, bool):
                 raise StudyError(f"{where}: sharpness.{key}={value!r} must be true or false")
     return out
-
-
-def _baseline(raw: Any, labels: tuple[str, ...], where: str) -> tuple[dict, tuple[Ordering, ...]]:
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise StudyError(f"{where}: baseline must be a mapping with tolerances and orderings")
-    unknown = [k for k in raw if k not in ("tolerances", "orderings")]
-    if unknown:
-        raise StudyError(f"{where}: unknown key baseline.{unknown[0]}; allowed: tolerances, orderings")
-    known = METRICS + EXTRA_METRICS
-    tolerances = {}
-    for metric, tol in (raw.get("tolerances") or {}).items():
-        if metric not in known:
-            raise StudyError(f"{where}: baseline.tolerances.{metric} is not a table metric; choose from "
-                             f"{', '.join(known)}")
-        if not isinstance(tol, dict) or not tol or any(k not in ("abs", "rel") for k in tol):
-            raise StudyError(f"{where}: baseline.tolerances.{metric}={tol!r} must be {{abs: x}}, {{rel: y}} or both")
-        for k, v in tol.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise StudyError(f"{where}: baseline.tolerances.{metric}.{k}={v!r} must be a number >= 0")
-        tolerances[metric] = Tolerance(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)))
-    orderings = []
-    for text in raw.get("orderings") or []:
-        match = ORDERING.match(str(text))
-        if not match:
-            raise StudyError(f"{where}: baseline ordering {text!r} must read 'LABEL METRIC < LABEL METRIC'")
-        o = Ordering(str(text), match["a"], match["ma"], match["op"], match["b"], match["mb"])
-        for label, metric in ((o.left, o.left_metric), (o.right, o.right_metric)):
-            if label not in labels:
-                raise StudyError(f"{where}: baseline ordering {text!r} names configuration {label!r}, which the "
-                                 f"study does not have; configurations: {', '.join(labels)}")
-            if metric not in known:
-                raise StudyError(f"{where}: baseline ordering {text!r} names metric {metric!r}; choose from "
-                                 f"{', '.join(known)}")
-        orderings.append(o)
-    return tolerances, tuple(orderings)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import pandas as pd
 
 from .table import NOTIONS
+
+if TYPE_CHECKING:
+    from .rundir import RunRecord
 
 ACCURACY_PLOT = "accuracy_vs_sharpness.png"
 TRAINING_PLOT = "sharpness_during_training.png"
@@ -65,30 +68,30 @@ def accuracy_vs_sharpness(runs: pd.DataFrame, path: Path, labels: Optional[list[
     return path
 
 
-def sharpness_during_training(records: Iterable[dict], path: Path, labels: Optional[list[str]] = None,
+def sharpness_during_training(records: Iterable[RunRecord], path: Path, labels: Optional[list[str]] = None,
                               title: str = "") -> Optional[Path]:
     """lambda_1 and Tr over training per configuration (thin line per seed), where measured during training."""
-    records = [r for r in records if r.get("history")]
-    keys = [k for k in ("sharp_lambda_1", "sharp_trace") if any(k in h for r in records for h in r["history"])]
+    records = [r for r in records if r.history]
+    keys = [k for k in ("sharp_lambda_1", "sharp_trace") if any(k in h for r in records for h in r.history)]
     if not keys:
         return None
     plt = _pyplot()
-    labels = labels or list(dict.fromkeys(r["label"] for r in records))
+    labels = labels or list(dict.fromkeys(r.label for r in records))
     colours = _colours(labels)
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
     names = {"sharp_lambda_1": "lambda_1", "sharp_trace": "Tr"}
     for ax, key in zip(axes.flat, keys):
         shown, positive = set(), True
         for r in records:
-            points = [(h["step"], h[key]) for h in r["history"] if isinstance(h.get(key), (int, float))
+            points = [(h["step"], h[key]) for h in r.history if isinstance(h.get(key), (int, float))
                       and math.isfinite(h[key])]
             if not points:
                 continue
             steps, values = zip(*points)
             positive = positive and min(values) > 0
-            ax.plot(steps, values, color=colours.get(r["label"], "k"), lw=1.2, alpha=0.8,
-                    label=None if r["label"] in shown else r["label"])
-            shown.add(r["label"])
+            ax.plot(steps, values, color=colours.get(r.label, "k"), lw=1.2, alpha=0.8,
+                    label=None if r.label in shown else r.label)
+            shown.add(r.label)
         ax.set_xlabel("step")
         ax.set_ylabel(names[key])
         if positive and shown:

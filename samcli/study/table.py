@@ -10,13 +10,22 @@ Conventions (stated in the table's caption as well):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
-from .grid import EXTRA_METRICS, METRICS, Study
+if TYPE_CHECKING:
+    from .grid import Study
+    from .rundir import RunRecord
 
+# the table's metrics (run level), in table order; sharpness ones come from SharpnessReport.summary()
+METRICS = ("test_accuracy", "test_loss", "train_loss", "lambda_1", "trace", "r_asc", "r_max", "r_avg",
+           "alignment", "steps", "seconds")
+# also aggregated (table.csv, study.json, baselines), not printed
+EXTRA_METRICS = ("train_accuracy", "rayleigh", "grad_norm", "stoch_lambda_1", "stoch_r_asc", "sharpness_loss",
+                 "measure_seconds", "train_seconds")
+ALL_METRICS = METRICS + EXTRA_METRICS
 NOTIONS = {"lambda_1": "lambda_1", "trace": "Tr", "r_max": "R^Max_rho", "r_asc": "R^Asc_rho",
            "r_avg": "R^Avg_rho", "stoch_lambda_1": "E_k lambda_1(H_k)"}
 HEADERS = {"test_accuracy": "test acc", "test_loss": "test loss", "train_loss": "train loss",
@@ -34,32 +43,31 @@ def _float(value) -> float:
         return math.nan
 
 
-def runs_frame(records: Iterable[dict]) -> pd.DataFrame:
+def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per run: label, seed, status and every metric (NaN where absent)."""
     rows = []
     for r in records:
-        final, sharp = r.get("final") or {}, r.get("sharpness_summary") or {}
-        row = {"label": r["label"], "seed": r["seed"], "hash": r["hash"], "method": r.get("method"),
-               "status": r.get("status", "missing")}
-        for key in METRICS + EXTRA_METRICS:
+        final, sharp = r.final or {}, r.sharpness_summary or {}
+        row = {"label": r.label, "seed": r.seed, "hash": r.hash, "method": r.method, "status": r.status}
+        for key in ALL_METRICS:
             if key == "steps":
-                value = r.get("steps")
+                value = r.steps
             elif key in ("seconds", "train_seconds"):
-                value = r.get("seconds")
+                value = r.seconds
             elif key in final:
                 value = final[key]
             else:
                 value = sharp.get(key)
             row[key] = _float(value)
         rows.append(row)
-    columns = ["label", "seed", "hash", "method", "status", *METRICS, *EXTRA_METRICS]
+    columns = ["label", "seed", "hash", "method", "status", *ALL_METRICS]
     return pd.DataFrame(rows, columns=columns)
 
 
 def aggregate(runs: pd.DataFrame, labels: Optional[Iterable[str]] = None) -> pd.DataFrame:
     """One row per configuration (index: label), columns <metric>_mean and <metric>_std."""
     labels = list(labels) if labels is not None else list(dict.fromkeys(runs["label"]))
-    metrics = [m for m in METRICS + EXTRA_METRICS if m in runs]
+    metrics = [m for m in ALL_METRICS if m in runs]
     out = []
     for label in labels:
         group = runs[runs["label"] == label]

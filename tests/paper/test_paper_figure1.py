@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from samcli.paper.reproduce import reproduce
+from samcli.paper import reproduce_study as reproduce
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from samcli.paper.reproduce import reproduce
+from samcli.paper import reproduce_study as reproduce
 
 
 def test_network_quick(tmp_path):

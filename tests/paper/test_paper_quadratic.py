@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from samcli.paper.reproduce import reproduce
+from samcli.paper import reproduce_study as reproduce
 
 
 def test_quadratic_radius_and_direction(tmp_path):

@@ -1,20 +1,15 @@
 """The paper's toys as engine tasks (samcli.paper.toys) and the limiting flows (samcli.paper.flows),
-against closed forms written here by hand; and the study configs in configs/paper/."""
+against closed forms written here by hand."""
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
-import yaml
 
-from samcli.config import ConfigError
 from samcli.curvature.dense import dense_hessian
 from samcli.objective import Batch
-from samcli.paper.common import configs_dir, load_study_config
 from samcli.paper.flows import ManifoldFlow
-from samcli.paper.reproduce import STUDIES
 from samcli.paper.toys import Figure1Toy, quadratic
 from samcli.train import train
 
@@ -129,24 +124,3 @@ def test_quadratic_examples_average_to_A():
     assert quad.predicted_radius(0.5, 0.1, 1.0) == pytest.approx(0.05 / 1.5)
     with pytest.raises(Exception, match="unique largest"):
         quadratic([1.0, 1.0])
-
-
-@pytest.mark.parametrize("name", list(STUDIES))
-def test_shipped_configs_equal_the_built_in_defaults(name):
-    """configs/paper/NAME.yaml (without its quick: section) states exactly the dataclass defaults, so the
-    study runs the same when the YAML is absent (a non-editable install)."""
-    raw = yaml.safe_load((configs_dir() / f"{name}.yaml").read_text())
-    assert "quick" in raw
-    loaded = load_study_config(STUDIES[name].config, name)
-    assert dataclasses.asdict(loaded) == dataclasses.asdict(STUDIES[name].config())
-
-
-def test_study_config_quick_overrides_and_errors(tmp_path):
-    cfg = load_study_config(STUDIES["figure1"].config, "figure1", quick=True, overrides=["lr=0.02"])
-    assert cfg.steps == 200 and cfg.lr == 0.02 and cfg.gap.taus == [0.02, 0.04]
-    with pytest.raises(ConfigError, match="unknown config key bogus"):
-        load_study_config(STUDIES["figure1"].config, "figure1", overrides=["bogus=1"])
-    with pytest.raises(ConfigError, match="start"):
-        load_study_config(STUDIES["figure1"].config, "figure1", overrides=["start=[1, 2]"])
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_study_config(STUDIES["quadratic"].config, "quadratic", path=tmp_path / "missing.yaml")

@@ -3,13 +3,15 @@ hold, 1 on a regression, 2 on bad input)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import samcli
 from samcli.cli import app
-from samcli.study import load_study
+from samcli.config import SamcliError
+from samcli.study import load_study, render_from
 from samcli.study.baseline import check_baseline, make_baseline
 from study_helpers import REPO, tiny_study, write_study
 
@@ -23,7 +25,7 @@ def study_dir(tmp_path_factory):
     raw = tiny_study(seeds=[0, 1], baseline=BASELINE)
     path = write_study(root / "tiny.yaml", raw)
     out = root / "study"
-    table = samcli.compare(raw, out=out)
+    table = samcli.compare(raw, out=out).table
     return root, path, out, raw, table
 
 
@@ -113,3 +115,33 @@ def test_shipped_ci_baseline_matches_its_study():
     stored = json.loads((REPO / "results" / "baselines" / "ci.json").read_text())
     assert stored["study"] == "ci" and set(stored["configurations"]) == set(study.labels)
     assert study.tolerances and study.orderings
+
+
+def test_compare_writes_then_checks_a_baseline(study_dir, tmp_path, monkeypatch):
+    """The lifecycle in the engine: the default path for an update, a check after the table, both from
+    a fresh study run and from --from."""
+    root, path, out, raw, table = study_dir
+    monkeypatch.chdir(tmp_path)
+    written = samcli.compare(raw, out=out, update_baseline=True)
+    assert written.baseline_written == Path("results/baselines/tiny.json")
+    assert written.baseline_ok is None and written.baseline_diff is None
+    stored = json.loads((tmp_path / "results" / "baselines" / "tiny.json").read_text())
+    assert stored["configurations"]["SAM"]["runs"] == 2
+
+    checked = render_from(out, baseline=written.baseline_written)
+    assert checked.baseline_ok is True and checked.baseline_written is None
+    assert set(checked.baseline_diff["check"]) == {"tolerance", "ordering"} and checked.baseline_diff["ok"].all()
+    stored["configurations"]["GD"]["metrics"]["test_accuracy"]["mean"] += 0.5
+    drifted = tmp_path / "drifted.json"
+    drifted.write_text(json.dumps(stored))
+    assert samcli.compare(raw, out=out, baseline=drifted).baseline_ok is False
+
+
+def test_bad_baseline_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys.modules["samcli.train"], "train",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    raw = tiny_study(seeds=[0], baseline=BASELINE)
+    with pytest.raises(SamcliError, match="does not exist; write one with --update-baseline"):
+        samcli.compare(raw, out=tmp_path / "study", baseline=tmp_path / "nope.json")
+    assert not (tmp_path / "study").exists()

@@ -30,24 +30,27 @@ def diverging(tmp_path_factory):
 
 
 def test_compare_returns_the_table(diverging):
-    raw, out, table = diverging
-    assert isinstance(table, pd.DataFrame)
+    raw, out, result = diverging
+    table = result.table
+    assert isinstance(result, samcli.CompareResult) and isinstance(table, pd.DataFrame)
+    assert result.name == "tiny" and result.study_dir == out
+    assert result.baseline_diff is None and result.baseline_ok is None and result.baseline_written is None
     assert list(table.index) == ["GD", "SAM", "1-SAM", "blow-up"]
     for metric in METRIC_COLUMNS + ["seconds"]:
         assert f"{metric}_mean" in table and f"{metric}_std" in table
     assert (table.loc[["GD", "SAM", "1-SAM"], "completed"] == 2).all()
     assert table.loc["GD", "test_accuracy_mean"] > 0.5
     assert table.loc["GD", "lambda_1_mean"] > 0
-    runs = table.attrs["runs"]
+    runs = result.runs
     assert len(runs) == 8 and set(runs["seed"]) == {0, 1}
-    corr = table.attrs["correlations"]
+    corr = result.correlations
     assert {"lambda_1", "trace", "r_max", "r_asc", "r_avg"} <= set(corr.index)
     assert (corr["runs"] == 6).all()
 
 
 def test_diverged_runs_are_shown_not_dropped(diverging):
-    raw, out, table = diverging
-    row = table.loc["blow-up"]
+    raw, out, result = diverging
+    row = result.table.loc["blow-up"]
     assert row["runs"] == 2 and row["diverged"] == 2 and row["completed"] == 0
     assert pd.isna(row["test_accuracy_mean"]) and row["steps_mean"] < 20
     md = (out / "table.md").read_text()
@@ -61,7 +64,10 @@ def test_diverged_runs_are_shown_not_dropped(diverging):
 
 
 def test_study_directory_files(diverging):
-    raw, out, table = diverging
+    raw, out, result = diverging
+    table = result.table
+    assert [f.name for f in result.files] == ["table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
+                                              "sharpness_during_training.png"]
     for name in ("study.yaml", "table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
                  "sharpness_during_training.png"):
         assert (out / name).is_file(), name
@@ -79,7 +85,8 @@ def test_study_directory_files(diverging):
 
 
 def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
-    raw, out, table = diverging
+    raw, out, result = diverging
+    table = result.table
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -89,7 +96,8 @@ def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     again = render_from(copy)
     cols = [c for c in table.columns if c not in ("seconds_mean", "seconds_std")]
-    pd.testing.assert_frame_equal(again[cols], table[cols])
+    pd.testing.assert_frame_equal(again.table[cols], table[cols])
+    assert again.notes == () and again.caption == result.caption
     assert (copy / "table.md").is_file() and (copy / "accuracy_vs_sharpness.png").is_file()
 
     result = CliRunner().invoke(app, ["compare", "--from", str(copy)])
@@ -98,8 +106,8 @@ def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
 
     shutil.rmtree(copy / "runs" / load_study(raw).runs[0].hash)       # a run that is not on disk
     partial = render_from(copy)
-    assert partial.loc["GD", "missing"] == 1 and partial.loc["GD", "completed"] == 1
-    assert any("shown as missing" in n for n in partial.attrs["notes"])
+    assert partial.table.loc["GD", "missing"] == 1 and partial.table.loc["GD", "completed"] == 1
+    assert any("shown as missing" in n for n in partial.notes)
 
 
 def test_cli_prints_table_and_correlations(tmp_path):
@@ -121,7 +129,7 @@ def test_process_pool_gives_the_same_results(tmp_path):
     one = samcli.compare(raw, out=tmp_path / "one", jobs=1)
     events = []
     two = samcli.compare(raw, out=tmp_path / "two", jobs=2, progress=events.append)
-    a, b = one.attrs["runs"], two.attrs["runs"]
+    a, b = one.runs, two.runs
     pd.testing.assert_frame_equal(a[["label", "seed", "hash", "status"] + METRIC_COLUMNS],
                                   b[["label", "seed", "hash", "status"] + METRIC_COLUMNS])
     kinds = {e.kind for e in events}

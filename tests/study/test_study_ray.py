@@ -26,15 +26,15 @@ def test_ray_executor_equals_local_executor(local_ray, tmp_path):
     local = samcli.compare(raw, out=tmp_path / "local", executor="local", jobs=1)
     events = []
     remote = samcli.compare(raw, out=tmp_path / "ray", executor="ray", progress=events.append)
-    pd.testing.assert_frame_equal(local.attrs["runs"][COLUMNS], remote.attrs["runs"][COLUMNS])
+    pd.testing.assert_frame_equal(local.runs[COLUMNS], remote.runs[COLUMNS])
     assert sum(e.kind == "done" for e in events) == 6
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "sharpness.json"):
-        assert all((tmp_path / "ray" / "runs" / h / name).is_file() for h in local.attrs["runs"]["hash"])
+        assert all((tmp_path / "ray" / "runs" / h / name).is_file() for h in local.runs["hash"])
 
     # a rerun through Ray reuses every run; a run whose measurement is gone is measured again remotely
-    first = local.attrs["runs"]["hash"].iloc[0]
+    first = local.runs["hash"].iloc[0]
     (tmp_path / "ray" / "runs" / first / "sharpness.json").unlink()
     events.clear()
     again = samcli.compare(raw, out=tmp_path / "ray", executor="ray", progress=events.append)
     assert sum(e.kind == "done" for e in events) == 1
-    pd.testing.assert_frame_equal(again.attrs["runs"][COLUMNS], remote.attrs["runs"][COLUMNS])
+    pd.testing.assert_frame_equal(again.runs[COLUMNS], remote.runs[COLUMNS])

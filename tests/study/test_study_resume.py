@@ -13,7 +13,7 @@ import time
 import pytest
 
 from samcli.study import compare, load_study
-from samcli.study.executors import run_state
+from samcli.study.rundir import run_state
 from study_helpers import REPO, file_states, samcli_cmd, tiny_study, write_study
 
 
@@ -46,7 +46,7 @@ def test_killed_study_resumes_without_touching_finished_runs(tmp_path):
     assert 1 <= len(finished) < len(study.runs), states
     before = {h: file_states(out / "runs" / h) for h in finished}
 
-    table = compare(raw, out=out)
+    table = compare(raw, out=out).table
 
     for h in finished:                          # byte for byte, and not rewritten (same mtimes)
         assert file_states(out / "runs" / h) == before[h]
@@ -79,7 +79,7 @@ def test_rerun_reuses_everything(finished_study, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
     monkeypatch.setattr(sys.modules["samcli.train"], "train", no_training)
-    table = compare(raw, out=out)
+    table = compare(raw, out=out).table
     assert (table["completed"] == 2).all()
     assert {s.hash: file_states(out / "runs" / s.hash) for s in study.runs} == before
 
@@ -96,9 +96,9 @@ def test_corrupt_and_foreign_run_directories_are_rerun(finished_study, tmp_path)
     untouched = file_states(runs / c.hash)
 
     events = []
-    table = compare(raw, out=out, progress=events.append)
+    result = compare(raw, out=out, progress=events.append)
 
-    notes = " ".join(table.attrs["notes"])
+    notes = " ".join(result.notes)
     assert f"{a.label} seed {a.seed}" in notes and "summary.json is missing or unreadable" in notes
     assert f"{b.label} seed {b.seed}" in notes and "belongs to config" in notes
     assert any(e.kind == "note" and "sharpness.json is unreadable" in e.message for e in events)
@@ -108,7 +108,7 @@ def test_corrupt_and_foreign_run_directories_are_rerun(finished_study, tmp_path)
         assert json.loads((runs / spec.hash / "summary.json").read_text())["config_hash"] == spec.hash
     assert file_states(runs / d.hash)["checkpoint.pt"] == checkpoint_d      # only re-measured
     assert file_states(runs / c.hash) == untouched
-    assert (table["completed"] == 2).all()
+    assert (result.table["completed"] == 2).all()
 
 
 def test_changed_sharpness_settings_remeasure_without_retraining(finished_study, tmp_path, monkeypatch):
@@ -116,7 +116,7 @@ def test_changed_sharpness_settings_remeasure_without_retraining(finished_study,
     raw = dict(raw, sharpness=dict(raw["sharpness"], rho=0.1))
     monkeypatch.setattr(sys.modules["samcli.train"], "train",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    table = compare(raw, out=out)
+    table = compare(raw, out=out).table
     assert (table["completed"] == 2).all()
     for spec in study.runs:
         assert json.loads((out / "runs" / spec.hash / "sharpness.json").read_text())["rho"] == 0.1

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from samcli.study import load_study
+from samcli.study import RunRecord, load_study
 from samcli.study.table import aggregate, correlations, display, kendall_tau_b, runs_frame, table_markdown
 from study_helpers import tiny_study
 
@@ -15,8 +15,8 @@ def record(label, seed, status="completed", acc=None, loss=None, lam=None, trace
     final = {} if acc is None else {"test_accuracy": acc, "test_loss": 1 - acc, "train_loss": loss}
     sharp = {} if lam is None else {"lambda_1": lam, "trace": trace, "r_max": lam / 100, "r_asc": lam / 200,
                                     "r_avg": trace / 1e4, "alignment": 0.5}
-    return {"label": label, "seed": seed, "hash": f"{label}-{seed}", "method": "sam", "status": status,
-            "final": final, "sharpness_summary": sharp, "steps": steps, "seconds": seconds}
+    return RunRecord(label, seed, f"{label}-{seed}", "sam", f"runs/{label}-{seed}", status, final=final,
+                     sharpness_summary=sharp, steps=steps, seconds=seconds)
 
 
 def test_kendall_tau_b_hand_example_with_ties():

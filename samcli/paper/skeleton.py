@@ -1,0 +1,160 @@
+"""What every paper study shares: its prologue and epilogue, its tables, and the index of `reproduce all`.
+
+A study is a config dataclass and a body `(cfg, out, log, **kwargs) -> Findings`; `run_study` wraps
+the body: it makes OUT/NAME/, writes config.yaml, pins torch's thread count, times the body, and writes
+verdicts.md and results.json from what the body found.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import yaml
+from torch import Tensor
+
+from ..runs import write_json
+from .verdicts import Verdict, count, fmt
+
+Log = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a study body returns: its verdicts, the tables results.json keeps, the files it wrote
+    (tables and plots) and any further results.json keys."""
+    verdicts: list[Verdict]
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    summary: str                 # one line for `reproduce --list`
+    config: type                 # its config dataclass (packaged YAML: configs/NAME.yaml)
+    body: Callable[..., Findings]
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    name: str
+    out_dir: Path
+    verdicts: list[Verdict]
+    seconds: float
+    quick: bool
+    files: list[str] = field(default_factory=list)
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.passed is not False for v in self.verdicts)
+
+    def verdict(self, vid: str) -> Verdict:
+        for v in self.verdicts:
+            if v.id == vid:
+                return v
+        raise KeyError(vid)
+
+    def summary(self) -> dict:
+        """The study in brief: the `reproduce all` index and the CLI's --json."""
+        return {"study": self.name, "dir": str(self.out_dir), "quick": self.quick, "seconds": round(self.seconds, 3),
+                "verdicts": [v.to_dict(brief=True) for v in self.verdicts]}
+
+
+def run_study(study: Study, cfg: Any, out: Path, *, quick: bool, log: Log = quiet, **kwargs) -> StudyResult:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    started = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    if getattr(cfg, "threads", 0) > 0:      # 0: leave torch's setting; 1 is fastest for the small problems here
+        torch.set_num_threads(cfg.threads)
+    try:
+        found = study.body(cfg, out, log, **kwargs)
+    finally:
+        torch.set_num_threads(threads_before)
+    result = StudyResult(study.name, out, found.verdicts, time.perf_counter() - started, quick,
+                         sorted({*found.files, "verdicts.md", "results.json", "config.yaml"}), found.tables)
+    (out / "verdicts.md").write_text(_verdicts_markdown(result))
+    payload = {"study": result.name, "quick": quick, "seconds": round(result.seconds, 3), "passed": result.ok,
+               "config": dataclasses.asdict(cfg), "verdicts": [v.to_dict() for v in result.verdicts],
+               "tables": result.tables, **found.extra, "versions": {"torch": torch.__version__}}
+    write_json(out / "results.json", _jsonable(payload))
+    return result
+
+
+def _verdicts_markdown(result: StudyResult) -> str:
+    counts = count(result.verdicts)
+    lines = [f"# `samcli reproduce {result.name}`{' (quick mode)' if result.quick else ''}", "",
+             f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['open']} open; {result.seconds:.1f} s.", "",
+             "| verdict | prediction | source | criterion | measured |", "|---|---|---|---|---|"]
+    lines += [v.markdown_row() for v in result.verdicts]
+    return "\n".join(lines) + "\n"
+
+
+def write_index(results: Sequence[StudyResult], out: Path) -> None:
+    """OUT/summary.md and OUT/summary.json: one line per study and per verdict (for `reproduce all`)."""
+    lines = ["# `samcli reproduce all`", "", "| study | verdicts | seconds |", "|---|---|---|"]
+    for r in results:
+        counts = count(r.verdicts)
+        lines.append(f"| [{r.name}]({r.name}/verdicts.md) | {counts['PASS']} pass, {counts['FAIL']} fail, "
+                     f"{counts['open']} open | {r.seconds:.1f} |")
+    lines += ["", "| study | verdict | prediction | measured |", "|---|---|---|---|"]
+    lines += [f"| {r.name} | **{v.status}** | {v.claim} | {v.measured_text()} |" for r in results for v in r.verdicts]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_json(out / "summary.json", [r.summary() for r in results])
+
+
+# ---- tables ------------------------------------------------------------------------------------------
+
+def write_table(out_dir: Path, name: str, rows: list[dict], digits: int = 4) -> list[str]:
+    """rows as NAME.csv (full precision) and NAME.md (rounded to `digits`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = _columns(rows)
+    with open(out_dir / f"{name}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    (out_dir / f"{name}.md").write_text(table_markdown(rows, digits))
+    return [f"{name}.csv", f"{name}.md"]
+
+
+def table_markdown(rows: list[dict], digits: int = 4) -> str:
+    if not rows:
+        return ""
+    keys = _columns(rows)
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k, ""), digits) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    """Every key of every row, in order of first appearance."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    return keys
+
+
+def _jsonable(value):
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""One module per paper study: its config dataclass, its run, its verdicts and its plots."""

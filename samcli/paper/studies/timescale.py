@@ -1,0 +1,83 @@
+"""timescale: drift along Gamma needs Theta(1/(eta rho^2)) steps (tau = eta rho^2 t). On the figure-1 toy,
+from a point next to Gamma, count the steps until (x1, x2) has moved `drift`: halving rho should
+multiply them by four."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import plots
+from ..configs import require
+from ..skeleton import Findings, Log, write_table
+from ..toys import Figure1Toy
+from ..trajectory import LABELS, METHODS, optimizer_settings, record_schedule, run_trajectory
+from ..verdicts import Verdict
+
+
+@dataclass
+class TimescaleConfig:
+    start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.001, 0.001])
+    lr: float = 0.04
+    rhos: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05, 0.025])
+    methods: list[str] = field(default_factory=lambda: ["sam-full", "sam-1"])
+    drift: float = 0.3                 # distance moved along Gamma whose step count is compared
+    max_tau: float = 0.25              # give up at tau = eta rho^2 t beyond this
+    points: int = 100                  # records per run (the crossing is interpolated between them)
+    tol_ratio: float = 0.1             # steps(rho/2) / steps(rho) within 4 (1 +- tol_ratio)
+    seed: int = 0
+    threads: int = 1
+
+    def validate(self) -> None:
+        require(len(self.start) == 4, f"start={self.start} must be 4 numbers")
+        require(len(self.rhos) >= 2 and all(r > 0 for r in self.rhos), "rhos must list >= 2 positive radii")
+        require(all(m in METHODS for m in self.methods), f"methods must be among {', '.join(METHODS)}")
+        require(self.drift > 0 and self.max_tau > 0 and self.points >= 2, "drift, max_tau > 0 and points >= 2")
+
+
+def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
+    toy = toy or Figure1Toy()
+    task = toy.task(cfg.start)
+    origin = torch.tensor(cfg.start[:2], dtype=torch.float64)
+    rows, curves, verdicts = [], [], []
+    for method in cfg.methods:
+        for rho in sorted(cfg.rhos, reverse=True):
+            max_steps = max(2, math.ceil(cfg.max_tau / (cfg.lr * rho ** 2)))
+            every = max(1, max_steps // cfg.points)
+            log(f"timescale: {LABELS[method]}, rho {rho} (at most {max_steps} steps)")
+
+            def observe(theta, record):
+                return {"drift": float((theta[:2].to(torch.float64) - origin).norm())}
+            run = run_trajectory(task, optimizer_settings(method, cfg.lr, rho), max_steps,
+                                 record_schedule(max_steps, every), seed=cfg.seed, chunk_size=2, method=method,
+                                 observe=observe, stop=lambda r: r["drift"] >= cfg.drift)
+            drift = run.column("drift")
+            crossing = math.nan
+            for (s0, d0), (s1, d1) in zip(zip(run.steps, drift), zip(run.steps[1:], drift[1:])):
+                if d0 < cfg.drift <= d1:
+                    crossing = s0 + (cfg.drift - d0) / (d1 - d0) * (s1 - s0)
+                    break
+            rows.append({"method": LABELS[method], "rho": rho, "lr": cfg.lr, "steps_to_drift": crossing,
+                         "tau_at_drift": cfg.lr * rho ** 2 * crossing, "status": run.status})
+            curves.append({"method": LABELS[method], "rho": rho, "lr": cfg.lr, "steps": run.steps, "drift": drift})
+        mine = [r for r in rows if r["method"] == LABELS[method]]
+        ratios = {}
+        for big, small in zip(mine, mine[1:]):
+            expected = (big["rho"] / small["rho"]) ** 2
+            ratios[f"steps(rho={small['rho']:g}) / steps(rho={big['rho']:g})"] = small["steps_to_drift"] / big["steps_to_drift"]
+            big["expected_ratio_next"] = expected
+        ok = all(abs(v / ((mine[i]["rho"] / mine[i + 1]["rho"]) ** 2) - 1) <= cfg.tol_ratio
+                 for i, v in enumerate(ratios.values()))
+        taus = [r["tau_at_drift"] for r in mine]
+        ratios["spread of tau at the drift (max/min - 1)"] = max(taus) / min(taus) - 1
+        verdicts.append(Verdict(
+            f"quadruple-{method}", f"{LABELS[method]}: halving rho needs about four times the steps for the same drift "
+            f"along Gamma ({cfg.drift})", "Thm 4.5 / 5.4 (tau = eta rho^2 t)",
+            f"each ratio within (rho ratio)^2 x (1 +- {cfg.tol_ratio})", ratios,
+            ok and all(r["status"] == "completed" for r in mine) and all(math.isfinite(t) for t in taus)))
+    files = write_table(out, "steps_to_drift", rows)
+    files += plots.timescale_drift(out / "drift.png", curves, cfg.drift)
+    return Findings(verdicts, {"steps_to_drift": rows}, files, {"curves": curves})

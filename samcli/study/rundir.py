@@ -1,0 +1,196 @@
+"""A study's run directories: what state each is in, and the record of a run read back from it.
+
+Every run lives in `<study>/runs/<config_hash>/`, its files written whole by samcli/runs.py,
+summary.json last of the training files and sharpness.json after it. A run is done when its
+summary.json says completed or diverged for the expected config hash AND its sharpness.json is a
+report measured with the study's rho, seed and notions (or says why a diverged run was skipped).
+So killing the process at any moment loses at most the runs in progress:
+
+    missing directory                      -> train
+    summary running / interrupted          -> unfinished: train again from scratch
+    summary completed, no sharpness.json   -> measure only
+    foreign or corrupt directory           -> reported, moved aside to <hash>.stale-N, trained again
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..config import SamcliError, TrainConfig, config_hash
+from ..runs import (CHECKPOINT, CONFIG, SHARPNESS, SUMMARY, read_metrics, read_sharpness, read_summary,
+                    write_sharpness, write_sharpness_skipped)
+from .grid import RunSpec
+
+FINISHED = ("completed", "diverged")
+DIVERGED_SKIP = "the run diverged: sharpness is undefined at non-finite weights"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything the table, the plots and study.json need about one run, as read from its directory."""
+    label: str
+    seed: int
+    hash: str
+    method: str
+    run_dir: str
+    status: str                                   # completed | diverged | failed | missing | running | ...
+    config: dict = field(default_factory=dict)    # the resolved TrainConfig as a dict
+    overrides: dict = field(default_factory=dict)
+    final: dict = field(default_factory=dict)     # the last evaluation's metrics
+    steps: Optional[int] = None
+    seconds: Optional[float] = None               # training wall time
+    device: Optional[str] = None
+    sharpness: Optional[dict] = None              # sharpness.json as written (a report or {'skipped': why})
+    sharpness_summary: dict = field(default_factory=dict)   # SharpnessReport.summary(), flat
+    history: list = field(default_factory=list)   # sharpness measured during training, per step
+    error: Optional[str] = None                   # first line of the error of a failed run
+
+    @classmethod
+    def blank(cls, spec: RunSpec, run_dir: str | Path, status: str = "missing") -> "RunRecord":
+        """A record with no results (a run that is missing, untrusted or failed before writing anything)."""
+        return cls(spec.label, spec.seed, spec.hash, spec.method, str(run_dir), status,
+                   spec.config.to_dict(), spec.overrides)
+
+    @classmethod
+    def read(cls, run_dir: str | Path, spec: RunSpec) -> "RunRecord":
+        """The record of a run from the files in its directory (missing files leave fields empty)."""
+        run_dir = Path(run_dir)
+        summary = read_summary(run_dir) or {}
+        sharp = sharpness_file(run_dir)
+        flat = {}
+        if sharp and "skipped" not in sharp:
+            from ..sharpness import SharpnessReport
+            report = SharpnessReport.from_dict(sharp)
+            flat = {("sharpness_loss" if k == "loss" else k): v for k, v in report.summary().items()}
+            flat["measure_seconds"] = report.seconds
+        history = [{k: _number(v) for k, v in r.items() if k == "step" or k.startswith("sharp_")}
+                   for r in read_metrics(run_dir) if any(k.startswith("sharp_") for k in r)]
+        final = {k: _number(v) for k, v in (summary.get("final") or {}).items()}
+        return dataclasses.replace(
+            cls.blank(spec, run_dir, summary.get("status", "missing")), final=final,
+            steps=summary.get("steps_done"), seconds=summary.get("seconds"), device=summary.get("device"),
+            sharpness=sharp, sharpness_summary=flat, history=history)
+
+    @classmethod
+    def failed(cls, spec: RunSpec, run_dir: str | Path, err: BaseException) -> "RunRecord":
+        """A run whose training or measuring raised: what its directory holds, marked failed."""
+        record = cls.read(run_dir, spec) if Path(run_dir).is_dir() else cls.blank(spec, run_dir)
+        return dataclasses.replace(record, status="failed",
+                                   error=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored in study.json (`error` only for a failed run)."""
+        data = dataclasses.asdict(self)
+        if data["error"] is None:
+            del data["error"]
+        return data
+
+
+def _number(value):
+    if isinstance(value, str):
+        try:
+            return float(value)          # "nan" / "inf" as written by runs._clean
+        except ValueError:
+            return value
+    return value
+
+
+# ---- the state of a run directory -----------------------------------------------------------
+
+def sharpness_file(run_dir: str | Path) -> Optional[dict]:
+    """sharpness.json if it is a valid report or a skip note ({'skipped': why}); None otherwise."""
+    data = read_sharpness(run_dir)
+    if data is None or "skipped" in data:
+        return data
+    from ..sharpness import SharpnessReport
+    try:
+        SharpnessReport.from_dict(data)
+    except Exception:
+        return None
+    return data
+
+
+def _measure_key(sharpness: dict) -> dict:
+    return {"rho": float(sharpness["rho"]), "seed": int(sharpness["seed"]),
+            "notions": sorted(sharpness["notions"])}
+
+
+def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str, str]:
+    """(action, reason): action is done | measure | train | stale (foreign or corrupt: move aside)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return "train", ""
+    if not run_dir.is_dir():
+        return "stale", f"{run_dir} is not a directory"
+    summary = read_summary(run_dir)
+    if summary is None or not isinstance(summary, dict):
+        if not [p for p in run_dir.iterdir() if not p.name.startswith(".")]:
+            return "train", ""          # empty, or only temporary files of a killed write
+        if not (run_dir / SUMMARY).exists() and _config_matches(run_dir, spec):
+            return "train", "unfinished (killed before its first summary)"
+        return "stale", "summary.json is missing or unreadable"
+    if summary.get("config_hash") != spec.hash:
+        return "stale", f"summary.json belongs to config {summary.get('config_hash')!r}, not {spec.hash}"
+    if not _config_matches(run_dir, spec):
+        return "stale", "config.yaml is missing, unreadable or not this run's config"
+    status = summary.get("status")
+    if status in ("running", "interrupted"):
+        return "train", f"unfinished (status {status})"
+    if status not in FINISHED:
+        return "stale", f"summary.json has unknown status {status!r}"
+    sharp = sharpness_file(run_dir)
+    if sharp is None:
+        reason = "not measured" if not (run_dir / SHARPNESS).exists() else "sharpness.json is unreadable"
+        if status == "completed" and not (run_dir / CHECKPOINT).is_file():
+            return "train", "checkpoint.pt is missing"
+        return "measure", reason
+    if status == "diverged":
+        return ("done", "") if "skipped" in sharp else ("measure", "diverged run with a sharpness report")
+    if "skipped" in sharp:
+        return "measure", "completed run without a sharpness report"
+    try:
+        measured = {"rho": float(sharp["rho"]), "seed": int(sharp["seed"]),
+                    "notions": sorted(n for n in ("worst", "ascent", "average") if sharp.get(n) is not None)}
+    except (KeyError, TypeError, ValueError):
+        return "measure", "sharpness.json is not a sharpness report"
+    if measured != _measure_key(sharpness):
+        return "measure", "measured with other sharpness settings"
+    return "done", ""
+
+
+def _config_matches(run_dir: Path, spec: RunSpec) -> bool:
+    try:
+        return config_hash(TrainConfig.from_dict(yaml.safe_load((run_dir / CONFIG).read_text()))) == spec.hash
+    except Exception:
+        return False
+
+
+def move_aside(run_dir: str | Path) -> Path:
+    """Rename an untrusted run directory to <hash>.stale-N (kept for inspection, never deleted)."""
+    run_dir = Path(run_dir)
+    for i in range(1, 10_000):
+        target = run_dir.with_name(f"{run_dir.name}.stale-{i}")
+        if not target.exists():
+            os.replace(run_dir, target)
+            return target
+    raise SamcliError(f"cannot move {run_dir} aside; remove the {run_dir.name}.stale-* directories")
+
+
+# ---- measuring a run in place ------------------------------------------------------------------
+
+def measure_and_record(run_dir: str | Path, **settings):
+    """Measure a trained run (`measure_run` keyword arguments) and write its sharpness.json:
+    (SharpnessReport, path written)."""
+    from ..sharpness import measure_run
+    report = measure_run(run_dir, **settings)
+    return report, write_sharpness(run_dir, report)
+
+
+def record_diverged(run_dir: str | Path) -> Path:
+    """sharpness.json of a diverged run: why it holds no report."""
+    return write_sharpness_skipped(run_dir, DIVERGED_SKIP)
