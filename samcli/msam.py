@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
-from .config import ConfigError
+from .errors import ConfigError
 from .objective import Batch, Objective
 
 FACTORED = (nn.Linear, nn.Conv1d, nn.Conv2d)
