@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
+from .ascent import ascent_step
 from .errors import ConfigError
 from .objective import Batch, Objective
 
@@ -106,8 +107,8 @@ def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rh
     def group_direction(inputs, targets):
         group = Batch(inputs, targets)
         g, loss = value_and_grad(params, group)
-        scale = rho / (torch.sqrt(sum(v.pow(2).sum() for v in g.values())) + grad_eps)   # rho / ||g_j||
-        d, _ = value_and_grad({k: params[k] + scale * g[k] for k in params}, group)
+        step = ascent_step(g, rho, grad_eps)
+        d, _ = value_and_grad({k: params[k] + step[k] for k in params}, group)
         return d, loss, g
 
     direction, g_sum, loss_sum = torch.zeros_like(theta), torch.zeros_like(theta), 0.0
