@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import ConfigError, SamcliError, unknown_choice  # noqa: F401  (SamcliError: re-exported)  # noqa: F401  (re-exported: samcli.config.SamcliError)
+from .errors import ConfigError, SamcliError, unknown_choice  # noqa: F401  (SamcliError: re-exported)
 from .methods import get_method, validate_optimizer
 
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
