@@ -25,8 +25,23 @@ def _root() -> None:
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, exit code 2, no traceback."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def fail_on_os_error(err: Exception) -> None:
+    """A file-system error the engine did not foresee (a file where a directory should be, no
+    permission, a file that is not UTF-8): one line naming the path, exit code 2."""
+    if isinstance(err, UnicodeDecodeError):
+        fail(f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8")
+    where = f" {err.filename}" if getattr(err, "filename", None) else ""
+    fail(f"cannot use{where}: {err.strerror or type(err).__name__}; check the path and its permissions")
+
+
+def warn(line: Optional[str]) -> None:
+    """A line the user must see even with --quiet or --json (stderr, so --json stays parseable)."""
+    if line:
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def progress_bar(quiet: bool):
@@ -62,11 +77,14 @@ def train(
     dtype: Optional[str] = typer.Option(None, help="float32 or float64."),
     loss: Optional[str] = typer.Option(None, help="cross-entropy or mse."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: results/runs/<name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (its files, "
+                                                              "sharpness.json included, are removed first)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
-    """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint)."""
-    from .train import train as run_training
+    """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
+    Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted."""
+    from .train import halt_line, train as run_training
     try:
         raw = load_yaml(config) if config else {}
         flags = {"data.name": dataset, "model.name": model, "optimizer.method": method, "optimizer.rho": rho,
@@ -81,19 +99,20 @@ def train(
             apply_override(raw, item)
         cfg = TrainConfig.from_dict(raw)
         bar, update = progress_bar(quiet or as_json)
-        if bar:
-            with bar:
-                result = run_training(cfg, out, progress=update)
-        else:
-            result = run_training(cfg, out)
+        with bar or nullcontext():
+            result = run_training(cfg, out, progress=update, overwrite=overwrite)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
     except KeyboardInterrupt:
-        console.print("interrupted: the metrics so far and a summary marked 'interrupted' are in the run directory")
+        warn("interrupted: the metrics so far and a summary marked 'interrupted' (with the step) are in the "
+             "run directory")
         raise typer.Exit(130)
+    warn(halt_line(result.summary))
     if as_json:
         print(json.dumps({"run_dir": str(result.run_dir), **result.summary}, indent=2))
-    elif not quiet:
+    elif not quiet and result.status == "completed":
         final = result.summary["final"]
         acc = final.get("test_accuracy")
         console.print(f"{result.status}: train loss {final.get('train_loss', float('nan')):.4g}"
