@@ -127,10 +127,14 @@ def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exac
     from .study.rundir import measure_and_record
     try:
         count = None if samples == "all" else _int(samples, "--samples", "all")
-        report, written = measure_and_record(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
-                                             samples=count, seed=seed, exact=exact)
+        report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or
+                                                      ("worst", "ascent", "average"), samples=count, seed=seed,
+                                                      exact=exact)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
+    warn(warning)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -225,9 +229,13 @@ def compare(
                                          "(to --baseline, or results/baselines/<name>.json)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
+    wait: bool = typer.Option(False, "--wait", help="If another process holds the study directory, wait for it "
+                                                    "instead of refusing."),
 ):
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
-    and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots."""
+    and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots.
+    Exit code 0: every run completed or diverged; 1: a run failed or the baseline regressed; 2: bad input
+    (nothing trained); 130: interrupted (finished runs are kept)."""
     from .study import compare as run_study, load_study, render_from
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
@@ -239,9 +247,11 @@ def compare(
             display = None if quiet or as_json else _StudyProgress(spec.name)
             with display.bar if display else nullcontext():
                 result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
-                                   baseline=baseline, update_baseline=update_baseline)
+                                   baseline=baseline, update_baseline=update_baseline, wait=wait)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
     except KeyboardInterrupt:
         console.print("interrupted: finished runs are kept; run the same command again to resume")
         raise typer.Exit(130)
@@ -249,6 +259,8 @@ def compare(
         print(json.dumps(_compare_json(result), indent=2))
     else:
         _print_compare(result, baseline)
+    diverged = int(result.table["diverged"].sum()) if "diverged" in result.table else 0
+    warn(f"{diverged} run(s) diverged; the table counts them and the notes say where" if diverged else None)
     if result.failed_runs:
         console.print(f"{result.failed_runs} run(s) failed; see the notes above", highlight=False)
     if result.baseline_ok is False or result.failed_runs:

@@ -32,7 +32,7 @@ class SharpnessInputError(SamcliError, ValueError):
     """Bad input to a measurement: one line naming the value and how to fix it."""
 
 
-def _settings(rho, notions, samples, seed, exact, settings: dict) -> Settings:
+def check_settings(rho, notions, samples, seed, exact, settings: dict) -> Settings:
     """Every knob checked (type, finite, range), then the Settings value."""
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
         raise SharpnessInputError(f"rho={rho!r} must be a finite number > 0, e.g. 0.05")
@@ -141,7 +141,7 @@ def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-e
     The module is measured in eval mode (BatchNorm running statistics, no dropout). Bad input raises
     SharpnessInputError (a SamcliError) with one line.
     """
-    config = _settings(rho, notions, samples, seed, exact, settings)
+    config = check_settings(rho, notions, samples, seed, exact, settings)
     if not isinstance(model, nn.Module):
         raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module")
     param = next(iter(model.parameters()), None)
@@ -169,7 +169,7 @@ def measure_run(run_dir: str | Path, *, rho: float = 0.05, notions: Sequence[str
     from ..task import build_task
     cfg, state = load_run(run_dir)
     settings.setdefault("chunk_size", cfg.chunk_size)
-    config = _settings(rho, notions, samples, seed, exact, settings)
+    config = check_settings(rho, notions, samples, seed, exact, settings)
     task = build_task(cfg)
     theta = state["theta"].to(task.theta)
     for name, value in state.get("buffers", {}).items():
