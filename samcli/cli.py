@@ -370,6 +370,8 @@ def reproduce(
         results = paper.reproduce(name, out, quick=quick, config=config, overrides=set_, log=log, on_result=show)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2, default=str))
     if not all(r.ok for r in results):
