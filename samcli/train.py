@@ -218,6 +218,7 @@ def halt_line(summary: dict) -> Optional[str]:
     if status == "completed":
         return None
     last = summary.get("last_finite") or {}
-    metrics = ", ".join(f"{k} {float(last[k]):.4g}" for k in ("train_loss", "test_accuracy") if last.get(k) is not None)
+    metrics = ", ".join(f"{k} {float(last[k]):.4g}" for k in ("train_loss", "test_loss", "test_accuracy")
+                        if last.get(k) is not None)
     tail = f"; last finite evaluation at step {last['step']}: {metrics}" if last else "; no finite evaluation"
     return f"run {status} at step {summary.get(f'{status}_at', summary.get('steps_done'))}{tail}"
