@@ -215,7 +215,7 @@ CLI_CASES = [
     (["sharpness", at("run"), "--samples", "0"], "samples=0"),
     (["sharpness", at("run"), "--samples", "-3"], "samples=-3"),
     (["sharpness", at("run"), "--samples", "many"], "--samples='many'"),
-    (["sharpness", at("run"), "--notions", "flatness"], "notions='flatness'"),
+    (["sharpness", at("run"), "--notions", "flatness"], "unknown sharpness notion 'flatness'"),
     (["sharpness", at("diverged")], "diverged run"),
     (["sharpness", at("torn")], "cannot be read"),
     # compare
@@ -304,7 +304,7 @@ API_CASES = [
     (sharp(rho=math.nan), "rho=nan"),
     (sharp(rho=0), "rho=0"),
     (sharp(samples=0), "samples=0"),
-    (sharp(notions=["flat"]), "notions='flat'"),
+    (sharp(notions=["averge"]), "unknown sharpness notion 'averge' (did you mean average?)"),
     (sharp(lanczos_iters=0), "lanczos_iters=0"),
     (sharp(trace_probes=-1), "trace_probes=-1"),
     (sharp(directions=2.5), "directions=2.5"),

@@ -43,7 +43,8 @@ def check_settings(rho, notions, samples, seed, exact, settings: dict) -> Settin
     notions = (notions,) if isinstance(notions, str) else tuple(notions)
     for notion in notions or ("",):
         if notion not in NOTIONS:
-            raise unknown_choice("notions", notion, NOTIONS)
+            near = unknown_choice("notions", notion, NOTIONS)      # for its near-miss hint
+            raise SharpnessInputError(f"unknown sharpness notion {notion!r}{str(near).partition(' is unknown')[2]}")
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     for key, value in settings.items():
         if key not in EXTRA_SETTINGS:

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Optional, Protocol
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
 from .grid import RunSpec
-from .rundir import RunRecord, measure_and_record, record_diverged
+from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,8 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
             warning = measure_and_record(run_dir, **_measure_kwargs(sharpness))[2]
             if warning and emit:
                 emit(Event("note", spec.hash, spec.label, spec.seed, message=f"{spec.name}: {warning}"))
+        except KeptReportError:
+            raise                # the run fails with that line; its finite report stays
         except SamcliError:
             if action != "measure":
                 raise
@@ -190,9 +192,10 @@ class LocalExecutor:
             def one(i: int) -> RunRecord:
                 spec, run_dir, action = todo[i]
                 return execute(spec, run_dir, sharpness, action, _without_done(emit))
-            # in this process a bug is not a failed run: only the errors a run can meet are caught
+            # in this process a bug is not a failed run: only the errors a run can meet (bad numerics,
+            # a data set that cannot be downloaded or read) are caught
             records = collect(handles, lambda pending: (pending[:1], pending[1:]), one, emit,
-                              catch=(SamcliError, RuntimeError, ValueError))
+                              catch=(SamcliError, RuntimeError, ValueError, OSError))
         else:
             records = self._pool(todo, handles, sharpness, emit)
         return [records[spec.hash] for spec, _, _ in todo]

@@ -259,6 +259,10 @@ def move_aside(run_dir: str | Path) -> Path:
 
 # ---- measuring a run in place ------------------------------------------------------------------
 
+class KeptReportError(SamcliError):
+    """A measurement came out non-finite and a finite sharpness.json was kept instead."""
+
+
 def measure_and_record(run_dir: str | Path, **settings) -> tuple[object, Optional[Path], Optional[str]]:
     """Measure a trained run (`measure_run` keyword arguments) and write its sharpness.json:
     (SharpnessReport, path written or None, a warning or None).
@@ -282,7 +286,7 @@ def measure_and_record(run_dir: str | Path, **settings) -> tuple[object, Optiona
     if bad:
         old = sharpness_file(run_dir)
         if old and "skipped" not in old and not nonfinite_keys(SharpnessReport.from_dict(old)):
-            raise SamcliError(f"the measurement gave non-finite {', '.join(bad)}; the finite report in "
+            raise KeptReportError(f"the measurement gave non-finite {', '.join(bad)}; the finite report in "
                               f"{run_dir / SHARPNESS} is kept (try another --rho or more --samples)")
         warning = "; ".join(filter(None, [warning, f"the measurement gave non-finite {', '.join(bad)}"]))
     return report, write_sharpness(run_dir, report), warning
