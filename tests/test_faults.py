@@ -218,3 +218,17 @@ def test_a_diverged_run_inside_a_study(tmp_path):
     assert blown[0]["final"] == {} and blown[0]["last_finite"]["step"] == 0
     assert 1 <= blown[0]["halted_at"] <= 20
     assert f"blow-up seed 0 diverged at step {blown[0]['halted_at']}" in result.stderr
+
+
+def test_every_atomic_write_has_its_own_temporary_name(tmp_path, monkeypatch):
+    """pid plus a random suffix: two writers of one file (two processes, or two threads) never share one."""
+    from samcli import runs
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(runs.os, "replace", lambda src, dst: (seen.append(Path(src).name), real(src, dst)))
+    for _ in range(3):
+        runs.write_json(tmp_path / "table.json", {"a": 1})
+        runs.write_text(tmp_path / "table.csv", "a\n")
+    assert len(set(seen)) == 6
+    assert all(name.startswith((".table.json.", ".table.csv.")) and f".{os.getpid()}." in name for name in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv", "table.json"]    # no temporary left

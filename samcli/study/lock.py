@@ -4,7 +4,8 @@ Two processes training into one study directory would both train every run and o
 other's files. The lock is an advisory flock on <study>/.lock: the kernel drops it when its holder
 exits, however it exits (kill -9 included), so a lock is never left stale. The file names its
 holder (pid, host, start time) for the message of the process that is refused. flock needs a POSIX
-system; on a file system without it (some network mounts) the open or lock fails, and that is said.
+system (on Windows studies are not locked); on a file system without it (some network mounts) the
+lock fails, and that is said.
 """
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def _holder(path: Path) -> str:
 @contextmanager
 def study_lock(study_dir: str | Path, wait: bool = False) -> Iterator[Path]:
     """Hold the study directory for this process; another holder means StudyBusyError (one line
-    naming it), or, with `wait`, blocking until it is done."""
-    import fcntl
+    naming it), or, with `wait`, blocking until it is done. Without fcntl (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield Path(study_dir) / LOCK_FILE
+        return
     path = Path(study_dir) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -193,8 +193,8 @@ def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
     JSON record, their steps the evaluation schedule up to steps_done. A run that diverged between
     evaluations has no record at its last step; a stop target ends it at an evaluation."""
     try:
-        lines = (run_dir / METRICS).read_text().splitlines()
-        steps = [json.loads(line)["step"] for line in lines]
+        records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+        steps = [record["step"] for record in records]
     except (OSError, UnicodeDecodeError):
         return "metrics.jsonl is missing or unreadable"
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -211,6 +211,10 @@ def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
     if steps not in allowed:
         return (f"metrics.jsonl holds {len(steps)} records (last step {steps[-1] if steps else None}) where the "
                 f"schedule up to step {done} has {len(allowed[-1])}")
+    final = summary.get("final")
+    if summary.get("status") == "completed" and final != {k: v for k, v in records[-1].items()
+                                                          if k not in ("step", "batch_loss")}:
+        return "metrics.jsonl's last record is not the summary's final evaluation"
     return ""
 
 
