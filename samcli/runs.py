@@ -2,8 +2,10 @@
 
 A run directory holds config.yaml (resolved), metrics.jsonl (one record per evaluation, appended
 and flushed as it happens), summary.json (status: running | completed | diverged | interrupted | failed),
-checkpoint.pt and, once measured, sharpness.json. Whole files are written to a temporary name and renamed, so a killed process
-never leaves half a summary or checkpoint behind.
+checkpoint.pt and, once measured, sharpness.json. Whole files are written to a temporary name (pid and
+a random suffix, so concurrent writers never share one) and renamed, so a killed process never leaves
+half a summary or checkpoint behind. A new run never lands on an existing one unless asked
+(open_run_dir).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ rundir.py), and returns their records. `execute` is the one function every execu
 run (a top-level function, so it pickles for spawned processes and Ray workers); `collect` is the
 one loop that gathers what the runs return, turns an error into a failed record and reports each
 run done. `make_executor` picks one from EXECUTORS by name; adding an executor is one entry there.
+Pool workers die with the process that started them (die_with_parent), so a killed study leaves
+nothing behind that could still write into its directory.
 """
 from __future__ import annotations
 
