@@ -126,7 +126,7 @@ def test_sigint_of_a_training_leaves_an_honest_interrupted_run(tmp_path):
     runner = CliRunner()
     measured = runner.invoke(app, ["sharpness", str(out), "--notions", "ascent", "--samples", "8"])
     assert measured.exit_code == 0, measured.output
-    assert "is an interrupted run (stopped at step" in measured.stderr
+    assert f"did not finish (status interrupted, stopped at step {summary['interrupted_at']})" in measured.stderr
     again = runner.invoke(app, ["train", "--dataset", "synthetic", "--steps", "2", "--out", str(out), "--quiet"])
     assert again.exit_code == 2 and "already holds a run" in again.stderr
     assert (out / "sharpness.json").is_file()            # refused: nothing touched

@@ -283,8 +283,9 @@ def measure_and_record(run_dir: str | Path, **settings) -> tuple[object, Optiona
                           "undefined at non-finite weights; measure a completed run")
     warning = None
     if status in ("interrupted", "failed", "running"):
-        warning = (f"{run_dir} is an {status} run (stopped at step {summary.get(f'{status}_at', '?')} of "
-                   f"{summary.get('steps_done', '?')} done): measuring its last checkpoint, not a finished model")
+        step = summary.get(f"{status}_at", summary.get("steps_done", "?"))
+        warning = (f"{run_dir} did not finish (status {status}, stopped at step {step}): measuring its last "
+                   "checkpoint, not a finished model")
     report = measure_run(run_dir, **settings)
     bad = nonfinite_keys(report)
     if bad:
