@@ -66,8 +66,8 @@ class OptimizerConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
     gamma: float = 0.1                  # step: lr multiplier at each milestone
     grad_eps: float = 1e-12             # SAM: ascent direction is g / (||g|| + grad_eps)
-    # epochs: each epoch visits every example once (reshuffled); iid: every batch drawn uniformly with
-    # replacement, independently (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
+    # epochs: each epoch visits every example once (reshuffled); iid: every batch a uniform random set
+    # of b examples, independent across steps (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
     sampling: Literal["epochs", "iid"] = "epochs"
 
 
@@ -119,6 +119,9 @@ class TrainConfig:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict | None) -> "TrainConfig":
+        if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in ("cross-entropy", "mse"):
+            from .objective import resolve_loss      # cross_entropy, CrossEntropy ... (lazy: objective needs torch)
+            raw = {**raw, "loss": resolve_loss(raw["loss"])}
         cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg
@@ -156,7 +159,11 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
     try:
-        raw = yaml.load(path.read_text(), Loader=YamlLoader) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror}); check its permissions") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

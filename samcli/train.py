@@ -21,7 +21,8 @@ from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import descent_direction
 from .objective import Batch
-from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
+from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, open_run_dir, save_checkpoint, write_json,
+                   write_yaml)
 from .task import Task, build_task
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
@@ -39,12 +40,14 @@ class RunResult:
 
 
 class BatchSampler:
-    """Seeded epochs: each epoch visits every example once in a fresh random order.
-    With batch_size 'full' every step sees the whole training set (GD, full-batch SAM)."""
+    """Seeded batches. sampling "epochs": each epoch visits every example once in a fresh random order;
+    "iid": every batch is a uniform random set of b examples, drawn independently of the other steps
+    (the paper's 1-SAM, Eq. 17, draws k_t i.i.d.). With batch_size 'full' every step sees the whole
+    training set (GD, full-batch SAM)."""
 
-    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False):
+    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False, sampling: str = "epochs"):
         self.data, self.n = data, len(data)
-        self.augment = augment
+        self.augment, self.iid = augment, sampling == "iid"
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -53,6 +56,10 @@ class BatchSampler:
     def next(self) -> Batch:
         if self.full:
             return self._augmented(self.data)
+        if self.iid:
+            index = (torch.randint(self.n, (1,), generator=self.generator) if self.size == 1
+                     else torch.randperm(self.n, generator=self.generator)[:self.size])
+            return self._augmented(self.data.take(index.to(self.data.inputs.device)))
         if self._pos + self.size > self.n:     # drop the ragged tail: every batch has b examples
             self._order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
             self._pos = 0
@@ -82,8 +89,11 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
           progress: Optional[ProgressFn] = None, write: bool = True, on_record: Optional[RecordHook] = None,
-          stop: Optional[StopFn] = None, eval_at: Iterable[int] = ()) -> RunResult:
+          stop: Optional[StopFn] = None, eval_at: Iterable[int] = (), overwrite: bool = False) -> RunResult:
     """Train as `config` says and write the run directory (unless write=False).
+
+    `out` must not hold a run already: that is refused (SamcliError) unless `overwrite`, which removes
+    the old run's files first, its sharpness.json included.
 
     `task` overrides the model + data set the config would build (the paper's toys use this).
     Evaluations happen at step 0, every `eval_every` steps, at the last step and at the steps in `eval_at`.
@@ -99,7 +109,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     o = cfg.optimizer
     theta = torch.nn.Parameter(task.theta.clone())
     base = torch.optim.SGD([theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment)
+    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment, sampling=o.sampling)
     chunk = cfg.chunk_size
     extra_evals = {int(s) for s in eval_at}
     n = len(train_data)
@@ -108,7 +118,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     log = None
     if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        open_run_dir(run_dir, overwrite)
         write_yaml(run_dir / CONFIG, cfg.to_dict())
         write_json(run_dir / SUMMARY, {"status": "running", "config_hash": config_hash(cfg)})
         log = MetricsLog(run_dir / METRICS)
@@ -147,23 +157,34 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         return False
 
     status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
+    # plain SGD (no momentum, no weight decay) is x <- x - lr d, exactly what torch.optim.SGD
+    # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
+    plain = o.momentum == 0 and o.weight_decay == 0
+    theta_data = theta.detach()
     try:
         if not evaluation_ends_run(0, None):
+            training = False        # module mode: evaluation switches it off, steps switch it back on
             for step in range(1, cfg.steps + 1):
                 for group in base.param_groups:
                     group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
-                objective.set_training(True)
-                result = descent_direction(objective, theta.detach(), sampler.next(), o, chunk)
+                if not training:
+                    objective.set_training(True)
+                    training = True
+                result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
                 batch_loss = result.loss
-                if not (math.isfinite(batch_loss) and torch.isfinite(result.direction).all()):
+                if not (math.isfinite(batch_loss) and _finite(result.direction)):
                     status = "diverged"
                     break
-                theta.grad = result.direction
-                base.step()
+                if plain:
+                    theta_data.add_(result.direction, alpha=-base.param_groups[0]["lr"])
+                else:
+                    theta.grad = result.direction
+                    base.step()
                 if progress:
                     progress(step, cfg.steps, batch_loss)
                 if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
                         or (cfg.measure.every and step % cfg.measure.every == 0)):
+                    training = False
                     if evaluation_ends_run(step, batch_loss):
                         break
     except KeyboardInterrupt:
@@ -187,10 +208,40 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
 
 
+def _finite(direction: torch.Tensor) -> bool:
+    """Every entry finite? A finite sum says so in one reduction (elementwise isfinite costs as much
+    as a small model's step); only a non-finite sum (or one that overflowed) needs the full check."""
+    return math.isfinite(direction.sum().item()) or bool(torch.isfinite(direction).all())
+
+
 def _summary(cfg, status, step, metrics, started, device, dim) -> dict:
-    final = metrics[-1] if metrics else {}
-    return {"status": status, "steps_done": step, "config_hash": config_hash(cfg),
-            "final": {k: v for k, v in final.items() if k not in ("step", "batch_loss")},
-            "parameters": dim, "seconds": round(time.perf_counter() - started, 3),
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "versions": {"samcli": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+    """A completed run's last evaluation is its "final"; any other run says where it stopped
+    (`<status>_at`) and keeps its last evaluation with finite losses as "last_finite", so a stale
+    healthy evaluation is never shown as the result."""
+    summary = {"status": status, "steps_done": step, "config_hash": config_hash(cfg)}
+    if status == "completed":
+        final = metrics[-1] if metrics else {}
+        summary["final"] = {k: v for k, v in final.items() if k not in ("step", "batch_loss")}
+    else:
+        finite = [r for r in metrics if all(math.isfinite(v) for k, v in r.items()
+                                            if k.endswith("_loss") and isinstance(v, float))]
+        summary[f"{status}_at"] = step
+        summary["last_finite"] = {k: v for k, v in finite[-1].items() if k != "batch_loss"} if finite else None
+    summary.update({"parameters": dim, "seconds": round(time.perf_counter() - started, 3),
+                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                    "versions": {"samcli": __version__, "torch": torch.__version__,
+                                 "python": platform.python_version()}})
+    return summary
+
+
+def halt_line(summary: dict) -> Optional[str]:
+    """One line saying where a run that did not complete stopped and what its last finite metrics are
+    (None for a completed run); the CLI prints it whatever the verbosity."""
+    status = summary.get("status")
+    if status == "completed":
+        return None
+    last = summary.get("last_finite") or {}
+    metrics = ", ".join(f"{k} {float(last[k]):.4g}" for k in ("train_loss", "test_loss", "test_accuracy")
+                        if last.get(k) is not None)
+    tail = f"; last finite evaluation at step {last['step']}: {metrics}" if last else "; no finite evaluation"
+    return f"run {status} at step {summary.get(f'{status}_at', summary.get('steps_done'))}{tail}"

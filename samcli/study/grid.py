@@ -298,12 +298,10 @@ def _sharpness(raw: Any, where: str) -> dict:
     notions = out["notions"]
     if not isinstance(notions, list) or not notions or any(n not in ("worst", "ascent", "average") for n in notions):
         raise StudyError(f"{where}: sharpness.notions={notions!r} must be a non-empty list of worst, ascent, average")
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    for key, value in out.items():
-        if key in defaults and key not in ("rho", "notions", "seed"):
-            kind = type(defaults[key])
-            if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise StudyError(f"{where}: sharpness.{key}={value!r} must be a number")
-            if kind is bool and not isinstance(value, bool):
-                raise StudyError(f"{where}: sharpness.{key}={value!r} must be true or false")
+    from ..sharpness import SharpnessInputError, check_settings
+    rest = {k: v for k, v in out.items() if k not in ("rho", "notions", "samples", "seed", "exact")}
+    try:     # the same checks as measure_run, here so a bad value is refused before the first run trains
+        check_settings(out["rho"], notions, out["samples"], out["seed"], out.get("exact", False), rest)
+    except (SharpnessInputError, ConfigError) as err:
+        raise StudyError(f"{where}: sharpness: {err}") from None
     return out

@@ -45,6 +45,13 @@ class CompareResult:
     def failed_runs(self) -> int:
         return int(self.table["failed"].sum())
 
+    def to_json(self) -> dict:
+        """The table, the correlations and where the files are, as plain JSON (`samcli compare --json`)."""
+        return {"table": json.loads(self.table.reset_index().to_json(orient="records")),
+                "correlations": correlations_json(self.report) if self.report else None,
+                "study_dir": str(self.study_dir), "files": [str(f) for f in self.files],
+                "baseline_ok": self.baseline_ok}
+
 
 def axis_values(study: Study) -> dict[str, dict[str, Any]]:
     """{label: {dotted key: resolved value}} for every key some configuration overrides that is a
