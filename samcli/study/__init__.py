@@ -8,8 +8,9 @@
 The study directory (default results/studies/<name>) holds study.yaml (the study as run),
 runs/<config_hash>/ (one run directory each, see rundir.py), table.csv, table.md, study.json and
 the plots. The modules by role: grid.py (a study and its runs), rundir.py (run directories and
-records), executors.py (where runs execute), table.py (aggregation, Kendall tau), report.py (the
-files and the result), plots.py, baseline.py (the baseline schema, files, checks and lifecycle).
+records), executors.py (where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
+(intervals, granulated Kendall, gaps, confounds), report.py (the files and the result), plots.py,
+baseline.py (the baseline schema, files, checks and lifecycle).
 """
 from __future__ import annotations
 
