@@ -121,7 +121,8 @@ def table_markdown(study: Study, table: pd.DataFrame, corr: CorrelationReport, n
         parts += [f"## {heading}", ""]
         if frame is not None:
             parts += [markdown(frame), ""]
-        parts += [line + "  " if i < len(lines) - 1 else line for i, line in enumerate(lines)] + [""]
+        if lines:
+            parts += [line + "  " if i < len(lines) - 1 else line for i, line in enumerate(lines)] + [""]
     notes = list(notes)
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
