@@ -72,12 +72,13 @@ def _couples_examples(module: nn.Module) -> bool:
 @dataclass(frozen=True)
 class GGNTrace:
     value: float
-    factored: tuple[str, ...]       # one entry per factored layer, e.g. "Conv2d by patch Gram"
+    factored: tuple[tuple[str, str], ...]   # (layer type, how) per factored layer, e.g. ("Conv2d", "patch Gram")
     vmapped: tuple[str, ...]        # layers measured by vmapped per-example Jacobians, e.g. "LayerNorm '1'"
 
     def describe(self) -> str:
         counts = Counter(self.factored)
-        parts = [f"per-layer factorization ({', '.join(f'{k} x{v}' for k, v in counts.items())})"] if counts else []
+        layers = ", ".join(f"{kind} x{count}" + (f" by {how}" if how else "") for (kind, how), count in counts.items())
+        parts = [f"per-layer factorization ({layers})"] if counts else []
         if self.vmapped:
             parts.append(f"vmapped per-example gradients for {', '.join(self.vmapped)}")
         return "; ".join(parts)
@@ -92,11 +93,9 @@ class _Layer:
     output: Optional[Tensor] = None
 
     @property
-    def label(self) -> str:
-        kind = type(self.module).__name__
-        if isinstance(self.module, (nn.Conv1d, nn.Conv2d)):
-            return f"{kind} by {'patch Gram' if self.gram else 'materialized per-example gradients'}"
-        return kind
+    def label(self) -> tuple[str, str]:
+        how = ("patch Gram" if self.gram else "materialized") if isinstance(self.module, (nn.Conv1d, nn.Conv2d)) else ""
+        return type(self.module).__name__, how
 
 
 def _patches(module: nn.Module, x: Tensor) -> Tensor:

@@ -109,8 +109,9 @@ def test_both_convolution_strategies_are_exact(gram, monkeypatch):
     model, objective, theta, data = setup(build(), shape, "cross-entropy")
     result = ggn_trace(objective, theta, data)
     assert result.value == pytest.approx(dense_truth(model, theta, data, "cross-entropy")[0], rel=1e-10)
-    expected = "patch Gram" if gram else "materialized per-example gradients"
-    assert result.factored.count(f"Conv2d by {expected}") == 2
+    expected = "patch Gram" if gram else "materialized"
+    assert result.factored.count(("Conv2d", expected)) == 2
+    assert f"Conv2d x2 by {expected}" in result.describe()
 
 
 def test_cost_model_picks_gram_for_small_maps_and_materializes_for_large():
@@ -169,7 +170,7 @@ def test_describe_names_the_strategy_per_layer_kind():
     build, shape = PIECEWISE["conv2d-avgpool-bn"]
     _, objective, theta, data = setup(build(), shape, "cross-entropy")
     text = ggn_trace(objective, theta, data).describe()
-    assert text.startswith("per-layer factorization (Conv2d by ")
+    assert text.startswith("per-layer factorization (Conv2d x2 by ")
     assert "BatchNorm2d x2" in text and "Linear x1" in text and "vmapped" not in text
 
 
