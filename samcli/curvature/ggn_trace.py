@@ -201,9 +201,10 @@ def _factored_sum(objective: Objective, theta: Tensor, inputs: Tensor, layers: l
     outputs = _forward(objective, theta, inputs, layers)
     roots = output_hessian_sqrt(objective, outputs.detach())                 # (n, C, C)
     # d(a_c . f)/dz for every c at once: grad_outputs batched over the C columns of A
+    # a layer whose output does not reach f (a dead branch) has zero gradients: allow_unused
     deltas = torch.autograd.grad(outputs, [layer.output for layer in layers], grad_outputs=roots.permute(2, 0, 1),
-                                 is_grads_batched=True)
-    total = sum(_squared_norms(layer, delta).item() for layer, delta in zip(layers, deltas))
+                                 is_grads_batched=True, allow_unused=True)
+    total = sum(_squared_norms(layer, delta).item() for layer, delta in zip(layers, deltas) if delta is not None)
     for layer in layers:
         layer.inputs = layer.output = None
     return total
