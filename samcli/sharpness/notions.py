@@ -28,6 +28,9 @@ from .report import (AscentDirection, AverageDirection, ExactSpectrum, Sharpness
                      WorstDirection)
 
 NOTIONS = ("worst", "ascent", "average")
+# elements a vmapped batch of parameter vectors may hold at once (points x examples x D for the Monte
+# Carlo, examples x Lanczos iterations x D for the per-example bases): 2^28, 2 GB in float64
+VMAP_BUDGET = 2 ** 28
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,12 @@ def average_direction_monte_carlo(objective, theta, data, loss, settings: Settin
     points = torch.cat([theta + u, theta - u])
     values = torch.zeros(2 * pairs, dtype=torch.float64, device=theta.device)
     for chunk in data.chunks(settings.chunk_size):
-        per_point = vmap(lambda t: objective.loss(t, chunk))(points)
-        values += per_point.to(torch.float64) * (len(chunk) / len(data))
+        # vmapping every point at once holds points x examples x activations; on a ResNet-18 that is
+        # tens of GB, and a vmapped convolution with batched weights is no faster than a loop
+        group = max(1, VMAP_BUDGET // (len(chunk) * objective.dim))
+        for start in range(0, 2 * pairs, group):
+            per_point = vmap(lambda t: objective.loss(t, chunk))(points[start:start + group])
+            values[start:start + group] += per_point.to(torch.float64) * (len(chunk) / len(data))
     pair_means = (values[:pairs] + values[pairs:]) / 2 - loss
     return pair_means.mean().item(), pair_means.std().item() / math.sqrt(pairs)
 
@@ -257,12 +264,14 @@ def per_example_notions(objective, theta, data, settings: Settings, generator) -
         return jvp(lambda t: grad(example_loss)(t, x, y), (theta,), (v.to(theta.dtype),))[1]
 
     # Lock-step Lanczos over groups of examples: the float64 Krylov bases (group x iterations x D)
-    # are what costs memory, so groups stay small.
+    # are what costs memory, so groups stay small (one example at a time for a ResNet-18).
+    iterations = min(settings.lanczos_iters, 30)
     lams, residuals = [], []
-    for start in range(0, count, 8):
-        part = slice(start, start + 8)
+    group = max(1, min(8, VMAP_BUDGET // (iterations * objective.dim)))
+    for start in range(0, count, group):
+        part = slice(start, start + group)
         result = lanczos(lambda vs: vmap(example_hvp)(vs, xs[part], ys[part]), objective.dim, k=1,
-                         batch=len(xs[part]), max_iter=min(settings.lanczos_iters, 30), tol=1e-3,
+                         batch=len(xs[part]), max_iter=iterations, tol=1e-3,
                          generator=generator, device=theta.device)
         lams.append(result.eigenvalues[:, 0])
         residuals.append(result.residuals[:, 0])
