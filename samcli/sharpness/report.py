@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -81,7 +81,10 @@ class SharpnessReport:
     alignment: Optional[float] = None  # |cos(g, v_1)|
     stochastic: Optional[StochasticNotions] = None
     exact: Optional[ExactSpectrum] = None
-    seconds: float = 0.0
+    seconds: float = 0.0               # wall time of the whole measurement
+    # wall seconds per part: gradient, lanczos (lambda_1 for worst and the alignment), worst, ascent,
+    # average, stochastic, exact; only the parts that ran
+    notion_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,8 +119,8 @@ class SharpnessReport:
         for key, part in parts.items():
             if kwargs.get(key) is not None:
                 value = dict(kwargs[key])
-                for field in ("eigenvalues", "residuals"):
-                    if field in value:
-                        value[field] = tuple(value[field])
+                for name in ("eigenvalues", "residuals"):
+                    if name in value:
+                        value[name] = tuple(value[name])
                 kwargs[key] = part(**value)
         return cls(**kwargs)
