@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .config import SamcliError, TrainConfig, apply_override, load_yaml
+from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
 from .methods import get_method, method_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -127,8 +127,8 @@ def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exac
     from .study.rundir import measure_and_record
     try:
         count = None if samples == "all" else _int(samples, "--samples", "all")
-        report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or
-                                                      ("worst", "ascent", "average"), samples=count, seed=seed,
+        report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,
+                                                      samples=count, seed=seed,
                                                       exact=exact)
     except SamcliError as err:
         fail(str(err))
@@ -176,6 +176,15 @@ def render_report(report):
         row("per-example", "E_k R^Asc_k", s.mean_ascent, f"+- {s.stderr_ascent:.2g}")
     if e:
         row("exact", "lambda_1 / lambda_M / Tr", e.lambda_1, f"lambda_M {e.lambda_m:.6g}, Tr {e.trace:.6g}, rank {e.rank}")
+    ad = report.adaptive
+    if ad:
+        row("adaptive", "lambda_1(T H T), T = |w|", ad.lambda_1, f"residual {ad.lambda_1_residual:.2g}")
+        row("adaptive", f"R^Max at rho={ad.rho:g}", ad.worst, f"{ad.worst_restarts} restarts, {ad.worst_gradients} gradients")
+        row("adaptive", "Tr(T H T)", ad.trace, f"+- {ad.trace_stderr:.2g} ({ad.trace_method})")
+        row("adaptive", f"R^Avg at rho={ad.rho:g}", ad.average,
+            f"+- {ad.average_stderr:.2g} ({ad.directions} directions)" if ad.average_stderr is not None else "")
+    table.caption = "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.notion_seconds.items()) + \
+        f" (total {report.seconds:.1f})"
     return table
 
 
@@ -184,7 +193,7 @@ def sharpness(
     run_dir: Path = typer.Argument(..., help="A run directory written by `samcli train`."),
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
-    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average (repeatable; default all)."),
+    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable; default the first three)."),
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ..config import SamcliError
+from ..config import SHARPNESS_NOTIONS, SamcliError
 from ..errors import unknown_choice
 from ..objective import Batch, Objective, resolve_loss
 from .notions import NOTIONS, Settings, measure
@@ -42,8 +42,8 @@ def check_settings(rho, notions, samples, seed, exact, settings: dict) -> Settin
         raise SharpnessInputError(f"seed={seed!r} must be an integer")
     notions = (notions,) if isinstance(notions, str) else tuple(notions)
     for notion in notions or ("",):
-        if notion not in NOTIONS:
-            near = unknown_choice("notions", notion, NOTIONS)      # for its near-miss hint
+        if notion not in SHARPNESS_NOTIONS:
+            near = unknown_choice("notions", notion, SHARPNESS_NOTIONS)      # for its near-miss hint
             raise SharpnessInputError(f"unknown sharpness notion {notion!r}{str(near).partition(' is unknown')[2]}")
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     for key, value in settings.items():
