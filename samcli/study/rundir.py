@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import SamcliError, TrainConfig, config_hash
+from ..config import SHARPNESS_NOTIONS, SamcliError, TrainConfig, config_hash
 from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, read_metrics, read_sharpness, read_summary,
                     write_sharpness, write_sharpness_skipped)
 from .grid import RunSpec
@@ -176,7 +176,7 @@ def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str,
         return "measure", "completed run without a sharpness report"
     try:
         measured = {"rho": float(sharp["rho"]), "seed": int(sharp["seed"]),
-                    "notions": sorted(n for n in ("worst", "ascent", "average") if sharp.get(n) is not None)}
+                    "notions": sorted(n for n in SHARPNESS_NOTIONS if sharp.get(n) is not None)}
     except (KeyError, TypeError, ValueError):
         return "measure", "sharpness.json is not a sharpness report"
     if measured != _measure_key(sharpness):

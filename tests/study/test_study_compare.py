@@ -219,3 +219,18 @@ def test_a_bad_confound_tolerance_is_refused(tmp_path, value):
     printed = CliRunner().invoke(app, ["compare", str(path), "--out", str(tmp_path / "out")])
     assert printed.exit_code == 2 and "confound_tolerance=-1 must be a finite number >= 0" in printed.output
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_adaptive_sharpness_joins_the_table_and_the_correlations_and_is_reused(tmp_path):
+    raw = tiny_study(seeds=[0, 1])
+    raw["sharpness"]["notions"] = ["worst", "ascent", "average", "adaptive"]
+    result = samcli.compare(raw, out=tmp_path / "ada")
+    for key in ("ada_lambda_1", "ada_trace", "ada_r_max", "ada_r_avg"):
+        assert (result.table[f"{key}_mean"] > 0).all(), key
+        assert set(result.correlations.loc[result.correlations["notion"] == key, "runs"]) == {6}
+    md = (tmp_path / "ada" / "table.md").read_text()
+    assert "| ada lambda_1 | ada Tr | ada R^Max | ada R^Avg |" in md and "| adaptive Tr |" in md
+    events = []
+    again = samcli.compare(raw, out=tmp_path / "ada", progress=events.append)
+    assert [e.message for e in events if e.kind == "plan"] == ["6 of 6 runs already done"]
+    pd.testing.assert_frame_equal(again.runs, result.runs)
