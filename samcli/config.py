@@ -66,8 +66,8 @@ class OptimizerConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
     gamma: float = 0.1                  # step: lr multiplier at each milestone
     grad_eps: float = 1e-12             # SAM: ascent direction is g / (||g|| + grad_eps)
-    # epochs: each epoch visits every example once (reshuffled); iid: every batch drawn uniformly with
-    # replacement, independently (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
+    # epochs: each epoch visits every example once (reshuffled); iid: every batch a uniform random set
+    # of b examples, independent across steps (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
     sampling: Literal["epochs", "iid"] = "epochs"
 
 

@@ -39,12 +39,14 @@ class RunResult:
 
 
 class BatchSampler:
-    """Seeded epochs: each epoch visits every example once in a fresh random order.
-    With batch_size 'full' every step sees the whole training set (GD, full-batch SAM)."""
+    """Seeded batches. sampling "epochs": each epoch visits every example once in a fresh random order;
+    "iid": every batch is a uniform random set of b examples, drawn independently of the other steps
+    (the paper's 1-SAM, Eq. 17, draws k_t i.i.d.). With batch_size 'full' every step sees the whole
+    training set (GD, full-batch SAM)."""
 
-    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False):
+    def __init__(self, data: Batch, batch_size, seed: int, augment: bool = False, sampling: str = "epochs"):
         self.data, self.n = data, len(data)
-        self.augment = augment
+        self.augment, self.iid = augment, sampling == "iid"
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -53,6 +55,10 @@ class BatchSampler:
     def next(self) -> Batch:
         if self.full:
             return self._augmented(self.data)
+        if self.iid:
+            index = (torch.randint(self.n, (1,), generator=self.generator) if self.size == 1
+                     else torch.randperm(self.n, generator=self.generator)[:self.size])
+            return self._augmented(self.data.take(index.to(self.data.inputs.device)))
         if self._pos + self.size > self.n:     # drop the ragged tail: every batch has b examples
             self._order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
             self._pos = 0
@@ -99,7 +105,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     o = cfg.optimizer
     theta = torch.nn.Parameter(task.theta.clone())
     base = torch.optim.SGD([theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment)
+    sampler = BatchSampler(train_data, o.batch_size, cfg.seed, augment=cfg.data.augment, sampling=o.sampling)
     chunk = cfg.chunk_size
     extra_evals = {int(s) for s in eval_at}
     n = len(train_data)

@@ -464,3 +464,23 @@ def test_a_new_registry_entry_is_validated_and_stepped_like_the_others(monkeypat
         validate_optimizer(OptimizerConfig(method="fake", m=2, batch_size=8), has_batchnorm=True)
     result = descent_direction(objective, theta, batch, opt("fake", m=2), chunk_size=64)
     assert_close(result.direction, 4 * objective.grad(theta, batch, 64), **TIGHT)
+
+
+def test_iid_sampler_draws_uniformly_and_independently():
+    """sampling: iid (Eq. 17): every example equally likely at every step, batches independent, so
+    an example can come back at once (an epoch never repeats one before visiting all)."""
+    n, draws = 5, 20000
+    data = Batch(torch.arange(n, dtype=DT)[:, None], torch.arange(n))
+    sampler = BatchSampler(data, 1, seed=0, sampling="iid")
+    seq = torch.cat([sampler.next().targets for _ in range(draws)])
+    counts = torch.bincount(seq, minlength=n).double()
+    assert torch.allclose(counts / draws, torch.full((n,), 1 / n, dtype=torch.float64), atol=0.015)
+    repeats = (seq[1:] == seq[:-1]).double().mean().item()        # i.i.d.: P(k_t = k_{t-1}) = 1/n
+    assert abs(repeats - 1 / n) < 0.015
+    pairs = BatchSampler(data, 2, seed=3, sampling="iid")
+    for _ in range(50):
+        batch = pairs.next().targets
+        assert len(batch) == 2 and batch[0] != batch[1]          # a batch holds b distinct examples
+    epoch = BatchSampler(data, 1, seed=0)
+    first_epoch = [epoch.next().targets.item() for _ in range(n)]
+    assert sorted(first_epoch) == list(range(n))                  # the default still visits each once
