@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 from ..config import ConfigError
 from .configs import load_study_config
 from .skeleton import Log, Study, StudyResult, quiet, run_study, write_index
-from .studies.batchsize import batchsize
+from .studies.batchsize import BatchsizeConfig, batchsize
 from .studies.figure1 import Figure1Config, figure1
 from .studies.network import NetworkConfig, network
 from .studies.quadratic import QuadraticConfig, quadratic_study
@@ -27,10 +27,10 @@ STUDIES = {s.name: s for s in [
           QuadraticConfig, quadratic_study),
     Study("timescale", "drift along the manifold scales with eta rho^2 t: halving rho needs 4x the steps",
           TimescaleConfig, timescale),
-    Study("network", "Setting 5.1 on an MLP (mnist1d subset, squared loss): SAM lowers lambda_1, 1-SAM lowers Tr",
-          NetworkConfig, network),
+    Study("network", "Thm 4.5 / 5.4 on an MLP in their regimes: drift along -P grad lambda_1 (SAM) and -P grad Tr "
+          "(1-SAM), the ratio test, alignment on a rho/eta ladder", NetworkConfig, network),
     Study("batchsize", "the open case (Example 5.8): SAM at batch sizes 1..full, Tr, lambda_1 and alignment",
-          NetworkConfig, batchsize),
+          BatchsizeConfig, batchsize),
 ]}
 
 
