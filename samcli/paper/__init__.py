@@ -15,6 +15,7 @@ from ..config import ConfigError
 from .configs import load_study_config
 from .skeleton import Log, Study, StudyResult, quiet, run_study, write_index
 from .studies.batchsize import BatchsizeConfig, batchsize
+from .studies.bias import BiasConfig, bias
 from .studies.figure1 import Figure1Config, figure1
 from .studies.network import NetworkConfig, network
 from .studies.quadratic import QuadraticConfig, quadratic_study
@@ -23,6 +24,8 @@ from .studies.timescale import TimescaleConfig, timescale
 STUDIES = {s.name: s for s in [
     Study("figure1", "4-parameter toy: GD, full-batch SAM, 1-SAM, ascent-GD end points; limiting flows and their gap",
           Figure1Config, figure1),
+    Study("bias", "Thm 4.2 / Table 1: minimizers of L^Max, L^Asc, L^Avg (line search) go to argmin F1, F2, F1+F2 "
+          "as rho shrinks", BiasConfig, bias),
     Study("quadratic", "full-batch SAM on 0.5 x^T A x: ||x_t|| -> eta rho lambda_1/(2 - eta lambda_1), direction -> v_1",
           QuadraticConfig, quadratic_study),
     Study("timescale", "drift along the manifold scales with eta rho^2 t: halving rho needs 4x the steps",

@@ -231,3 +231,42 @@ def alignment_ladder(path: Path, rungs, boundary: float) -> list[str]:
                  f"judged at <= {boundary})", fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# ---- bias --------------------------------------------------------------------------------------------
+
+def bias_endpoints(path: Path, toy, rows, minimizers, start) -> list[str]:
+    """Left: the minimizers of each L_rho over contours of F1 + F2, with the three targets. Right: distance to
+    the target and |gap| against rho."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    xs = [r["x1"] for r in rows] + [p[0] for p in minimizers.values()] + [start[0]]
+    ys = [r["x2"] for r in rows] + [p[1] for p in minimizers.values()] + [start[1]]
+    gx = torch.linspace(min(xs) - 0.3, max(xs) + 0.3, 120, dtype=torch.float64)
+    gy = torch.linspace(min(ys) - 0.3, max(ys) + 0.3, 120, dtype=torch.float64)
+    X, Y = torch.meshgrid(gx, gy, indexing="xy")
+    with torch.no_grad():
+        f1, f2 = toy.values(X, Y)
+    axes[0].contour(X.numpy(), Y.numpy(), (f1 + f2).numpy(), levels=15, cmap="viridis", linewidths=0.6)
+    colors = {"max": "tab:blue", "asc": "tab:green", "avg": "tab:red"}
+    for notion, color in colors.items():
+        pts = [(r["x1"], r["x2"]) for r in rows if r["notion"] == notion]
+        if pts:
+            axes[0].plot(*zip(*pts), "o", color=color, ms=6, alpha=0.7, label=f"argmin L^{notion.capitalize()}_rho")
+    for name, marker in (("argmin F1", "*"), ("argmin F2", "P"), ("argmin F1+F2", "X")):
+        axes[0].plot(*minimizers[name], marker, color="black", ms=12, mfc="none", label=name)
+    axes[0].plot(start[0], start[1], "s", color="gray", ms=6, label="start")
+    axes[0].set_title("minimizers of L_rho (all rho) over contours of F1 + F2")
+    axes[0].set_aspect("equal", adjustable="box")
+    axes[0].legend(fontsize=7)
+    for notion, color in colors.items():
+        mine = [r for r in rows if r["notion"] == notion]
+        if mine:
+            rho = [r["rho"] for r in mine]
+            axes[1].loglog(rho, [max(r["distance"], 1e-17) for r in mine], "o-", color=color,
+                           label=f"{notion}: distance to {mine[0]['target']}")
+            axes[1].loglog(rho, [max(abs(r["gap"]), 1e-17) for r in mine], "s--", color=color,
+                           label=f"{notion}: |L_rho/rho^2 - infimum|")
+    axes[1].set_xlabel("rho")
+    axes[1].set_title("as rho shrinks")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
