@@ -43,10 +43,8 @@ def figure1_trajectories(path: Path, toy, runs, flows, minimizers, cfg) -> list[
             ax.plot(pts[-1, 0], pts[-1, 1], "o", color=COLORS[method], ms=5)
         for method, points in flows.items():
             p = points.numpy()
-            style = ":" if method == "ascent-gd" else "--"
-            name = {"sam-full": "flow -1/2 grad lambda_1", "sam-1": "flow -1/2 grad Tr",
-                    "ascent-gd": "flow -1/2 grad lambda_M (reference)"}[method]
-            ax.plot(p[:, 0], p[:, 1], style, color="black", lw=1.1, alpha=0.8,
+            name = {"sam-full": "flow -1/2 P grad lambda_1", "sam-1": "flow -1/2 P grad Tr"}[method]
+            ax.plot(p[:, 0], p[:, 1], "--", color="black", lw=1.1, alpha=0.8,
                     label=name if ax is axes[0] else None)
         for name, (marker, color) in marks.items():
             x, y = minimizers[name]

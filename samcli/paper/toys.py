@@ -114,6 +114,34 @@ class Figure1Toy:
         return {"argmin F1": self.argmin("F1", start), "argmin F2": self.argmin("F2", start),
                 "argmin F1+F2": self.argmin("F1+F2", start)}
 
+    def one_sam_finite_eta_point(self, eta: float, start=(0.0, 0.0), steps: int = 200) -> tuple[float, float]:
+        """Where 1-SAM at finite eta stops drifting on this toy (a model, not a claim of the paper).
+
+        Each example k = 0, 1 is a 1-D SAM on its own coordinate with curvature lambda_k = 4 F_k: when drawn,
+        it sits in a 2-cycle at +-eta rho lambda_k / (2 - eta lambda_k), so the point where its gradient is
+        taken lies 2 rho / (2 - eta lambda_k) off Gamma, and the drift of (x1, x2) is
+        -(rho^2 / 2) sum_k w_k grad lambda_k with weights w_k = (2 / (2 - eta lambda_k))^2 (-> 1 as eta -> 0:
+        the trace flow). It stops where w_0 grad F1 + w_1 grad F2 = 0."""
+        x = torch.tensor(list(start), dtype=DT, requires_grad=True)
+
+        def residual(point):
+            a, b = point[0], point[1]
+            grads = [torch.autograd.grad(F(a, b), point, create_graph=True)[0] for F in (self.F1, self.F2)]
+            f1, f2 = self.F1(a, b), self.F2(a, b)
+            w = [(2 / (2 - eta * 4 * f)) ** 2 for f in (f1, f2)]
+            return (w[0] * grads[0] + w[1] * grads[1]).pow(2).sum()
+        opt = torch.optim.LBFGS([x], lr=1, max_iter=steps, tolerance_grad=1e-14, tolerance_change=1e-16,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            value = residual(x)
+            value.backward()
+            return value
+        opt.step(closure)
+        x = x.detach()
+        return float(x[0]), float(x[1])
+
     def check_order(self, x1: Tensor, x2: Tensor) -> Optional[str]:
         """None when F1 > F2 > 0 on the given points; else a sentence saying where it fails."""
         f1, f2 = self.values(x1, x2)
