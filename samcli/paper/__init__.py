@@ -16,6 +16,7 @@ from .configs import load_study_config
 from .skeleton import Log, Study, StudyResult, quiet, run_study, write_index
 from .studies.batchsize import BatchsizeConfig, batchsize
 from .studies.bias import BiasConfig, bias
+from .studies.corollaries import CorollariesConfig, corollaries
 from .studies.figure1 import Figure1Config, figure1
 from .studies.network import NetworkConfig, network
 from .studies.quadratic import QuadraticConfig, quadratic_study
@@ -32,6 +33,8 @@ STUDIES = {s.name: s for s in [
           TimescaleConfig, timescale),
     Study("network", "Thm 4.5 / 5.4 on an MLP in their regimes: drift along -P grad lambda_1 (SAM) and -P grad Tr "
           "(1-SAM), the ratio test, alignment on a rho/eta ladder", NetworkConfig, network),
+    Study("corollaries", "Cor 4.6 and Cor 5.6 bands along SAM's and 1-SAM's iterates, Phase I length, Thm 5.3 "
+          "(stochastic notions -> trace)", CorollariesConfig, corollaries),
     Study("batchsize", "the open case (Example 5.8): SAM at batch sizes 1..full, Tr, lambda_1 and alignment",
           BatchsizeConfig, batchsize),
 ]}

@@ -268,3 +268,24 @@ def bias_endpoints(path: Path, toy, rows, minimizers, start) -> list[str]:
     axes[1].set_title("as rho shrinks")
     axes[1].legend(fontsize=7)
     return _save(fig, path)
+
+
+# ---- corollaries -------------------------------------------------------------------------------------
+
+def corollary_bands(path: Path, bands, limits) -> list[str]:
+    """Left: each band's deviation divided by its rate, against rho (bounded: the O(.) holds). Right: Thm 5.3's
+    ratios to the trace against rho."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    for kind in dict.fromkeys(r["band"] for r in bands):
+        mine = [r for r in bands if r["band"] == kind]
+        axes[0].loglog([r["rho"] for r in mine], [r["deviation / rate"] for r in mine], "o-", label=kind)
+    axes[0].set_xlabel("rho (eta shrinks with it)")
+    axes[0].set_title("max |sharpness - limit| / the corollary's rate")
+    axes[0].legend(fontsize=7)
+    for key in ("worst / (rho^2/2 Tr)", "ascent / (rho^2/2 Tr)", "average 2D / (rho^2 Tr)"):
+        axes[1].semilogx([r["rho"] for r in limits], [r[key] for r in limits], "o-", label=key)
+    axes[1].axhline(1.0, color="black", lw=0.6, ls=":")
+    axes[1].set_xlabel("rho")
+    axes[1].set_title("Thm 5.3 on the network, at a point of Gamma")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
