@@ -20,11 +20,12 @@ def network(tmp_path_factory):
 def test_network_verdicts_and_regimes(network):
     ids = [v.id for v in network.verdicts]
     assert ids[:4] == ["setup-interpolation", "drift-direction-sam-full", "drift-direction-sam-1", "ratio-test"]
-    assert [i for i in ids if i.startswith("sam-alignment")] == [
+    assert "sam-alignment-angle-O(rho)" in ids
+    assert [i for i in ids if i.startswith("sam-alignment-rho")] == [
         "sam-alignment-rho/eta=0.1", "sam-alignment-rho/eta=0.3", "sam-alignment-rho/eta=1", "sam-alignment-rho/eta=12.5"]
     assert ids[-4:] == ["gd-changes-neither", "which-lowers-lambda1-more", "which-lowers-trace-more", "test-accuracy"]
     for v in network.verdicts:
-        if v.id.startswith("sam-alignment"):
+        if v.id.startswith("sam-alignment-rho"):
             inside = v.settings["rho/eta"] <= 0.3 + 1e-12
             assert v.in_regime is inside
             if not inside:

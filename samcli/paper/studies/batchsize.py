@@ -20,8 +20,8 @@ from .netsetup import NetworkSetup, continue_from, interpolating_point, relative
 @dataclass
 class BatchsizeConfig(NetworkSetup):
     rho: float = 0.1                   # lr: 1-SAM's (lr_scale / max_k ||grad f_k||^2), so b = 1 is stable
-    steps: int = 6000
-    measure_every: int = 1000
+    steps: int = 3000
+    measure_every: int = 500
     batch_sizes: list[Union[int, str]] = field(default_factory=lambda: [1, 4, 16, 64, "full"])
     align_batches: int = 8             # random batches for E_B |cos(g_B, v_1(H_B))|
 

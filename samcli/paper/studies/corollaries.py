@@ -46,7 +46,7 @@ class CorollariesConfig:
     toy_offset: list[float] = field(default_factory=lambda: [0.01, 0.01])
     sam_pairs: list[list[float]] = field(default_factory=lambda: [[0.08, 0.024], [0.04, 0.012], [0.02, 0.006]])
     one_sam_pairs: list[list[float]] = field(default_factory=lambda: [[0.04, 0.1], [0.02, 0.05], [0.01, 0.025]])
-    toy_steps: int = 2000              # per pair; Cor 4.6 / 5.6 judged on the second half
+    toy_steps: int = 1200              # per pair; Cor 4.6 / 5.6 judged on the second half
     points: int = 10                   # iterates measured per run
     growth_tol: float = 0.25           # deviation / rate may grow at most this much along the sequence
     phase1_pairs: list[list[float]] = field(default_factory=lambda: [[0.08, 0.024], [0.08, 0.006], [0.04, 0.012],

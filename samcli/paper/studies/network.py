@@ -33,14 +33,15 @@ from .netsetup import NetworkSetup, StartPoint, continue_from, interpolating_poi
 class NetworkConfig(NetworkSetup):
     sam_lr: float = 0.05               # eta lambda_1 about 0.45 at the interpolating point
     sam_rho: float = 0.015             # rho/eta = 0.3; 1-SAM's rho follows from equal eta rho^2
-    taus: list[float] = field(default_factory=lambda: [0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35])
-    gd_control_steps: int = 4000       # GD (lr sam_lr) from the interpolating point: does it move?
+    taus: list[float] = field(default_factory=lambda: [0.025, 0.05, 0.1, 0.15, 0.2])
+    gd_control_steps: int = 2000       # GD (lr sam_lr) from the interpolating point: does it move?
     alignment_ladder: list[list[float]] = field(default_factory=lambda: [[0.05, 0.005], [0.05, 0.05], [0.008, 0.1]])
-    ladder_steps: int = 2000           # SAM steps per extra rung of the alignment ladder, from the main run's end
+    ladder_steps: int = 1000           # SAM steps per extra rung of the alignment ladder, from the main run's end
     ladder_points: int = 4             # alignment measured at this many evenly spaced steps per rung
     tol_cos: float = 0.9               # drift-direction cosine with its flow, every interval after the first
     tol_alignment: float = 0.9         # |cos(g, v_1)| at every measurement in the second half of a rung
     tol_gd_change: float = 0.05        # GD: relative change of lambda_1 and Tr at most this
+    angle_growth: float = 0.25         # angle(g, v_1) / rho may grow at most this much as rho shrinks
 
     def validate(self) -> None:
         super().validate()
@@ -205,6 +206,18 @@ def _alignment_verdicts(cfg: NetworkConfig, rungs: list[dict], lambda_1: float) 
             rung["min alignment judged"] >= cfg.tol_alignment,
             note="the rho/eta ladder shows the regime boundary: only rho/eta <= "
                  f"{regimes.RHO_OVER_ETA_MAX} is judged"))
+    inside = [r for r in rungs if r["rho/eta"] <= regimes.RHO_OVER_ETA_MAX and r["alignment"]
+              and r["alignment"][-1] is not None]
+    if len(inside) >= 2:
+        # angle O(rho): angle / rho must not grow as rho shrinks (the rungs inside the regime, at their last point)
+        per_rho = [math.acos(min(1.0, r["alignment"][-1])) / r["rho"] for r in sorted(inside, key=lambda r: -r["rho"])]
+        big = max(inside, key=lambda r: r["rho"])
+        out.append(regimes.full_batch_sam(big["lr"], big["rho"], lambda_1).verdict(
+            "sam-alignment-angle-O(rho)", "in Phase II the angle between SAM's gradient and v_1 is O(rho)",
+            f"angle / rho at the last measurement grows at most {cfg.angle_growth:.0%} as rho shrinks",
+            {"rho": [r["rho"] for r in sorted(inside, key=lambda r: -r["rho"])], "angle / rho": per_rho},
+            max(per_rho[1:]) <= (1 + cfg.angle_growth) * per_rho[0],
+            rungs=[(r["lr"], r["rho"]) for r in inside], note="regime shown for the largest rho"))
     return out
 
 
