@@ -324,7 +324,7 @@ def reproduce(
     from . import paper
     if list_ or name is None:
         for study in paper.STUDIES.values():
-            print(f"{study.name:10s} {study.summary}")
+            print(f"{study.name:12s} {study.summary}")
         if name is None and not list_:
             console.print("give a study name (or all) to run it", highlight=False)
         return
