@@ -51,8 +51,9 @@ def test_sam_alignment_regularizers_and_bounce(figure1):
 
 
 def test_gap_to_the_flow_shrinks(figure1):
-    v = figure1.verdict("flow-gap-sam-1")
-    assert v.in_regime is True and v.passed, v.measured
+    for vid in ("flow-gap-sam-1", "flow-gap-rate-sam-1"):
+        v = figure1.verdict(vid)
+        assert v.in_regime is True and v.passed, v.measured
     assert figure1.verdict("flow-gap-sam-full").in_regime is False     # rho/eta = 3.75 in the gap pairs
 
 
