@@ -6,7 +6,7 @@ each returning the direction handed to the base optimizer:
   sgd        d = grad L_B(x)                                   (B = all examples: GD)
   sam        d = grad L_B(x + rho g/||g||),  g = grad L_B(x)   (same batch B for both)
   usam       d = grad L_B(x + rho g)
-  msam       d = mean_j grad L_{B_j}(x + rho g_j/||g_j||)      (groups B_j of m examples, vmapped)
+  msam       d = mean_j grad L_{B_j}(x + rho g_j/||g_j||)      (groups B_j of m examples; samcli/msam.py)
   ascent-gd  d = grad_x L_B(x + rho g(x)/||g(x)||)             (exact: Jacobian term kept)
 
 BatchNorm: the first (unperturbed) pass updates running statistics; every other pass runs on
@@ -17,14 +17,14 @@ This module sits below config.py (which validates through it), so it never impor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional
 
-import torch
 from torch import Tensor
-from torch.func import grad_and_value, vmap
 
+from .ascent import ascent_step
 from .curvature.hvp import HessianOperator
 from .errors import ConfigError, unknown_choice
+from .msam import msam_direction
 from .objective import Batch, Objective
 
 if TYPE_CHECKING:
@@ -49,22 +49,6 @@ class Method:
     direction: Direction
     batchnorm: bool = True             # False: refused for models with BatchNorm statistics
 
-
-# ---- the ascent step, shared with the sharpness notions ------------------------------------------
-
-Gradient = Union[Tensor, Mapping[str, Tensor]]
-
-
-def ascent_step(g: Gradient, rho: float, eps: float, normalized: bool = True) -> Gradient:
-    """rho g/(||g|| + eps) (eps guards g = 0, where the normalized step is undefined) or rho g.
-
-    g is a flat vector or one vector split into named tensors (||g|| over all of them); each keeps
-    the operation order its callers have always used, so trajectories stay bit for bit the same.
-    """
-    if isinstance(g, Tensor):
-        return rho * g / (g.norm() + eps) if normalized else rho * g
-    scale = rho / (torch.sqrt(sum(v.pow(2).sum() for v in g.values())) + eps) if normalized else rho
-    return {name: scale * v for name, v in g.items()}
 
 
 # ---- directions ------------------------------------------------------------------------------------
@@ -111,34 +95,9 @@ def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size) -> Tensor
 
 
 def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:
-    m = cfg.m
-    if len(batch) % m:
-        raise ConfigError(f"optimizer.m={m} does not divide the batch of {len(batch)} examples; pick a divisor")
-    value_and_grad = grad_and_value(objective.named_loss)
-    params = objective.unflatten(theta)
-
-    def group_direction(inputs, targets):
-        group = Batch(inputs, targets)
-        g, loss = value_and_grad(params, group)
-        step = ascent_step(g, cfg.rho, cfg.grad_eps)
-        d, _ = value_and_grad({k: params[k] + step[k] for k in params}, group)
-        return d, loss, g
-
-    groups_per_chunk = max(1, chunk_size // m)
-    direction = torch.zeros_like(theta)
-    g_mean = torch.zeros_like(theta)
-    loss_sum = 0.0
-    groups = len(batch) // m
-    for start in range(0, groups, groups_per_chunk):
-        part = batch.take(slice(start * m, min(groups, start + groups_per_chunk) * m))
-        k = len(part) // m
-        inputs = part.inputs.reshape(k, m, *part.inputs.shape[1:])
-        targets = part.targets.reshape(k, m, *part.targets.shape[1:])
-        d, losses, g = vmap(group_direction)(inputs, targets)
-        direction += torch.cat([d[name].sum(0).reshape(-1) for name in objective.names])
-        g_mean += torch.cat([g[name].sum(0).reshape(-1) for name in objective.names])
-        loss_sum += losses.sum().item()
-    return StepResult(direction / groups, loss_sum / groups, (g_mean / groups).norm().item())
+    """Per-group SAM gradients without per-example gradients in memory where the layers allow it
+    (samcli/msam.py: factorized for Linear/Conv layers, the vmapped reference otherwise)."""
+    return StepResult(*msam_direction(objective, theta, batch, cfg.rho, cfg.m, cfg.grad_eps, chunk_size))
 
 
 # ---- the registry ------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
 
@@ -31,9 +30,19 @@ class Batch:
         return self.inputs.shape[0]
 
     def take(self, index: Tensor | slice) -> "Batch":
+        if isinstance(index, Tensor) and not index.is_floating_point() and index.dtype != torch.bool:
+            # same gather as inputs[index], without the generic indexing machinery
+            flat = index.reshape(-1)
+            inputs = self.inputs.index_select(0, flat.to(self.inputs.device))
+            targets = self.targets.index_select(0, flat.to(self.targets.device))
+            return Batch(inputs.reshape((*index.shape, *inputs.shape[1:])),
+                         targets.reshape((*index.shape, *targets.shape[1:])))
         return Batch(self.inputs[index], self.targets[index])
 
     def chunks(self, size: int) -> Iterator["Batch"]:
+        if 0 < len(self) <= size:    # the usual mini-batch: itself, not a sliced copy of its views
+            yield self
+            return
         for start in range(0, len(self), size):
             yield self.take(slice(start, start + size))
 
@@ -58,6 +67,38 @@ def squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
 LOSSES = {"cross-entropy": cross_entropy, "mse": squared_error}
 
 
+class StatelessCall:
+    """`torch.func.functional_call(module, (params, buffers), (inputs,))` for one fixed module: the
+    same swap of tensors into the module for the duration of the call, with the parameter and
+    buffer slots (tied ones included) found once instead of on every call, which at batch size 1
+    costs as much as the forward itself."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        canonical = {id(p): name for name, p in module.named_parameters()}
+        canonical.update({id(b): name for name, b in module.named_buffers()})
+        self.slots = []       # (owner module, "_parameters" or "_buffers", attribute, canonical name)
+        for table, members in (("_parameters", module.named_parameters(remove_duplicate=False)),
+                               ("_buffers", module.named_buffers(remove_duplicate=False))):
+            for name, tensor in members:
+                owner, _, attr = name.rpartition(".")
+                self.slots.append((module.get_submodule(owner), table, attr, canonical[id(tensor)]))
+
+    def __call__(self, params: dict[str, Tensor], buffers: dict[str, Tensor], inputs: Tensor) -> Tensor:
+        saved = []
+        try:
+            for owner, table, attr, name in self.slots:
+                source = params if table == "_parameters" else buffers
+                if name in source:       # as functional_call (strict=False): absent names keep the module's
+                    slots = getattr(owner, table)
+                    saved.append((slots, attr, slots[attr]))
+                    slots[attr] = source[name]
+            return self.module(inputs)
+        finally:
+            for slots, attr, original in reversed(saved):
+                slots[attr] = original
+
+
 class Objective:
     """L(theta) = mean_k L_k(theta) over a batch, as pure functions of a flat parameter vector.
 
@@ -76,6 +117,8 @@ class Objective:
         self.buffers = buffers
         self.module = module               # the nn.Module behind a model task (None for toys)
         self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
+        # module outputs of (params dict, buffers dict, inputs), for model tasks
+        self.call: Optional[StatelessCall] = None
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -84,12 +127,13 @@ class Objective:
         output_loss = LOSSES[loss] if isinstance(loss, str) else loss
         named = dict(module.named_parameters())
         buffers = {k: v for k, v in module.named_buffers()}
+        call = StatelessCall(module)
 
         def per_example(params, bufs, inputs, targets):
-            outputs = functional_call(module, (params, bufs), (inputs,))
-            return output_loss(outputs, targets)
+            return output_loss(call(params, bufs, inputs), targets)
 
         objective = cls(per_example, {k: v.shape for k, v in named.items()}, buffers, module, output_loss)
+        objective.call = call
         theta = torch.cat([p.detach().reshape(-1) for p in named.values()])
         return objective, theta
 
@@ -123,7 +167,7 @@ class Objective:
         return self.per_example_losses(theta, batch, buffers).mean()
 
     def outputs(self, theta: Tensor, inputs: Tensor) -> Tensor:
-        return functional_call(self.module, (self.unflatten(theta), self.buffers), (inputs,))
+        return self.call(self.unflatten(theta), self.buffers, inputs)
 
     # ---- full-data passes, chunked so memory stays bounded -----------------------------------
     def value_and_grad(self, theta: Tensor, data: Batch, chunk_size: int,
@@ -133,9 +177,14 @@ class Objective:
         n = len(data)
         for chunk in data.chunks(chunk_size):
             with torch.enable_grad():
-                x = theta.detach().requires_grad_(True)
-                value = self.loss(x, chunk, buffers) * (len(chunk) / n)
-                (g,) = torch.autograd.grad(value, x)
+                # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
+                # and every view's backward node (the same values; what small batches pay for)
+                leaves = {k: v.detach().requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
+                value = self.named_loss(leaves, chunk, buffers)
+                if len(chunk) < n:       # a single chunk skips the (exact) multiplication by 1
+                    value = value * (len(chunk) / n)
+                grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
+                g = torch.cat([part.reshape(-1) for part in grads])
             if total_grad is None:      # one chunk (the usual mini-batch): no accumulator to fill
                 total_loss, total_grad = value.detach(), g
             else:

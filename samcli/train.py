@@ -153,23 +153,34 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         return False
 
     status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
+    # plain SGD (no momentum, no weight decay) is x <- x - lr d, exactly what torch.optim.SGD
+    # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
+    plain = o.momentum == 0 and o.weight_decay == 0
+    theta_data = theta.detach()
     try:
         if not evaluation_ends_run(0, None):
+            training = False        # module mode: evaluation switches it off, steps switch it back on
             for step in range(1, cfg.steps + 1):
                 for group in base.param_groups:
                     group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
-                objective.set_training(True)
-                result = descent_direction(objective, theta.detach(), sampler.next(), o, chunk)
+                if not training:
+                    objective.set_training(True)
+                    training = True
+                result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
                 batch_loss = result.loss
-                if not (math.isfinite(batch_loss) and torch.isfinite(result.direction).all()):
+                if not (math.isfinite(batch_loss) and _finite(result.direction)):
                     status = "diverged"
                     break
-                theta.grad = result.direction
-                base.step()
+                if plain:
+                    theta_data.add_(result.direction, alpha=-base.param_groups[0]["lr"])
+                else:
+                    theta.grad = result.direction
+                    base.step()
                 if progress:
                     progress(step, cfg.steps, batch_loss)
                 if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
                         or (cfg.measure.every and step % cfg.measure.every == 0)):
+                    training = False
                     if evaluation_ends_run(step, batch_loss):
                         break
     except KeyboardInterrupt:
@@ -191,6 +202,12 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
                                                    "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
             write_json(run_dir / SUMMARY, summary)
     return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
+
+
+def _finite(direction: torch.Tensor) -> bool:
+    """Every entry finite? A finite sum says so in one reduction (elementwise isfinite costs as much
+    as a small model's step); only a non-finite sum (or one that overflowed) needs the full check."""
+    return math.isfinite(direction.sum().item()) or bool(torch.isfinite(direction).all())
 
 
 def _summary(cfg, status, step, metrics, started, device, dim) -> dict:

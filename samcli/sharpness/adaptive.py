@@ -18,7 +18,6 @@ u -> L(w + T u), whose gradient is T grad L and whose Hessian at u = 0 is T H T.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from typing import Optional

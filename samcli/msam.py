@@ -1,0 +1,264 @@
+"""m-SAM at SAM's cost: per-group ascent steps without per-example gradients in memory.
+
+m-SAM's direction is d = mean_j grad L_{B_j}(x + s_j g_j), s_j = rho/(||g_j|| + eps), over groups
+B_j of m consecutive examples. The vmapped reference (`vmapped_msam_direction`) materializes every
+g_j. For Linear and Conv1d/Conv2d layers it need not: with patches a_{k,p} (a Linear layer has one
+patch per example, the bias is a constant-1 column) and output gradients delta_{k,p} of the
+unperturbed pass, the layer's part of g_j is (1/m) sum_{k in B_j, p} delta_{k,p} a_{k,p}^T. So
+
+  * ||g_j||^2 comes from those factors: either the patch Gram sum (delta . delta)(a . a) over pairs
+    in the group, or the group kernel materialized, whichever is cheaper for the layer's shape;
+  * the perturbed pass for all groups is ONE batched pass: a forward hook adds s_j (g_j a'_{i,p})
+    to each layer's output (same factor choice), with delta, a, s detached. The weights' own
+    gradient through that pass is then exactly sum_j grad L_{B_j}(x + s_j g_j), because the
+    correction is constant in the weights, and the backward to the layer input carries s_j g_j^T.
+
+Any model with a parameter outside such layers, a batch-statistics layer, a layer used twice, or an
+input without the batch as first dimension is measured by the vmapped reference (`msam_path` says
+which and why; the last two show only while running and are caught there).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import grad_and_value, vmap
+
+from .ascent import ascent_step
+from .errors import ConfigError
+from .objective import Batch, Objective
+
+FACTORED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+class _Unsupported(Exception):
+    """A layer cannot be factorized after all (seen only while running it): use the reference."""
+
+
+def _check(objective: Objective, batch: Batch, m: int) -> None:
+    if len(batch) % m:
+        raise ConfigError(f"optimizer.m={m} does not divide the batch of {len(batch)} examples; pick a divisor")
+    if objective.buffers:
+        raise ConfigError("method msam vmaps over groups and cannot update BatchNorm statistics; "
+                          "use model.norm: group or none, or method sam")
+
+
+def _factored_layers(objective: Objective) -> tuple[Optional[dict[str, nn.Module]], str]:
+    """The layers the factorized path handles, or None and the reason it cannot run."""
+    if objective.call is None or objective.output_loss is None:
+        return None, "the task is not a model (no module to hook)"
+    layers, covered = {}, set()
+    for name, module in objective.module.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):    # even without buffers or parameters
+            return None, f"layer {name} ({type(module).__name__}) mixes the examples of a batch"
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        if not own:
+            continue
+        if not isinstance(module, FACTORED):
+            return None, f"layer {name or 'model'} ({type(module).__name__}) has parameters and is not Linear/Conv"
+        if isinstance(module, nn.Conv1d | nn.Conv2d) and (module.groups != 1 or isinstance(module.padding, str)
+                                                          or module.padding_mode != "zeros"):
+            return None, f"layer {name} is a grouped, string-padded or non-zero-padded convolution"
+        layers[name] = module
+        covered.update(f"{name}.{n}" if name else n for n in own)
+    if covered != set(objective.names):
+        return None, "the objective's parameters are not exactly those of its Linear/Conv layers"
+    return layers, "factorized"
+
+
+def msam_path(objective: Objective) -> str:
+    """'factorized', or 'vmapped: <why>' for a model the factorized path does not cover."""
+    layers, why = _factored_layers(objective)
+    return why if layers is not None else f"vmapped: {why}"
+
+
+def msam_direction(objective: Objective, theta: Tensor, batch: Batch, rho: float, m: int, grad_eps: float,
+                   chunk_size: int) -> tuple[Tensor, float, float]:
+    """m-SAM's (direction, loss L_B(x), ||grad L_B(x)||); groups are consecutive runs of m examples,
+    chunks hold whole groups (chunk_size // m of them)."""
+    _check(objective, batch, m)
+    layers, _ = _factored_layers(objective)
+    if layers is not None:
+        try:
+            return _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size)
+        except _Unsupported:
+            pass
+    return vmapped_msam_direction(objective, theta, batch, rho, m, grad_eps, chunk_size)
+
+
+def _group_chunks(batch: Batch, m: int, chunk_size: int):
+    groups_per_chunk = max(1, chunk_size // m)
+    groups = len(batch) // m
+    for start in range(0, groups, groups_per_chunk):
+        yield batch.take(slice(start * m, min(groups, start + groups_per_chunk) * m))
+
+
+# ---- the reference: per-group gradients, vmapped ----------------------------------------------------
+
+def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rho: float, m: int,
+                           grad_eps: float, chunk_size: int) -> tuple[Tensor, float, float]:
+    _check(objective, batch, m)
+    value_and_grad = grad_and_value(objective.named_loss)
+    params = objective.unflatten(theta)
+
+    def group_direction(inputs, targets):
+        group = Batch(inputs, targets)
+        g, loss = value_and_grad(params, group)
+        step = ascent_step(g, rho, grad_eps)
+        d, _ = value_and_grad({k: params[k] + step[k] for k in params}, group)
+        return d, loss, g
+
+    direction, g_sum, loss_sum = torch.zeros_like(theta), torch.zeros_like(theta), 0.0
+    for part in _group_chunks(batch, m, chunk_size):
+        k = len(part) // m
+        inputs = part.inputs.reshape(k, m, *part.inputs.shape[1:])
+        targets = part.targets.reshape(k, m, *part.targets.shape[1:])
+        d, losses, g = vmap(group_direction)(inputs, targets)
+        direction += torch.cat([d[name].sum(0).reshape(-1) for name in objective.names])
+        g_sum += torch.cat([g[name].sum(0).reshape(-1) for name in objective.names])
+        loss_sum += losses.sum().item()
+    groups = len(batch) // m
+    return direction / groups, loss_sum / groups, (g_sum / groups).norm().item()
+
+
+# ---- the factorized path ---------------------------------------------------------------------------
+
+def _patches(module: nn.Module, a: Tensor) -> Tensor:
+    """(batch, patches, features): the inputs each output position sees (one patch for Linear).
+    Convolutions: windows as strided views, then one copy (F.unfold's im2col is far slower on CPU
+    for small images), ordered as the kernel's (in channels, *kernel) entries."""
+    if isinstance(module, nn.Linear):
+        return a.reshape(a.shape[0], -1, a.shape[-1])
+    dims = a.dim() - 2
+    x = F.pad(a, [p for p in reversed(module.padding) for _ in range(2)]) if any(module.padding) else a
+    for i, (k, s, d) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
+        x = x.unfold(2 + i, (k - 1) * d + 1, s)          # (batch, C, *out, *windows)
+    if any(d > 1 for d in module.dilation):
+        x = x[(..., *(slice(None, None, d) for d in module.dilation))]
+    x = x.permute(0, *range(2, 2 + dims), 1, *range(2 + dims, 2 + 2 * dims))
+    return x.reshape(a.shape[0], math.prod(x.shape[1:1 + dims]), -1)
+
+
+def _per_position(module: nn.Module, z: Tensor) -> Tensor:
+    """A layer output (or its gradient) as (batch, positions, channels)."""
+    if isinstance(module, nn.Linear):
+        return z.reshape(z.shape[0], -1, z.shape[-1])
+    return z.flatten(2).transpose(1, 2)
+
+
+def _as_output(module: nn.Module, z: Tensor, like: Tensor) -> Tensor:
+    return z.reshape(like.shape) if isinstance(module, nn.Linear) else z.transpose(1, 2).reshape(like.shape)
+
+
+def use_kernel(rows: int, features: int, channels: int) -> bool:
+    """Materialize the group kernel (rows x features x channels multiply-adds per group) rather than
+    work with patch Grams (rows^2 (features + channels))? rows = m x patches per example."""
+    return rows * (features + channels) > features * channels
+
+
+class _LayerFactors:
+    """One layer's unperturbed factors for a chunk of G groups of m examples: patches A (G, mP, D)
+    and output gradients Delta (G, mP, C), both of the SUM of per-example losses; the bias's
+    patch is a constant 1."""
+
+    def __init__(self, module: nn.Module, a: Tensor, delta: Tensor, m: int):
+        self.module, self.m, self.bias = module, m, float(module.bias is not None)
+        patches, grads = _patches(module, a), _per_position(module, delta)
+        groups = a.shape[0] // m
+        self.A = patches.reshape(groups, -1, patches.shape[-1])
+        self.Delta = grads.reshape(groups, -1, grads.shape[-1])
+        self.kernel = None
+        if use_kernel(*self.A.shape[1:], self.Delta.shape[2]):
+            self.kernel = self.Delta.transpose(1, 2) @ self.A / m          # (G, C, D): the layer's g_j
+            self.kernel_bias = self.Delta.sum(1) * (self.bias / m)          # (G, C)
+
+    def sq_norms(self) -> Tensor:
+        """||g_j||^2 of this layer's weight and bias, per group."""
+        if self.kernel is not None:
+            return self.kernel.pow(2).sum((1, 2)) + self.kernel_bias.pow(2).sum(1)
+        if self.A.shape[1] == 1:         # one row per group (m = 1, Linear): rank one, no Gram matrix
+            return self.Delta.pow(2).sum((1, 2)) * (self.A.pow(2).sum((1, 2)) + self.bias)
+        gram = (self.Delta @ self.Delta.transpose(1, 2)) * (self.A @ self.A.transpose(1, 2) + self.bias)
+        return gram.sum((1, 2)) / self.m ** 2
+
+    def correction(self, a_perturbed: Tensor, output: Tensor, scale: Tensor) -> Tensor:
+        """s_j g_j applied to the perturbed pass's layer input, shaped as the layer output."""
+        groups = scale.shape[0]
+        if self.kernel is not None and not isinstance(self.module, nn.Linear):
+            return self._grouped_convolution(a_perturbed, output, scale)
+        patches = _patches(self.module, a_perturbed)
+        per_example_rows = patches.shape[1]
+        P = patches.reshape(groups, -1, patches.shape[-1])                 # (G, mP', D)
+        if self.kernel is not None:
+            z = P @ self.kernel.transpose(1, 2) + self.kernel_bias.unsqueeze(1)
+        elif self.A.shape[1] == 1:       # elementwise: batched 1 x 1 matrix products are slow
+            z = ((P * self.A).sum(-1, keepdim=True) + self.bias) * self.Delta
+        else:
+            z = (P @ self.A.transpose(1, 2) + self.bias) @ self.Delta / self.m
+        z = (scale.view(groups, 1, 1) * z).reshape(-1, per_example_rows, z.shape[-1])
+        return _as_output(self.module, z, output)
+
+    def _grouped_convolution(self, a: Tensor, output: Tensor, scale: Tensor) -> Tensor:
+        """The group kernels as one convolution with groups = G over (m, G x C_in, ...) inputs:
+        no unfolded patches in the perturbed pass."""
+        module, m = self.module, self.m
+        groups, channels = scale.shape[0], self.kernel.shape[1]
+        weight = (scale.view(groups, 1, 1) * self.kernel).reshape(groups * channels, *module.weight.shape[1:])
+        spatial = a.shape[2:]
+        x = a.reshape(groups, m, -1, *spatial).transpose(0, 1).reshape(m, -1, *spatial)
+        convolve = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
+        z = convolve(x, weight, None, module.stride, module.padding, module.dilation, groups)
+        z = z.reshape(m, groups, channels, *z.shape[2:]).transpose(0, 1).reshape(output.shape)
+        bias = (scale.view(groups, 1) * self.kernel_bias).repeat_interleave(m, 0)
+        return z + bias.view(*bias.shape, *[1] * len(spatial))
+
+
+def _forward(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, batch: Batch, hook):
+    """Sum of per-example losses with `hook(name, module, input, output)` on every factored layer;
+    returns (loss sum, leaf x)."""
+    x = theta.detach().requires_grad_(True)
+    handles = [module.register_forward_hook(lambda mod, args, out, name=name: hook(name, mod, args[0], out))
+               for name, module in layers.items()]
+    try:
+        with torch.enable_grad():
+            outputs = objective.call(objective.unflatten(x), objective.buffers, batch.inputs)
+            losses = objective.output_loss(outputs, batch.targets)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if losses.shape != (len(batch),):
+        raise _Unsupported("the loss is not one value per example")
+    return losses.sum(), x
+
+
+def _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size):
+    direction, g_sum, loss_sum = torch.zeros_like(theta), torch.zeros_like(theta), 0.0
+    for part in _group_chunks(batch, m, chunk_size):
+        seen: dict[str, tuple[Tensor, Tensor]] = {}
+
+        def collect(name, module, a, out):
+            if name in seen or a.shape[0] != len(part):
+                raise _Unsupported(f"layer {name} runs twice or loses the batch dimension")
+            seen[name] = (a.detach(), out)
+
+        loss, x = _forward(objective, layers, theta, part, collect)
+        names = list(seen)
+        grads = torch.autograd.grad(loss, [x] + [seen[n][1] for n in names], allow_unused=True,
+                                    materialize_grads=True)
+        factors = {n: _LayerFactors(layers[n], seen[n][0], delta, m) for n, delta in zip(names, grads[1:])}
+        norms = torch.sqrt(sum(f.sq_norms() for f in factors.values()))
+        scale = rho / (norms + grad_eps)                                   # s_j, one per group
+
+        def perturb(name, module, a, out):
+            return out + factors[name].correction(a, out, scale)
+
+        perturbed_loss, x = _forward(objective, layers, theta, part, perturb)
+        (d,) = torch.autograd.grad(perturbed_loss, x)
+        direction += d
+        g_sum += grads[0]
+        loss_sum += loss.item()
+    n = len(batch)
+    return direction / n, loss_sum / n, (g_sum / n).norm().item()
