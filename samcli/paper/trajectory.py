@@ -24,8 +24,10 @@ METHODS = {
     "sam-1": ("sam", 1),                 # 1-SAM (Thm 5.4)
     "ascent-gd": ("ascent-gd", "full"),  # GD on the ascent-direction loss (Figure 1's third algorithm)
 }
-LABELS = {"gd": "GD", "sam-full": "full-batch SAM", "sam-1": "1-SAM", "ascent-gd": "GD on ascent loss"}
-COLORS = {"gd": "tab:gray", "sam-full": "tab:blue", "sam-1": "tab:red", "ascent-gd": "tab:green"}
+LABELS = {"gd": "GD", "sam-full": "full-batch SAM", "sam-1": "1-SAM", "ascent-gd": "GD on ascent loss",
+          "sam-in-regime": "full-batch SAM in Thm 4.5's regime"}
+COLORS = {"gd": "tab:gray", "sam-full": "tab:blue", "sam-1": "tab:red", "ascent-gd": "tab:green",
+          "sam-in-regime": "tab:purple"}
 ENGINE_KEYS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")   # what a record keeps of train()'s
 
 

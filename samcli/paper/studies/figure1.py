@@ -107,7 +107,8 @@ def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] =
     files += write_table(out, "ascent_gd_sweep", sweep)
     verdicts = (_endpoint_verdicts(cfg, toy, runs, extra["sam-in-regime"], minimizers, sweep)
                 + _gap_verdicts(cfg, toy, gap_rows) + _assumption_verdicts(toy, runs))
-    files += plots.figure1_trajectories(out / "trajectories.png", toy, runs, flows, minimizers, cfg)
+    files += plots.figure1_trajectories(out / "trajectories.png", toy, {**runs, "sam-in-regime": extra["sam-in-regime"]},
+                                        flows, minimizers, cfg)
     files += plots.figure1_sharpness(out / "sharpness.png", runs, eta_rho2)
     files += plots.figure1_gap(out / "flow_gap.png", gap_rows, cfg.gap.pairs)
     trajectories = {method: {"steps": run.steps, "x": [t.tolist() for t in run.thetas]} for method, run in runs.items()}
