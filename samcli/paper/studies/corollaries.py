@@ -11,6 +11,9 @@
 - Thm 5.3: at a point of Gamma of the network (GD's interpolating point, moved onto Gamma by Gauss-Newton
   steps), the stochastic worst-, ascent- and average-direction notions all tend to the trace as rho -> 0:
   E_k R^Max_k / (rho^2/2), E_k R^Asc_k / (rho^2/2) and R^Avg 2D / rho^2 against Tr(H) = mean_k ||grad f_k||^2.
+- Thm 4.5's rate: SAM tracks its flow with error O(eta ln(1/rho)) as rho/eta -> 0: on the toy, the gap
+  |Phi(x_t) - X(tau)| at one tau, divided by eta ln(1/rho), must not grow along (eta, rho) pairs with
+  shrinking rho/eta.
 - Phase I (Thm 4.5): SAM reaches an O(eta rho) neighbourhood of Gamma within O(ln(1/rho)/eta) steps: the
   steps until dist(Gamma) <= 2 eta rho lambda_1 / (2 - eta lambda_1), times eta / ln(1/rho), stay within a
   factor 2 of each other over (eta, rho) pairs.
@@ -30,6 +33,7 @@ from ...config import SamcliError
 from ..configs import require
 from ..drift import Regression, output_jacobian
 from ..explicit_bias import max_loss, toy_loss
+from ..flows import ManifoldFlow
 from ..skeleton import Findings, Log, write_table
 from ..toys import DT, Figure1Toy, Quadratic, quadratic, random_unit
 from ..trajectory import optimizer_settings, run_trajectory
@@ -54,6 +58,9 @@ class CorollariesConfig:
     phase1_start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.3, 0.3])
     phase1_max_steps: int = 4000
     phase1_spread: float = 2.0         # max/min of steps eta / ln(1/rho) over the pairs
+    gap_pairs: list[list[float]] = field(default_factory=lambda: [[0.08, 0.024], [0.056, 0.0112], [0.04, 0.006]])
+    gap_tau: float = 0.01              # SAM vs its flow at this tau, from gap_start (next to Gamma)
+    gap_start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.001, 0.001])
     network_rhos: list[float] = field(default_factory=lambda: [0.1, 0.03, 0.01, 0.003])
     network: NetworkSetup = field(default_factory=NetworkSetup)
     gauss_newton_steps: int = 6
@@ -63,11 +70,13 @@ class CorollariesConfig:
     threads: int = 1
 
     def validate(self) -> None:
-        for name in ("quad_pairs", "sam_pairs", "one_sam_pairs", "phase1_pairs"):
+        for name in ("quad_pairs", "sam_pairs", "one_sam_pairs", "phase1_pairs", "gap_pairs"):
             pairs = getattr(self, name)
             require(len(pairs) >= 2 and all(len(p) == 2 and p[0] > 0 and 0 < p[1] < 1 for p in pairs),
                     f"{name} must list >= 2 [lr, rho] pairs with lr > 0 and 0 < rho < 1")
-        require(len(self.toy_offset) == 2 and len(self.phase1_start) == 4, "toy_offset: 2 numbers; phase1_start: 4")
+        require(len(self.toy_offset) == 2 and len(self.phase1_start) == 4 and len(self.gap_start) == 4,
+                "toy_offset: 2 numbers; phase1_start and gap_start: 4")
+        require(self.gap_tau > 0, "gap_tau must be > 0")
         require(self.toy_steps >= 4 and self.quad_steps >= 4 and self.points >= 2, "steps >= 4 and points >= 2")
         require(len(self.network_rhos) >= 2 and all(0 < r < 1 for r in self.network_rhos), "network_rhos in (0, 1)")
         self.network.validate()
@@ -77,11 +86,14 @@ def corollaries(cfg: CorollariesConfig, out: Path, log: Log, toy: Optional[Figur
     toy = toy or Figure1Toy()
     bands = _quadratic_band(cfg, log) + _toy_bands(cfg, toy, log)
     phase1 = _phase1(cfg, toy, log)
+    gaps = _sam_gap(cfg, toy, log)
     limits = _thm53(cfg, log)
-    verdicts = _band_verdicts(cfg, bands) + [_phase1_verdict(cfg, phase1)] + _thm53_verdicts(cfg, limits)
+    verdicts = (_band_verdicts(cfg, bands) + [_phase1_verdict(cfg, phase1), _sam_gap_verdict(cfg, toy, gaps)]
+                + _thm53_verdicts(cfg, limits))
     files = write_table(out, "bands", bands) + write_table(out, "phase1", phase1) + write_table(out, "thm53", limits)
+    files += write_table(out, "sam_flow_gap", gaps)
     files += plots.corollary_bands(out / "bands.png", bands, limits)
-    return Findings(verdicts, {"bands": bands, "phase1": phase1, "thm53": limits}, files)
+    return Findings(verdicts, {"bands": bands, "phase1": phase1, "sam_flow_gap": gaps, "thm53": limits}, files)
 
 
 # ---- Cor 4.6 and Cor 5.6 ----------------------------------------------------------------------------
@@ -245,6 +257,37 @@ def _phase1_verdict(cfg: CorollariesConfig, rows: list[dict]):
         f"{cfg.phase1_spread:g} over the pairs", {"steps": [r["steps to 2 x radius"] for r in rows],
                                                "steps eta / ln(1/rho)": values}, ok,
         pairs=[(r["eta"], r["rho"]) for r in rows], note="regime shown for the pair with the largest rho/eta")
+
+
+# ---- SAM's gap to its flow as rho/eta -> 0 ------------------------------------------------------------
+
+def _sam_gap(cfg: CorollariesConfig, toy: Figure1Toy, log: Log) -> list[dict]:
+    start = torch.tensor(cfg.gap_start, dtype=DT)
+    flow = ManifoldFlow(toy.objective(), toy.data(), "lambda_1", project=toy.project)
+    target = flow.integrate(toy.project(start), [cfg.gap_tau], dt=cfg.gap_tau / 8).points[0]
+    rows = []
+    for eta, rho in cfg.gap_pairs:
+        steps = max(2, round(cfg.gap_tau / (eta * rho ** 2)))
+        log(f"corollaries: SAM's gap to its flow, lr {eta}, rho {rho} ({steps} steps)")
+        run = run_trajectory(toy.task(cfg.gap_start), optimizer_settings("sam-full", eta, rho), steps, [steps],
+                             seed=cfg.seed, chunk_size=2, method="sam-full")
+        gap = float((run.theta[:2].to(DT) - target[:2]).norm())
+        rows.append({"eta": eta, "rho": rho, "rho/eta": rho / eta, "steps": steps, "tau": eta * rho ** 2 * steps,
+                     "gap": gap, "flow moved": float((target[:2] - start[:2]).norm()),
+                     "gap / (eta ln(1/rho))": gap / (eta * math.log(1 / rho))})
+    return rows
+
+
+def _sam_gap_verdict(cfg: CorollariesConfig, toy: Figure1Toy, rows: list[dict]):
+    ratios = [r["gap / (eta ln(1/rho))"] for r in rows]
+    lam = toy.on_gamma(*cfg.gap_start[:2])["lambda_1"]
+    regime = regimes.full_batch_sam(rows[0]["eta"], rows[0]["rho"], lam, theorem="Thm 4.5 (rate)")
+    return regime.verdict(
+        "sam-flow-gap-rate", "full-batch SAM tracks its flow with error O(eta ln(1/rho)) as rho/eta -> 0",
+        f"gap at tau {cfg.gap_tau:g} / (eta ln(1/rho)) grows at most {cfg.growth_tol:.0%} along the pairs",
+        {"rho/eta": [r["rho/eta"] for r in rows], "gap": [r["gap"] for r in rows], "gap / (eta ln(1/rho))": ratios},
+        max(ratios[1:]) <= (1 + cfg.growth_tol) * ratios[0], pairs=[(r["eta"], r["rho"]) for r in rows],
+        note="regime shown for the first pair; the others are further inside")
 
 
 # ---- Thm 5.3 on the network -------------------------------------------------------------------------
