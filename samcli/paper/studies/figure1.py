@@ -257,7 +257,7 @@ def _endpoint_verdicts(cfg: Figure1Config, toy: Figure1Toy, runs: dict[str, Traj
     verdicts.append(sam_figure.verdict(
         "sam-to-argmin-F1-figure-settings", "full-batch SAM drifts to argmin F1, at the figure's common settings",
         f"end point within {cfg.tol_sam} of argmin F1", d_sam, d_sam["to argmin F1"] <= cfg.tol_sam, steps=cfg.steps))
-    first, last = sam_in.records[0], sam_in.records[-1]
+    last = sam_in.records[-1]
     lambda_end = 2 * float(toy.values(*_xy(sam_in).tolist())[0])
     verdicts.append(sam_in_regime.verdict(
         "sam-phase2-alignment", "in Phase II full-batch SAM's gradient aligns with the top eigenvector (angle O(rho))",
