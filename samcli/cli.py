@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .config import SamcliError, TrainConfig, apply_override, load_yaml
+from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
 from .methods import get_method, method_names
+from .render import sharpness_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare.")
@@ -25,8 +26,23 @@ def _root() -> None:
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, exit code 2, no traceback."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def fail_on_os_error(err: Exception) -> None:
+    """A file-system error the engine did not foresee (a file where a directory should be, no
+    permission, a file that is not UTF-8): one line naming the path, exit code 2."""
+    if isinstance(err, UnicodeDecodeError):
+        fail(f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8")
+    where = f" {err.filename}" if getattr(err, "filename", None) else ""
+    fail(f"cannot use{where}: {err.strerror or type(err).__name__}; check the path and its permissions")
+
+
+def warn(line: Optional[str]) -> None:
+    """A line the user must see even with --quiet or --json (stderr, so --json stays parseable)."""
+    if line:
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def progress_bar(quiet: bool):
@@ -62,11 +78,14 @@ def train(
     dtype: Optional[str] = typer.Option(None, help="float32 or float64."),
     loss: Optional[str] = typer.Option(None, help="cross-entropy or mse."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: results/runs/<name>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (its files, "
+                                                              "sharpness.json included, are removed first)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
-    """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint)."""
-    from .train import train as run_training
+    """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
+    Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted."""
+    from .train import halt_line, train as run_training
     try:
         raw = load_yaml(config) if config else {}
         flags = {"data.name": dataset, "model.name": model, "optimizer.method": method, "optimizer.rho": rho,
@@ -81,19 +100,20 @@ def train(
             apply_override(raw, item)
         cfg = TrainConfig.from_dict(raw)
         bar, update = progress_bar(quiet or as_json)
-        if bar:
-            with bar:
-                result = run_training(cfg, out, progress=update)
-        else:
-            result = run_training(cfg, out)
+        with bar or nullcontext():
+            result = run_training(cfg, out, progress=update, overwrite=overwrite)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
     except KeyboardInterrupt:
-        console.print("interrupted: the metrics so far and a summary marked 'interrupted' are in the run directory")
+        warn("interrupted: the metrics so far and a summary marked 'interrupted' (with the step) are in the "
+             "run directory")
         raise typer.Exit(130)
+    warn(halt_line(result.summary))
     if as_json:
         print(json.dumps({"run_dir": str(result.run_dir), **result.summary}, indent=2))
-    elif not quiet:
+    elif not quiet and result.status == "completed":
         final = result.summary["final"]
         acc = final.get("test_accuracy")
         console.print(f"{result.status}: train loss {final.get('train_loss', float('nan')):.4g}"
@@ -108,52 +128,19 @@ def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exac
     from .study.rundir import measure_and_record
     try:
         count = None if samples == "all" else _int(samples, "--samples", "all")
-        report, written = measure_and_record(run_dir, rho=rho, notions=notions or ("worst", "ascent", "average"),
-                                             samples=count, seed=seed, exact=exact)
+        report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,
+                                                      samples=count, seed=seed,
+                                                      exact=exact)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
+    warn(warning)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
-        console.print(render_report(report), soft_wrap=True)
+        console.print(sharpness_table(report), soft_wrap=True)
         console.print(f"written to {written}")
-
-
-def render_report(report):
-    from rich.table import Table
-    table = Table(title=f"sharpness at rho={report.rho} on {report.examples} examples, D={report.parameters} "
-                        f"(model in {report.mode} mode)")
-    table.add_column("notion")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_column("diagnostics")
-
-    def row(notion, name, value, note=""):
-        table.add_row(notion, name, "-" if value is None else f"{value:.6g}", note)
-    w, a, v, s, e = report.worst, report.ascent, report.average, report.stochastic, report.exact
-    row("", "loss L(x)", report.loss)
-    if w:
-        row("worst", "lambda_1 (Lanczos)", w.eigenvalues[0],
-            f"residual {w.residuals[0]:.2g} (error <~ {w.error_bound:.1g}), "
-            f"{'converged' if w.converged else 'NOT converged'} in {w.lanczos_iterations} its")
-        row("worst", "limit rho^2 lambda_1 / 2", w.limit)
-        row("worst", "R^Max_rho", w.finite, f"ascent on the sphere, {w.finite_restarts} restarts, {w.finite_iterations} gradients")
-    if a:
-        row("ascent", "R^Asc_rho", a.value, f"||g|| = {a.grad_norm:.3g}")
-        row("ascent", "Rayleigh n^T H n", a.rayleigh, "n = g/||g||")
-    if v:
-        row("average", "Tr(H)", v.trace, f"+- {v.trace_stderr:.2g} ({v.trace_method}, {v.trace_matvecs} HVPs)")
-        row("average", "limit rho^2 Tr / (2D)", v.limit)
-        if v.finite is not None:
-            row("average", "R^Avg_rho", v.finite, f"+- {v.finite_stderr:.2g} ({v.directions} directions)")
-    if report.alignment is not None:
-        row("", "|cos(g, v_1)|", report.alignment, "gradient / top-eigenvector alignment")
-    if s:
-        row("per-example", "E_k lambda_1(H_k)", s.mean_lambda_1, f"+- {s.stderr_lambda_1:.2g} over {s.examples} examples")
-        row("per-example", "E_k R^Asc_k", s.mean_ascent, f"+- {s.stderr_ascent:.2g}")
-    if e:
-        row("exact", "lambda_1 / lambda_M / Tr", e.lambda_1, f"lambda_M {e.lambda_m:.6g}, Tr {e.trace:.6g}, rank {e.rank}")
-    return table
 
 
 @app.command()
@@ -161,7 +148,7 @@ def sharpness(
     run_dir: Path = typer.Argument(..., help="A run directory written by `samcli train`."),
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
-    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average (repeatable; default all)."),
+    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable; default the first three)."),
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -206,9 +193,13 @@ def compare(
                                          "(to --baseline, or results/baselines/<name>.json)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
+    wait: bool = typer.Option(False, "--wait", help="If another process holds the study directory, wait for it "
+                                                    "instead of refusing."),
 ):
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
-    and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots."""
+    and the Kendall tau of each sharpness notion with test accuracy; write table.csv, table.md, study.json, plots.
+    Exit code 0: every run completed or diverged; 1: a run failed or the baseline regressed; 2: bad input
+    (nothing trained); 130: interrupted (finished runs are kept)."""
     from .study import compare as run_study, load_study, render_from
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
@@ -220,9 +211,11 @@ def compare(
             display = None if quiet or as_json else _StudyProgress(spec.name)
             with display.bar if display else nullcontext():
                 result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
-                                   baseline=baseline, update_baseline=update_baseline)
+                                   baseline=baseline, update_baseline=update_baseline, wait=wait)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
     except KeyboardInterrupt:
         console.print("interrupted: finished runs are kept; run the same command again to resume")
         raise typer.Exit(130)
@@ -230,6 +223,8 @@ def compare(
         print(json.dumps(_compare_json(result), indent=2))
     else:
         _print_compare(result, baseline)
+    diverged = int(result.table["diverged"].sum()) if "diverged" in result.table else 0
+    warn(f"{diverged} run(s) diverged; the table counts them and the notes say where" if diverged else None)
     if result.failed_runs:
         console.print(f"{result.failed_runs} run(s) failed; see the notes above", highlight=False)
     if result.baseline_ok is False or result.failed_runs:
@@ -339,6 +334,8 @@ def reproduce(
         results = paper.reproduce(name, out, quick=quick, config=config, overrides=set_, log=log, on_result=show)
     except SamcliError as err:
         fail(str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        fail_on_os_error(err)
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2, default=str))
     if not all(r.ok for r in results):

@@ -71,12 +71,17 @@ class OptimizerConfig:
     sampling: Literal["epochs", "iid"] = "epochs"
 
 
+# the sharpness notions (samcli/sharpness): the paper's three by default, adaptive on request
+DEFAULT_NOTIONS = ("worst", "ascent", "average")
+SHARPNESS_NOTIONS = DEFAULT_NOTIONS + ("adaptive",)
+
+
 @dataclass
 class MeasureConfig:
     every: int = 0                      # measure sharpness every K steps during training (0: never)
     rho: float = 0.05
     samples: Optional[int] = None       # examples to measure on (None: the whole training set)
-    notions: list[str] = field(default_factory=lambda: ["worst", "ascent", "average"])
+    notions: list[str] = field(default_factory=lambda: list(DEFAULT_NOTIONS))
     lanczos_iters: int = 30
     trace_probes: int = 4               # Rademacher probes for the trace (see sharpness.notions.Settings)
     seed: int = 0
@@ -119,6 +124,9 @@ class TrainConfig:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict | None) -> "TrainConfig":
+        if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in ("cross-entropy", "mse"):
+            from .objective import resolve_loss      # cross_entropy, CrossEntropy ... (lazy: objective needs torch)
+            raw = {**raw, "loss": resolve_loss(raw["loss"])}
         cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg
@@ -156,7 +164,11 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
     try:
-        raw = yaml.load(path.read_text(), Loader=YamlLoader) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror}); check its permissions") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -317,8 +329,9 @@ def validate(cfg: TrainConfig) -> None:
              f"stop.train_loss={st.train_loss} must be > 0 (a loss target that can be reached), or null")
     _require(st.train_accuracy is None or 0 < st.train_accuracy <= 1,
              f"stop.train_accuracy={st.train_accuracy} must be in (0, 1], or null")
-    bad = [n for n in s.notions if n not in ("worst", "ascent", "average")]
-    _require(not bad, f"measure.notions has {bad[0] if bad else ''!r}; allowed: worst, ascent, average")
+    bad = [n for n in s.notions if n not in SHARPNESS_NOTIONS]
+    if bad:
+        raise unknown_choice("measure.notions", bad[0], SHARPNESS_NOTIONS)
     if isinstance(o.batch_size, int):
         _require(o.batch_size >= 1, f"optimizer.batch_size={o.batch_size} must be >= 1 or 'full'")
     validate_optimizer(o)    # the method's own rules (samcli.methods)

@@ -2,14 +2,17 @@
 
 A run directory holds config.yaml (resolved), metrics.jsonl (one record per evaluation, appended
 and flushed as it happens), summary.json (status: running | completed | diverged | interrupted | failed),
-checkpoint.pt and, once measured, sharpness.json. Whole files are written to a temporary name and renamed, so a killed process
-never leaves half a summary or checkpoint behind.
+checkpoint.pt and, once measured, sharpness.json. Whole files are written to a temporary name (pid and
+a random suffix, so concurrent writers never share one) and renamed, so a killed process never leaves
+half a summary or checkpoint behind. A new run never lands on an existing one unless asked
+(open_run_dir).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,44 @@ RUN_FILES = (CONFIG, METRICS, CHECKPOINT, SUMMARY, SHARPNESS)
 
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    # pid and a random suffix: two processes (or two threads) writing one file never share a temporary
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` holds any run file (a run, finished or not, that writing there would replace)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def open_run_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """The directory a new run writes to, made and checked: never an existing run's unless `overwrite`,
+    and then its old run files (a stale sharpness.json too) are removed first. File-system trouble
+    (a file in the way, no permission) is one line."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SamcliError(f"--out {path} is an existing file, not a directory; pass a directory path")
+    if is_run_dir(path):
+        if not overwrite:
+            raise SamcliError(f"--out {path} already holds a run; pass --overwrite (overwrite=True) to replace "
+                              "it, or choose another directory")
+        for name in RUN_FILES:
+            (path / name).unlink(missing_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}.{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SamcliError(f"cannot write to --out {path}: {err.strerror or type(err).__name__}; "
+                          "choose a writable directory") from None
+    return path
 
 
 def _clean(value: Any) -> Any:

@@ -21,7 +21,8 @@ from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import descent_direction
 from .objective import Batch
-from .runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, save_checkpoint, write_json, write_yaml
+from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, open_run_dir, save_checkpoint, write_json,
+                   write_yaml)
 from .task import Task, build_task
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
@@ -88,8 +89,11 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
           progress: Optional[ProgressFn] = None, write: bool = True, on_record: Optional[RecordHook] = None,
-          stop: Optional[StopFn] = None, eval_at: Iterable[int] = ()) -> RunResult:
+          stop: Optional[StopFn] = None, eval_at: Iterable[int] = (), overwrite: bool = False) -> RunResult:
     """Train as `config` says and write the run directory (unless write=False).
+
+    `out` must not hold a run already: that is refused (SamcliError) unless `overwrite`, which removes
+    the old run's files first, its sharpness.json included.
 
     `task` overrides the model + data set the config would build (the paper's toys use this).
     Evaluations happen at step 0, every `eval_every` steps, at the last step and at the steps in `eval_at`.
@@ -114,7 +118,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     log = None
     if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        open_run_dir(run_dir, overwrite)
         write_yaml(run_dir / CONFIG, cfg.to_dict())
         write_json(run_dir / SUMMARY, {"status": "running", "config_hash": config_hash(cfg)})
         log = MetricsLog(run_dir / METRICS)
@@ -211,9 +215,33 @@ def _finite(direction: torch.Tensor) -> bool:
 
 
 def _summary(cfg, status, step, metrics, started, device, dim) -> dict:
-    final = metrics[-1] if metrics else {}
-    return {"status": status, "steps_done": step, "config_hash": config_hash(cfg),
-            "final": {k: v for k, v in final.items() if k not in ("step", "batch_loss")},
-            "parameters": dim, "seconds": round(time.perf_counter() - started, 3),
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "versions": {"samcli": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+    """A completed run's last evaluation is its "final"; any other run says where it stopped
+    (`<status>_at`) and keeps its last evaluation with finite losses as "last_finite", so a stale
+    healthy evaluation is never shown as the result."""
+    summary = {"status": status, "steps_done": step, "config_hash": config_hash(cfg)}
+    if status == "completed":
+        final = metrics[-1] if metrics else {}
+        summary["final"] = {k: v for k, v in final.items() if k not in ("step", "batch_loss")}
+    else:
+        finite = [r for r in metrics if all(math.isfinite(v) for k, v in r.items()
+                                            if k.endswith("_loss") and isinstance(v, float))]
+        summary[f"{status}_at"] = step
+        summary["last_finite"] = {k: v for k, v in finite[-1].items() if k != "batch_loss"} if finite else None
+    summary.update({"parameters": dim, "seconds": round(time.perf_counter() - started, 3),
+                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                    "versions": {"samcli": __version__, "torch": torch.__version__,
+                                 "python": platform.python_version()}})
+    return summary
+
+
+def halt_line(summary: dict) -> Optional[str]:
+    """One line saying where a run that did not complete stopped and what its last finite metrics are
+    (None for a completed run); the CLI prints it whatever the verbosity."""
+    status = summary.get("status")
+    if status == "completed":
+        return None
+    last = summary.get("last_finite") or {}
+    metrics = ", ".join(f"{k} {float(last[k]):.4g}" for k in ("train_loss", "test_loss", "test_accuracy")
+                        if last.get(k) is not None)
+    tail = f"; last finite evaluation at step {last['step']}: {metrics}" if last else "; no finite evaluation"
+    return f"run {status} at step {summary.get(f'{status}_at', summary.get('steps_done'))}{tail}"

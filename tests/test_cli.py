@@ -203,3 +203,53 @@ def test_compare_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, quiet, args
 
 def test_compare_from_a_directory_without_a_study(tmp_path):
     assert_one_line_error(invoke(["compare", "--from", tmp_path]), "holds no study.yaml")
+
+
+# ---- run directories are never replaced silently; halted runs say so ------------------------------
+
+def test_train_refuses_an_existing_run_unless_overwrite(tmp_path):
+    out = tmp_path / "run"
+    assert invoke(["train", *TINY, "--steps", "2", "--out", out, "--quiet"]).exit_code == 0
+    assert invoke(["sharpness", out, "--notions", "ascent"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    refused = invoke(["train", *TINY, "--steps", "3", "--out", out, "--quiet"])
+    assert_one_line_error(refused, "already holds a run", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before         # nothing touched
+    replaced = invoke(["train", *TINY, "--steps", "3", "--out", out, "--quiet", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"}
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 3     # the stale sharpness.json is gone
+
+
+def test_a_diverged_train_warns_in_one_line_even_quiet(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["train", *TINY, "--set", "data.task=regression", "--loss", "mse", "--batch-size", "full",
+                     "--lr", "1e30", "--steps", "50", "--out", out, "--quiet"])
+    assert result.exit_code == 1 and result.stdout == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert "final" not in summary and summary["diverged_at"] == summary["steps_done"]
+    assert summary["last_finite"]["step"] == 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"warning: run diverged at step {summary['diverged_at']}; last finite evaluation at step 0: "
+                     f"train_loss {summary['last_finite']['train_loss']:.4g}, "
+                     f"test_loss {summary['last_finite']['test_loss']:.4g}"]
+
+
+def test_sharpness_refuses_a_diverged_run_and_keeps_a_finite_report(tmp_path, monkeypatch):
+    import dataclasses
+    import samcli.sharpness
+    diverged = tmp_path / "diverged"
+    invoke(["train", *TINY, "--set", "data.task=regression", "--loss", "mse", "--batch-size", "full",
+            "--lr", "1e30", "--steps", "50", "--out", diverged, "--quiet"])
+    assert_one_line_error(invoke(["sharpness", diverged]), "diverged run (at step", "non-finite weights")
+    assert not (diverged / "sharpness.json").exists()
+
+    out = tmp_path / "run"
+    invoke(["train", *TINY, "--steps", "2", "--out", out, "--quiet"])
+    assert invoke(["sharpness", out, "--notions", "ascent"]).exit_code == 0
+    good = (out / "sharpness.json").read_bytes()
+    real = samcli.sharpness.measure_run
+    monkeypatch.setattr(samcli.sharpness, "measure_run",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), loss=float("nan")))
+    assert_one_line_error(invoke(["sharpness", out, "--notions", "ascent"]), "non-finite loss", "is kept")
+    assert (out / "sharpness.json").read_bytes() == good

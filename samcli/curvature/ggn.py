@@ -10,10 +10,11 @@ product delta a^T, whose squared norm factors as ||delta||^2 (||a||^2 + 1): one 
 batched (over c) backward to the layer outputs, never a per-example gradient in memory (the trick
 BackPACK uses for its exact GGN diagonal). The same factors give each example's C x C Gram matrix
 A_k^T J_k J_k^T A_k, whose eigenvalues are the nonzero eigenvalues of the per-example G_k.
+ggn_trace.py extends the exact trace to convolutions, BatchNorm and any other layer, and decides
+when Tr(H) = Tr(G).
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -33,19 +34,6 @@ def linear_only(objective: Objective) -> bool:
     owners = {name.rsplit(".", 1)[0] for name in objective.names}
     modules = dict(objective.module.named_modules())
     return all(isinstance(modules.get(owner), nn.Linear) for owner in owners)
-
-
-PIECEWISE_LINEAR = (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten)
-
-
-def piecewise_linear(objective: Objective) -> bool:
-    """Linear layers and piecewise-linear activations only. Then f is linear in every single
-    parameter (for a fixed activation pattern), diag(grad^2 f) = 0 almost everywhere, and so
-    diag(H) = diag(G): Tr(H) = Tr(G) exactly."""
-    if not linear_only(objective):
-        return False
-    leaves = [m for m in objective.module.modules() if not list(m.children())]
-    return all(isinstance(m, PIECEWISE_LINEAR) for m in leaves)
 
 
 def output_hessian_sqrt(objective: Objective, outputs: Tensor) -> Tensor:

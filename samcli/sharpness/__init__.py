@@ -1,36 +1,135 @@
-"""Sharpness of a trained model by three notions (worst, ascent, average direction)."""
+"""Sharpness of a trained model by three notions (worst, ascent, average direction).
+
+`measure_sharpness` is the door for a user's own model and data: everything it is handed is checked
+(settings, loss name, data types, shapes and labels against the model) before any curvature is
+computed, and anything wrong is one SamcliError line, never a raw torch error from deep inside.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..config import SamcliError
-from ..objective import Batch, Objective
+from ..config import SHARPNESS_NOTIONS, SamcliError
+from ..errors import unknown_choice
+from ..objective import Batch, Objective, resolve_loss
 from .notions import NOTIONS, Settings, measure
 from .report import SharpnessReport
 
-__all__ = ["measure_sharpness", "measure_run", "Settings", "SharpnessReport", "NOTIONS"]
+__all__ = ["measure_sharpness", "measure_run", "Settings", "SharpnessReport", "NOTIONS", "SharpnessInputError"]
+
+# the keywords that reach Settings through **settings (the named ones are explicit parameters)
+EXTRA_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("rho", "notions", "seed", "exact"))
+
+ZERO_ALLOWED = ("stochastic_examples", "zero_tol")     # 0 turns the per-example notions off / exact zero
+
+
+class SharpnessInputError(SamcliError, ValueError):
+    """Bad input to a measurement: one line naming the value and how to fix it."""
+
+
+def check_settings(rho, notions, samples, seed, exact, settings: dict) -> Settings:
+    """Every knob checked (type, finite, range), then the Settings value."""
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
+        raise SharpnessInputError(f"rho={rho!r} must be a finite number > 0, e.g. 0.05")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise SharpnessInputError(f"samples={samples!r} must be an integer >= 1, or None (all examples)")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SharpnessInputError(f"seed={seed!r} must be an integer")
+    notions = (notions,) if isinstance(notions, str) else tuple(notions)
+    for notion in notions or ("",):
+        if notion not in SHARPNESS_NOTIONS:
+            near = unknown_choice("notions", notion, SHARPNESS_NOTIONS)      # for its near-miss hint
+            raise SharpnessInputError(f"unknown sharpness notion {notion!r}{str(near).partition(' is unknown')[2]}")
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for key, value in settings.items():
+        if key not in EXTRA_SETTINGS:
+            raise unknown_choice("keyword", key, EXTRA_SETTINGS)
+        kind = type(defaults[key])
+        if kind is bool and not isinstance(value, bool):
+            raise SharpnessInputError(f"{key}={value!r} must be True or False")
+        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or not math.isfinite(value) or (kind is int and value != int(value))):
+            raise SharpnessInputError(f"{key}={value!r} must be a finite {'integer' if kind is int else 'number'}")
+        if kind in (int, float) and not (value >= 0 if key in ZERO_ALLOWED else value > 0):
+            raise SharpnessInputError(f"{key}={value!r} must be {'>= 0' if key in ZERO_ALLOWED else '> 0'}")
+    return Settings(rho=float(rho), notions=notions, seed=seed, exact=bool(exact),
+                    **{k: (int(v) if type(defaults[k]) is int else v) for k, v in settings.items()})
 
 
 def _as_batch(data) -> Batch:
     if isinstance(data, Batch):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        return Batch(*data)
-    if isinstance(data, torch.utils.data.DataLoader):
-        inputs, targets = zip(*[(x, y) for x, y in data])
-        return Batch(torch.cat(inputs), torch.cat(targets))
-    raise SamcliError("data must be a pair of tensors (inputs, targets), a samcli Batch or a DataLoader of pairs")
+        batch = data
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        batch = Batch(*data)
+    elif isinstance(data, torch.utils.data.DataLoader):
+        pairs = [(x, y) for x, y in data]
+        if not pairs:
+            raise SharpnessInputError("data is an empty DataLoader; pass at least one example")
+        inputs, targets = zip(*pairs)
+        batch = Batch(torch.cat(inputs), torch.cat(targets))
+    else:
+        raise SharpnessInputError(f"data is a {type(data).__name__}; pass a pair of tensors (inputs, targets), "
+                                  "a samcli Batch or a DataLoader of pairs")
+    x, y = batch.inputs, batch.targets
+    if x.ndim == 0 or len(x) == 0:
+        raise SharpnessInputError("data holds no examples; pass at least one (inputs, targets) pair")
+    if y.ndim == 0 or y.shape[0] != x.shape[0]:
+        raise SharpnessInputError(f"data has {x.shape[0]} inputs but targets of shape {tuple(y.shape)}; "
+                                  "pass one target per input")
+    if not x.is_floating_point():
+        raise SharpnessInputError(f"inputs have dtype {x.dtype}; pass floating-point inputs (e.g. inputs.float())")
+    if not torch.isfinite(x).all():
+        raise SharpnessInputError("inputs hold NaN or inf values; clean the data first")
+    if y.is_complex() or y.dtype == torch.bool:
+        raise SharpnessInputError(f"targets have dtype {y.dtype}; pass integer class labels or float targets")
+    return batch
+
+
+def _check_against_model(module: nn.Module, loss: str | Callable, batch: Batch) -> None:
+    """A forward pass on two examples: the inputs fit the model and the targets fit its outputs."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            outputs = module(batch.inputs[:2])
+    except Exception as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SharpnessInputError(f"the model cannot take inputs of shape {tuple(batch.inputs.shape[1:])} per "
+                                  f"example ({text[:160]}); pass inputs shaped as the model expects") from None
+    finally:
+        module.train(was_training)
+    if not isinstance(loss, str):
+        return       # a user's loss function: its targets are its own business
+    y = batch.targets
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        raise SharpnessInputError(f"the model's outputs have shape {shape}; loss={loss!r} needs (examples, "
+                                  "outputs) per batch; pass a loss function for other outputs")
+    classes = outputs.shape[1]
+    if loss == "cross-entropy" and y.is_floating_point():
+        raise SharpnessInputError(f"targets have dtype {y.dtype}; cross-entropy needs integer class labels "
+                                  "(targets.long()), or use loss='mse' for real-valued targets")
+    if not y.is_floating_point():
+        if y.ndim != 1:
+            raise SharpnessInputError(f"class labels have shape {tuple(y.shape)}; pass one label per example")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise SharpnessInputError(f"label {bad} is out of range: the model has {classes} outputs, so labels "
+                                      f"must be in 0..{classes - 1}")
+    elif y[0].numel() != classes:
+        raise SharpnessInputError(f"targets have {y[0].numel()} values per example but the model has {classes} "
+                                  "outputs; pass targets shaped as the outputs")
 
 
 def _subsample(data: Batch, samples: Optional[int], seed: int) -> Batch:
     if samples is None or samples >= len(data):
         return data
-    if samples < 1:
-        raise SamcliError(f"samples={samples} must be >= 1 or None (all examples)")
     index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:samples]
     return data.take(index.sort().values.to(data.inputs.device))
 
@@ -40,18 +139,26 @@ def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-e
                       exact: bool = False, **settings) -> SharpnessReport:
     """Measure any torch module on (inputs, targets); see `Settings` for the remaining knobs.
 
-    The module is measured in eval mode (BatchNorm running statistics, no dropout).
+    The module is measured in eval mode (BatchNorm running statistics, no dropout). Bad input raises
+    SharpnessInputError (a SamcliError) with one line.
     """
-    if rho <= 0:
-        raise SamcliError(f"rho={rho} must be > 0")
-    batch = _as_batch(data)
+    config = check_settings(rho, notions, samples, seed, exact, settings)
+    if not isinstance(model, nn.Module):
+        raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module")
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        raise SharpnessInputError("the model has no parameters: sharpness is a property of the loss in the "
+                                  "parameters; pass a model with trainable weights")
+    if isinstance(loss, str):
+        loss = resolve_loss(loss)
+    elif not callable(loss):
+        raise SharpnessInputError(f"loss={loss!r} must be a loss name (cross-entropy, mse) or a function")
+    batch = _as_batch(data).to(param.device, param.dtype)
+    _check_against_model(model, loss, batch)
     objective, theta = Objective.from_module(model, loss)
-    param = next(iter(model.parameters()))
-    batch = batch.to(param.device, param.dtype)
     was_training = model.training
     try:
-        return measure(objective, theta, _subsample(batch, samples, seed),
-                       Settings(rho=rho, notions=tuple(notions), seed=seed, exact=exact, **settings))
+        return measure(objective, theta, _subsample(batch, samples, seed), config)
     finally:
         model.train(was_training)
 
@@ -61,13 +168,11 @@ def measure_run(run_dir: str | Path, *, rho: float = 0.05, notions: Sequence[str
     """Measure a run directory's checkpoint on its own training set (config read from the run)."""
     from ..runs import load_run
     from ..task import build_task
-    if rho <= 0:
-        raise SamcliError(f"--rho {rho} must be > 0")
     cfg, state = load_run(run_dir)
+    settings.setdefault("chunk_size", cfg.chunk_size)
+    config = check_settings(rho, notions, samples, seed, exact, settings)
     task = build_task(cfg)
     theta = state["theta"].to(task.theta)
     for name, value in state.get("buffers", {}).items():
         task.objective.buffers[name].copy_(value)
-    settings.setdefault("chunk_size", cfg.chunk_size)
-    return measure(task.objective, theta, _subsample(task.train, samples, seed),
-                   Settings(rho=rho, notions=tuple(notions), seed=seed, exact=exact, **settings))
+    return measure(task.objective, theta, _subsample(task.train, samples, seed), config)

@@ -17,9 +17,7 @@ u -> L(w + T u), whose gradient is T grad L and whose Hessian at u = 0 is T H T.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -30,54 +28,7 @@ from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import hutchpp
 from ..objective import Batch, Objective
-
-
-@dataclass(frozen=True)
-class AdaptiveSharpness:
-    """Adaptive (scale-invariant) sharpness at radius rho, T = diag(|w| + eta_abs)."""
-    rho: float
-    eta_abs: float
-    examples: int
-    parameters: int
-    loss: float
-    # eps of the parameters' dtype times |L|: finite-rho values near it are rounding, not curvature
-    # (in float32 the default rho = 0.05 moves the loss of a trained net by about that little)
-    loss_resolution: float
-    lambda_1: float                    # top eigenvalue of T H T (Lanczos)
-    lambda_1_residual: float           # ||T H T v - lambda v||
-    lambda_1_error_bound: float        # residual^2 / Ritz gap
-    lanczos_converged: bool
-    lanczos_iterations: int
-    limit_worst: float                 # rho^2 lambda_1(T H T) / 2
-    trace: float                       # Tr(T H T) by Hutch++
-    trace_stderr: float
-    trace_method: str
-    trace_matvecs: int
-    limit_average: float               # rho^2 Tr(T H T) / (2 D)
-    worst: Optional[float] = None      # max_{||u|| <= rho} L(w + T u) - L(w), best over restarts
-    worst_gradients: int = 0           # gradient evaluations spent by the ascent
-    worst_restarts: int = 0
-    average: Optional[float] = None    # E_u L(w + T u) - L(w), antithetic Monte Carlo
-    average_stderr: Optional[float] = None
-    directions: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AdaptiveSharpness":
-        return cls(**data)
-
-    def summary(self) -> dict[str, float]:
-        """The flat numbers a table shows, prefixed ada_ beside the other notions' keys."""
-        out = {"ada_lambda_1": self.lambda_1, "ada_limit_max": self.limit_worst, "ada_trace": self.trace,
-               "ada_limit_avg": self.limit_average}
-        if self.worst is not None:
-            out["ada_r_max"] = self.worst
-        if self.average is not None:
-            out["ada_r_avg"] = self.average
-        return out
+from .report import AdaptiveSharpness
 
 
 class _ScaledObjective:

@@ -8,25 +8,31 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
-from ..config import MeasureConfig, SamcliError
+from ..config import DEFAULT_NOTIONS, SHARPNESS_NOTIONS, MeasureConfig, SamcliError
 from ..curvature.dense import dense_hessian, spectrum
-from ..curvature.ggn import GGNOperator, exact_ggn_trace, linear_only, parameter_blocks, piecewise_linear
+from ..curvature.ggn import GGNOperator, parameter_blocks, supports_ggn
+from ..curvature.ggn_trace import ggn_trace, piecewise_linear_reason
 from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import TraceEstimate, ggn_control_variate, hutchpp
-from ..methods import ascent_step
+from ..ascent import ascent_step
 from ..objective import Batch, Objective
+from .adaptive import adaptive_sharpness
 from .report import (AscentDirection, AverageDirection, ExactSpectrum, SharpnessReport, StochasticNotions,
                      WorstDirection)
 
-NOTIONS = ("worst", "ascent", "average")
+NOTIONS = DEFAULT_NOTIONS           # what a measurement reports unless asked for more (SHARPNESS_NOTIONS)
+# elements a vmapped batch of parameter vectors may hold at once (points x examples x D for the Monte
+# Carlo, examples x Lanczos iterations x D for the per-example bases): 2^28, 2 GB in float64
+VMAP_BUDGET = 2 ** 28
 
 
 @dataclass(frozen=True)
@@ -49,67 +55,103 @@ class Settings:
     stochastic_examples: int = 32     # 0 turns the per-example notions off
     exact: bool = False
     zero_tol: float = 1e-6
+    # adaptive sharpness perturbs by |w| * u with ||u|| <= adaptive_rho: |w| is ~0.1 in small nets, so
+    # the paper's rho = 0.05 would move the loss below float32 resolution; 0.5 is in the range of
+    # Andriushchenko et al. 2023's adaptive radii
+    adaptive_rho: float = 0.5
     chunk_size: int = 4096
 
 
 def measure(objective: Objective, theta: Tensor, data: Batch, settings: Settings = Settings()) -> SharpnessReport:
     """Measure the requested notions of L = mean loss over `data` at `theta`."""
-    unknown = [n for n in settings.notions if n not in NOTIONS]
+    unknown = [n for n in settings.notions if n not in SHARPNESS_NOTIONS]
     if unknown:
-        raise SamcliError(f"unknown sharpness notion {unknown[0]!r}; choose from {', '.join(NOTIONS)}")
+        raise SamcliError(f"unknown sharpness notion {unknown[0]!r}; choose from {', '.join(SHARPNESS_NOTIONS)}")
     if not torch.isfinite(theta).all():
         raise SamcliError("the parameters are not finite (a diverged run?): sharpness is undefined there")
     started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    part = _timer(seconds, theta.device)
     objective.set_training(False)
     theta = theta.detach()
     rho, chunk = settings.rho, settings.chunk_size
     generator = torch.Generator().manual_seed(settings.seed)
     hessian = HessianOperator(objective, theta, data, chunk)
-    loss, g = objective.value_and_grad(theta, data, chunk)
-    loss = loss.item()
+    with part("gradient"):
+        loss, g = objective.value_and_grad(theta, data, chunk)
+        loss = loss.item()
 
     worst = top = None
     if "worst" in settings.notions or "ascent" in settings.notions:
-        top = lanczos(hessian.matmat, objective.dim, k=settings.k, max_iter=settings.lanczos_iters,
-                      tol=settings.lanczos_tol, generator=generator, device=theta.device)
+        with part("lanczos"):
+            top = lanczos(hessian.matmat, objective.dim, k=settings.k, max_iter=settings.lanczos_iters,
+                          tol=settings.lanczos_tol, generator=generator, device=theta.device)
     if "worst" in settings.notions:
-        lam = top.eigenvalues[0].tolist()
-        finite = (None, 0, 0)
-        if settings.finite:
-            finite = worst_direction_ascent(objective, theta, data, rho, top.eigenvectors[0, 0].to(theta.dtype),
-                                            loss, settings, generator)
-        worst = WorstDirection(tuple(lam), tuple(top.residuals[0].tolist()), bool(top.converged[0]),
-                               top.iterations, rho ** 2 * lam[0] / 2, *finite, top.error_bounds[0, 0].item())
+        with part("worst"):
+            lam = top.eigenvalues[0].tolist()
+            finite = (None, 0, 0)
+            if settings.finite:
+                finite = worst_direction_ascent(objective, theta, data, rho, top.eigenvectors[0, 0].to(theta.dtype),
+                                                loss, settings, generator)
+            worst = WorstDirection(tuple(lam), tuple(top.residuals[0].tolist()), bool(top.converged[0]),
+                                   top.iterations, rho ** 2 * lam[0] / 2, *finite, top.error_bounds[0, 0].item())
 
     ascent = alignment = None
     if "ascent" in settings.notions:
-        g_norm = g.norm().item()
-        if g_norm == 0.0:   # R^Asc is undefined at a stationary point; the paper sets it to +inf
-            ascent = AscentDirection(math.inf, math.nan, math.inf, 0.0)
-        else:
-            n = g / g_norm
-            value = objective.evaluate_loss(theta + ascent_step(g, rho, 0.0), data, chunk) - loss
-            rayleigh = (n @ hessian.matvec(n)).item()
-            ascent = AscentDirection(value, rayleigh, rho ** 2 * rayleigh / 2, g_norm)
-            alignment = abs((n.to(torch.float64) @ top.eigenvectors[0, 0]).item())
+        with part("ascent"):
+            g_norm = g.norm().item()
+            if g_norm == 0.0:   # R^Asc is undefined at a stationary point; the paper sets it to +inf
+                ascent = AscentDirection(math.inf, math.nan, math.inf, 0.0)
+            else:
+                n = g / g_norm
+                value = objective.evaluate_loss(theta + ascent_step(g, rho, 0.0), data, chunk) - loss
+                rayleigh = (n @ hessian.matvec(n)).item()
+                ascent = AscentDirection(value, rayleigh, rho ** 2 * rayleigh / 2, g_norm)
+                alignment = abs((n.to(torch.float64) @ top.eigenvectors[0, 0]).item())
 
     average = None
     if "average" in settings.notions:
-        average = average_direction(objective, theta, data, hessian, loss, settings, generator)
+        with part("average"):
+            average = average_direction(objective, theta, data, hessian, loss, settings, generator)
 
     stochastic = None
     if settings.stochastic_examples:
-        stochastic = per_example_notions(objective, theta, data, settings, generator)
+        with part("stochastic"):
+            stochastic = per_example_notions(objective, theta, data, settings, generator)
 
     exact = None
     if settings.exact:
-        spec = spectrum(dense_hessian(objective, theta, data, chunk), settings.zero_tol)
-        d = objective.dim
-        exact = ExactSpectrum(spec.lambda_1, spec.lambda_min_nonzero, spec.trace, spec.rank, settings.zero_tol,
-                              rho ** 2 * spec.lambda_1 / 2, rho ** 2 * spec.lambda_min_nonzero / 2,
-                              rho ** 2 * spec.trace / (2 * d))
+        with part("exact"):
+            spec = spectrum(dense_hessian(objective, theta, data, chunk), settings.zero_tol)
+            d = objective.dim
+            exact = ExactSpectrum(spec.lambda_1, spec.lambda_min_nonzero, spec.trace, spec.rank, settings.zero_tol,
+                                  rho ** 2 * spec.lambda_1 / 2, rho ** 2 * spec.lambda_min_nonzero / 2,
+                                  rho ** 2 * spec.trace / (2 * d))
+    adaptive = None
+    if "adaptive" in settings.notions:
+        with part("adaptive"):
+            adaptive = adaptive_sharpness(
+                objective, theta, data, settings.adaptive_rho, loss=loss, restarts=settings.ascent_restarts,
+                ascent_iters=settings.ascent_iters, directions=settings.directions,
+                lanczos_iters=settings.lanczos_iters, lanczos_tol=settings.lanczos_tol,
+                trace_probes=settings.trace_probes, finite=settings.finite, seed=settings.seed, chunk_size=chunk)
     return SharpnessReport(rho, len(data), objective.dim, loss, "eval", settings.seed, worst, ascent, average,
-                           alignment, stochastic, exact, time.perf_counter() - started)
+                           alignment, stochastic, exact, time.perf_counter() - started, seconds, adaptive)
+
+
+def _timer(seconds: dict[str, float], device):
+    """`with part(name):` adds the block's wall seconds to seconds[name]. The Lanczos run serves both
+    the worst direction (lambda_1) and the ascent notion's alignment, so it is its own entry."""
+    @contextmanager
+    def part(name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device is not None and torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)     # kernels run asynchronously; charge them to their part
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+    return part
 
 
 # ---- worst direction at finite rho -----------------------------------------------------------
@@ -151,22 +193,40 @@ def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Sett
 
 def average_direction(objective, theta, data, hessian, loss, settings: Settings, generator) -> AverageDirection:
     d, rho = objective.dim, settings.rho
-    if piecewise_linear(objective):
-        exact = exact_ggn_trace(objective, theta, data, settings.chunk_size)
-        estimate = TraceEstimate(exact, 0.0, "exact: Tr(G), piecewise-linear net", 0, 0, exact)
-    elif linear_only(objective):
-        ggn = GGNOperator(objective, theta, data, settings.chunk_size)
-        masks = _block_masks(objective, theta)
-        estimate = ggn_control_variate(hessian.matmat, ggn.matmat, exact_ggn_trace(objective, theta, data, settings.chunk_size),
-                                       masks, d, max(settings.trace_probes, 2), generator, theta.dtype, theta.device)
-    else:
-        estimate = hutchpp(hessian.matmat, d, 3 * max(settings.trace_probes, 2), generator, theta.dtype, theta.device)
+    estimate = trace_estimate(objective, theta, data, hessian, settings, generator)
     finite = finite_stderr = None
     if settings.finite:
         finite, finite_stderr = average_direction_monte_carlo(objective, theta, data, loss, settings, generator)
     return AverageDirection(estimate.value, estimate.stderr, estimate.method, estimate.matvecs, estimate.ggn_trace,
                             rho ** 2 * estimate.value / (2 * d), finite, finite_stderr,
                             settings.directions if settings.finite else 0)
+
+
+def trace_estimate(objective, theta, data, hessian, settings: Settings, generator) -> TraceEstimate:
+    """Tr(H) by the best path the network allows; `method` says which and why:
+    exact Tr(G) when f is linear in each single parameter (piecewise-linear nets: Tr(H) = Tr(G));
+    Tr(G) exact plus block Hutchinson on H - G for other networks; Hutch++ when no per-example
+    Gauss-Newton identity exists (toys, other losses, BatchNorm on batch statistics)."""
+    d = objective.dim
+    ggn = ggn_trace(objective, theta, data, settings.chunk_size)
+    if ggn is None:
+        estimate = hutchpp(hessian.matmat, d, 3 * max(settings.trace_probes, 2), generator, theta.dtype, theta.device)
+        return replace(estimate, method=f"hutch++: {_no_ggn_reason(objective)}")
+    smooth = piecewise_linear_reason(objective)
+    if smooth is None:
+        return TraceEstimate(ggn.value, 0.0, f"exact Tr(G), {ggn.describe()}; piecewise-linear so Tr(H) = Tr(G)",
+                             0, 0, ggn.value)
+    operator = GGNOperator(objective, theta, data, settings.chunk_size)
+    estimate = ggn_control_variate(hessian.matmat, operator.matmat, ggn.value, _block_masks(objective, theta), d,
+                                   max(settings.trace_probes, 2), generator, theta.dtype, theta.device)
+    return replace(estimate, method=f"ggn+block-hutchinson: Tr(G) exact ({ggn.describe()}) plus "
+                                                f"block Hutchinson on H - G, since {smooth}")
+
+
+def _no_ggn_reason(objective) -> str:
+    if not supports_ggn(objective):
+        return "the loss is not a cross-entropy or squared error of a module's outputs, so no exact Tr(G)"
+    return "a BatchNorm uses batch statistics, which couple the examples: no per-example Tr(G)"
 
 
 def _block_masks(objective: Objective, theta: Tensor) -> list[Tensor]:
@@ -191,8 +251,12 @@ def average_direction_monte_carlo(objective, theta, data, loss, settings: Settin
     points = torch.cat([theta + u, theta - u])
     values = torch.zeros(2 * pairs, dtype=torch.float64, device=theta.device)
     for chunk in data.chunks(settings.chunk_size):
-        per_point = vmap(lambda t: objective.loss(t, chunk))(points)
-        values += per_point.to(torch.float64) * (len(chunk) / len(data))
+        # vmapping every point at once holds points x examples x activations; on a ResNet-18 that is
+        # tens of GB, and a vmapped convolution with batched weights is no faster than a loop
+        group = max(1, VMAP_BUDGET // (len(chunk) * objective.dim))
+        for start in range(0, 2 * pairs, group):
+            per_point = vmap(lambda t: objective.loss(t, chunk))(points[start:start + group])
+            values[start:start + group] += per_point.to(torch.float64) * (len(chunk) / len(data))
     pair_means = (values[:pairs] + values[pairs:]) / 2 - loss
     return pair_means.mean().item(), pair_means.std().item() / math.sqrt(pairs)
 
@@ -214,12 +278,14 @@ def per_example_notions(objective, theta, data, settings: Settings, generator) -
         return jvp(lambda t: grad(example_loss)(t, x, y), (theta,), (v.to(theta.dtype),))[1]
 
     # Lock-step Lanczos over groups of examples: the float64 Krylov bases (group x iterations x D)
-    # are what costs memory, so groups stay small.
+    # are what costs memory, so groups stay small (one example at a time for a ResNet-18).
+    iterations = min(settings.lanczos_iters, 30)
     lams, residuals = [], []
-    for start in range(0, count, 8):
-        part = slice(start, start + 8)
+    group = max(1, min(8, VMAP_BUDGET // (iterations * objective.dim)))
+    for start in range(0, count, group):
+        part = slice(start, start + group)
         result = lanczos(lambda vs: vmap(example_hvp)(vs, xs[part], ys[part]), objective.dim, k=1,
-                         batch=len(xs[part]), max_iter=min(settings.lanczos_iters, 30), tol=1e-3,
+                         batch=len(xs[part]), max_iter=iterations, tol=1e-3,
                          generator=generator, device=theta.device)
         lams.append(result.eigenvalues[:, 0])
         residuals.append(result.residuals[:, 0])

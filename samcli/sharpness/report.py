@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -68,6 +68,54 @@ class ExactSpectrum:
 
 
 @dataclass(frozen=True)
+class AdaptiveSharpness:
+    """Adaptive (scale-invariant) sharpness at radius rho, T = diag(|w| + eta_abs)."""
+    rho: float
+    eta_abs: float
+    examples: int
+    parameters: int
+    loss: float
+    # eps of the parameters' dtype times |L|: finite-rho values near it are rounding, not curvature
+    # (in float32 the default rho = 0.05 moves the loss of a trained net by about that little)
+    loss_resolution: float
+    lambda_1: float                    # top eigenvalue of T H T (Lanczos)
+    lambda_1_residual: float           # ||T H T v - lambda v||
+    lambda_1_error_bound: float        # residual^2 / Ritz gap
+    lanczos_converged: bool
+    lanczos_iterations: int
+    limit_worst: float                 # rho^2 lambda_1(T H T) / 2
+    trace: float                       # Tr(T H T) by Hutch++
+    trace_stderr: float
+    trace_method: str
+    trace_matvecs: int
+    limit_average: float               # rho^2 Tr(T H T) / (2 D)
+    worst: Optional[float] = None      # max_{||u|| <= rho} L(w + T u) - L(w), best over restarts
+    worst_gradients: int = 0           # gradient evaluations spent by the ascent
+    worst_restarts: int = 0
+    average: Optional[float] = None    # E_u L(w + T u) - L(w), antithetic Monte Carlo
+    average_stderr: Optional[float] = None
+    directions: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AdaptiveSharpness":
+        return cls(**data)
+
+    def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows, prefixed ada_ beside the other notions' keys."""
+        out = {"ada_lambda_1": self.lambda_1, "ada_limit_max": self.limit_worst, "ada_trace": self.trace,
+               "ada_limit_avg": self.limit_average}
+        if self.worst is not None:
+            out["ada_r_max"] = self.worst
+        if self.average is not None:
+            out["ada_r_avg"] = self.average
+        return out
+
+
+@dataclass(frozen=True)
 class SharpnessReport:
     rho: float
     examples: int                      # examples the loss was measured on
@@ -81,7 +129,11 @@ class SharpnessReport:
     alignment: Optional[float] = None  # |cos(g, v_1)|
     stochastic: Optional[StochasticNotions] = None
     exact: Optional[ExactSpectrum] = None
-    seconds: float = 0.0
+    seconds: float = 0.0               # wall time of the whole measurement
+    # wall seconds per part: gradient, lanczos (lambda_1 for worst and the alignment), worst, ascent,
+    # average, stochastic, exact; only the parts that ran
+    notion_seconds: dict[str, float] = field(default_factory=dict)
+    adaptive: Optional[AdaptiveSharpness] = None      # opt-in: notions including "adaptive"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,6 +155,8 @@ class SharpnessReport:
             out["alignment"] = self.alignment
         if self.stochastic:
             out.update(stoch_lambda_1=self.stochastic.mean_lambda_1, stoch_r_asc=self.stochastic.mean_ascent)
+        if self.adaptive:
+            out.update(self.adaptive.summary())
         if self.exact:
             out.update(exact_lambda_1=self.exact.lambda_1, exact_lambda_m=self.exact.lambda_m,
                        exact_trace=self.exact.trace)
@@ -111,13 +165,13 @@ class SharpnessReport:
     @classmethod
     def from_dict(cls, data: dict) -> "SharpnessReport":
         parts = {"worst": WorstDirection, "ascent": AscentDirection, "average": AverageDirection,
-                 "stochastic": StochasticNotions, "exact": ExactSpectrum}
+                 "stochastic": StochasticNotions, "exact": ExactSpectrum, "adaptive": AdaptiveSharpness}
         kwargs = dict(data)
         for key, part in parts.items():
             if kwargs.get(key) is not None:
                 value = dict(kwargs[key])
-                for field in ("eigenvalues", "residuals"):
-                    if field in value:
-                        value[field] = tuple(value[field])
+                for name in ("eigenvalues", "residuals"):
+                    if name in value:
+                        value[name] = tuple(value[name])
                 kwargs[key] = part(**value)
         return cls(**kwargs)

@@ -23,11 +23,12 @@ from ..runs import write_yaml
 from .baseline import refuse_bad_baseline, settle_baseline
 from .executors import Event, ProgressFn, make_executor
 from .grid import Study, StudyError, load_study, parse_study
+from .lock import StudyBusyError, study_lock
 from .report import CompareResult, render
 from .rundir import RunRecord, move_aside, run_state
 
 __all__ = ["compare", "render_from", "load_study", "Study", "StudyError", "Event", "CompareResult",
-           "RunRecord", "default_study_dir"]
+           "RunRecord", "default_study_dir", "StudyBusyError"]
 
 STUDY_FILE = "study.yaml"
 
@@ -38,9 +39,14 @@ def default_study_dir(study: Study) -> Path:
 
 def compare(study=None, *, out: str | Path | None = None, executor: str = "local", jobs: Optional[int] = 1,
             address: Optional[str] = None, progress: Optional[ProgressFn] = None,
-            baseline: str | Path | None = None, update_baseline: bool = False) -> CompareResult:
+            baseline: str | Path | None = None, update_baseline: bool = False, wait: bool = False) -> CompareResult:
     """Run (or reuse) every run of `study` (a YAML path, a dict, a Study or None: the default study),
     measure it, write the study directory and return its tables.
+
+    Every run's config and the sharpness settings are validated before anything trains. The study
+    directory is held by one process at a time: another holder raises StudyBusyError, or, with
+    `wait`, is waited for. A finished run is reused only when all its files hold up (rundir.run_state);
+    any other is moved aside or redone, and the result's notes say which and why.
 
     `jobs` None picks one process per core (executors.auto_jobs). With `baseline`, the table is
     checked against that baseline file (refused before anything trains if unreadable); with
@@ -50,11 +56,27 @@ def compare(study=None, *, out: str | Path | None = None, executor: str = "local
     runner = make_executor(executor, jobs, address)
     refuse_bad_baseline(baseline, update_baseline)
     study_dir = Path(out) if out is not None else default_study_dir(study)
-    runs_dir = study_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(study_dir / STUDY_FILE, json.loads(json.dumps(study.raw, default=str)))   # plain YAML types
-    emit = progress or (lambda event: None)
+    make_study_dir(study_dir)
+    with study_lock(study_dir, wait):
+        return _with_baseline(study, _run_all(study, study_dir, runner, progress or (lambda event: None)),
+                              baseline, update_baseline)
 
+
+def make_study_dir(study_dir: Path) -> None:
+    """The study directory and its runs/, or one line saying why they cannot be made."""
+    if study_dir.exists() and not study_dir.is_dir():
+        raise SamcliError(f"--out {study_dir} is an existing file, not a directory; pass a directory path")
+    try:
+        (study_dir / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SamcliError(f"cannot create the study directory {study_dir}: {err.strerror}; "
+                          "choose a writable directory") from None
+
+
+def _run_all(study: Study, study_dir: Path, runner, emit: ProgressFn) -> CompareResult:
+    """Plan (reuse, measure, train, or move aside and train) and execute every run, then render."""
+    runs_dir = study_dir / "runs"
+    write_yaml(study_dir / STUDY_FILE, json.loads(json.dumps(study.raw, default=str)))   # plain YAML types
     plan, notes = [], []
     for spec in study.runs:
         run_dir = runs_dir / spec.hash
@@ -76,7 +98,8 @@ def compare(study=None, *, out: str | Path | None = None, executor: str = "local
     by_hash = {r.hash: r for r in fresh}
     records = [by_hash.get(spec.hash) or RunRecord.read(run_dir, spec) for spec, run_dir, _ in plan]
     notes += [f"{r.label} seed {r.seed} failed: {r.error}" for r in records if r.error]
-    return _with_baseline(study, render(study, records, study_dir, notes), baseline, update_baseline)
+    notes += [f"{r.label} seed {r.seed} diverged at step {r.halted_at}" for r in records if r.status == "diverged"]
+    return render(study, records, study_dir, notes)
 
 
 def render_from(study_dir: str | Path, progress: Optional[ProgressFn] = None, *,

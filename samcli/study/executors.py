@@ -5,6 +5,8 @@ rundir.py), and returns their records. `execute` is the one function every execu
 run (a top-level function, so it pickles for spawned processes and Ray workers); `collect` is the
 one loop that gathers what the runs return, turns an error into a failed record and reports each
 run done. `make_executor` picks one from EXECUTORS by name; adding an executor is one entry there.
+Pool workers die with the process that started them (die_with_parent), so a killed study leaves
+nothing behind that could still write into its directory.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable, Iterable, Optional, Protocol
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
 from .grid import RunSpec
-from .rundir import RunRecord, measure_and_record, record_diverged
+from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,38 @@ class Executor(Protocol):
 _QUEUE = None   # set in pool workers: progress events go back to the parent through it
 
 
-def _init_worker(threads: int, queue) -> None:
+def _init_worker(threads: int, queue, parent: int) -> None:
     global _QUEUE
     _QUEUE = queue
+    die_with_parent(parent)
     import torch
     torch.set_num_threads(threads)
+
+
+def die_with_parent(parent: int) -> None:
+    """A pool worker must not outlive `samcli compare` (kill -9 included): it would keep writing into the
+    study directory and race the rerun. On Linux the kernel kills it (PR_SET_PDEATHSIG); everywhere a
+    daemon thread also exits it once its parent pid changes (reparented), which covers the moment before
+    prctl and systems without it."""
+    import signal
+    import sys
+    import threading
+    import time
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass            # no libc prctl: the watchdog alone
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="samcli-parent-watchdog", daemon=True).start()
 
 
 def _measure_kwargs(sharpness: dict) -> dict:
@@ -92,7 +121,11 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
         if emit:
             emit(Event("measure", spec.hash, spec.label, spec.seed))
         try:
-            measure_and_record(run_dir, **_measure_kwargs(sharpness))
+            warning = measure_and_record(run_dir, **_measure_kwargs(sharpness))[2]
+            if warning and emit:
+                emit(Event("note", spec.hash, spec.label, spec.seed, message=f"{spec.name}: {warning}"))
+        except KeptReportError:
+            raise                # the run fails with that line; its finite report stays
         except SamcliError:
             if action != "measure":
                 raise
@@ -161,9 +194,10 @@ class LocalExecutor:
             def one(i: int) -> RunRecord:
                 spec, run_dir, action = todo[i]
                 return execute(spec, run_dir, sharpness, action, _without_done(emit))
-            # in this process a bug is not a failed run: only the errors a run can meet are caught
+            # in this process a bug is not a failed run: only the errors a run can meet (bad numerics,
+            # a data set that cannot be downloaded or read) are caught
             records = collect(handles, lambda pending: (pending[:1], pending[1:]), one, emit,
-                              catch=(SamcliError, RuntimeError, ValueError))
+                              catch=(SamcliError, RuntimeError, ValueError, OSError))
         else:
             records = self._pool(todo, handles, sharpness, emit)
         return [records[spec.hash] for spec, _, _ in todo]
@@ -174,7 +208,7 @@ class LocalExecutor:
         queue = ctx.Queue()
         forward = _without_done(emit)
         pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(max(1, cpu_count() // self.jobs), queue))
+                                   initargs=(max(1, cpu_count() // self.jobs), queue, os.getpid()))
         try:
             futures = {pool.submit(execute, spec, run_dir, sharpness, action): handles[i]
                        for i, (spec, run_dir, action) in enumerate(todo)}

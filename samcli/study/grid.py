@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
+from ..config import DEFAULT_NOTIONS, SHARPNESS_NOTIONS, ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
 from ..data import train_set_size
 from ..methods import method_names, unused_parameters, validate_optimizer
 from .baseline import BaselineError, Ordering, parse_baseline
@@ -273,24 +273,20 @@ def _sharpness(raw: Any, where: str) -> dict:
     unknown = [k for k in raw if k not in allowed]
     if unknown:
         raise StudyError(f"{where}: unknown key sharpness.{unknown[0]}; allowed: {', '.join(allowed)}")
-    out = {"rho": 0.05, "samples": None, "notions": ["worst", "ascent", "average"], "seed": 0}
+    out = {"rho": 0.05, "samples": None, "notions": list(DEFAULT_NOTIONS), "seed": 0}
     out.update(raw)
     if out["samples"] == "all":
         out["samples"] = None
-    s = out["samples"]
-    if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
-        raise StudyError(f"{where}: sharpness.samples={s!r} must be a positive integer or 'all'")
-    if isinstance(out["rho"], bool) or not isinstance(out["rho"], (int, float)) or out["rho"] <= 0:
-        raise StudyError(f"{where}: sharpness.rho={out['rho']!r} must be a number > 0")
     notions = out["notions"]
-    if not isinstance(notions, list) or not notions or any(n not in ("worst", "ascent", "average") for n in notions):
-        raise StudyError(f"{where}: sharpness.notions={notions!r} must be a non-empty list of worst, ascent, average")
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    for key, value in out.items():
-        if key in defaults and key not in ("rho", "notions", "seed"):
-            kind = type(defaults[key])
-            if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise StudyError(f"{where}: sharpness.{key}={value!r} must be a number")
-            if kind is bool and not isinstance(value, bool):
-                raise StudyError(f"{where}: sharpness.{key}={value!r} must be true or false")
+    if not isinstance(notions, list) or not notions:
+        raise StudyError(f"{where}: sharpness.notions={notions!r} must be a non-empty list of "
+                         f"{', '.join(SHARPNESS_NOTIONS)}")
+    from ..sharpness import SharpnessInputError, check_settings
+    rest = {k: v for k, v in out.items() if k not in ("rho", "notions", "samples", "seed", "exact")}
+    try:     # the same checks as measure_run, here so a bad value is refused before the first run trains
+        check_settings(out["rho"], notions, out["samples"], out["seed"], out.get("exact", False), rest)
+    except (SharpnessInputError, ConfigError) as err:
+        text = str(err)      # "samples=0 must be ..." reads as the study key sharpness.samples
+        key = text.split("=", 1)[0]
+        raise StudyError(f"{where}: sharpness{'.' if key in out else ': '}{text}") from None
     return out

@@ -9,11 +9,18 @@ So killing the process at any moment loses at most the runs in progress:
     missing directory                      -> train
     summary running / interrupted          -> unfinished: train again from scratch
     summary completed, no sharpness.json   -> measure only
-    foreign or corrupt directory           -> reported, moved aside to <hash>.stale-N, trained again
+    foreign, corrupt or damaged directory  -> reported, moved aside to <hash>.stale-N, trained again
+
+A finished run is only reused when every file holds up: metrics.jsonl parses line by line and its
+steps are exactly the evaluation schedule of its config up to the summary's steps_done, the
+checkpoint loads with the summary's parameter count (finite weights for a completed run), and
+sharpness.json is a finite report (a non-finite one is measured again).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +29,7 @@ from typing import Any, Optional
 import yaml
 
 from ..config import SamcliError, TrainConfig, config_hash
-from ..runs import (CHECKPOINT, CONFIG, SHARPNESS, SUMMARY, read_metrics, read_sharpness, read_summary,
+from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, read_metrics, read_sharpness, read_summary,
                     write_sharpness, write_sharpness_skipped)
 from .grid import RunSpec
 
@@ -49,6 +56,8 @@ class RunRecord:
     sharpness_summary: dict = field(default_factory=dict)   # SharpnessReport.summary(), flat
     history: list = field(default_factory=list)   # sharpness measured during training, per step
     error: Optional[str] = None                   # first line of the error of a failed run
+    halted_at: Optional[int] = None               # the step where a diverged / interrupted / failed run stopped
+    last_finite: dict = field(default_factory=dict)   # such a run's last evaluation with finite losses
 
     @classmethod
     def blank(cls, spec: RunSpec, run_dir: str | Path, status: str = "missing") -> "RunRecord":
@@ -71,10 +80,12 @@ class RunRecord:
         history = [{k: _number(v) for k, v in r.items() if k == "step" or k.startswith("sharp_")}
                    for r in read_metrics(run_dir) if any(k.startswith("sharp_") for k in r)]
         final = {k: _number(v) for k, v in (summary.get("final") or {}).items()}
+        status = summary.get("status", "missing")
         return dataclasses.replace(
-            cls.blank(spec, run_dir, summary.get("status", "missing")), final=final,
+            cls.blank(spec, run_dir, status), final=final,
             steps=summary.get("steps_done"), seconds=summary.get("seconds"), device=summary.get("device"),
-            sharpness=sharp, sharpness_summary=flat, history=history)
+            sharpness=sharp, sharpness_summary=flat, history=history, halted_at=summary.get(f"{status}_at"),
+            last_finite={k: _number(v) for k, v in (summary.get("last_finite") or {}).items()})
 
     @classmethod
     def failed(cls, spec: RunSpec, run_dir: str | Path, err: BaseException) -> "RunRecord":
@@ -143,11 +154,12 @@ def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str,
         return "train", f"unfinished (status {status})"
     if status not in FINISHED:
         return "stale", f"summary.json has unknown status {status!r}"
+    damage = metrics_problem(run_dir, spec.config, summary) or checkpoint_problem(run_dir, summary)
+    if damage:
+        return "stale", damage
     sharp = sharpness_file(run_dir)
     if sharp is None:
         reason = "not measured" if not (run_dir / SHARPNESS).exists() else "sharpness.json is unreadable"
-        if status == "completed" and not (run_dir / CHECKPOINT).is_file():
-            return "train", "checkpoint.pt is missing"
         return "measure", reason
     if status == "diverged":
         return ("done", "") if "skipped" in sharp else ("measure", "diverged run with a sharpness report")
@@ -160,7 +172,75 @@ def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str,
         return "measure", "sharpness.json is not a sharpness report"
     if measured != _measure_key(sharpness):
         return "measure", "measured with other sharpness settings"
+    from ..sharpness import SharpnessReport
+    bad = nonfinite_keys(SharpnessReport.from_dict(sharp))
+    if bad:
+        return "measure", f"sharpness.json holds non-finite {', '.join(bad)}"
     return "done", ""
+
+
+def evaluation_steps(cfg: TrainConfig, steps_done: int) -> list[int]:
+    """The steps train() evaluates at, up to steps_done: 0, every eval_every, every measure.every, the last."""
+    steps = {0, steps_done} if steps_done >= cfg.steps else {0}
+    for every in (cfg.eval_every, cfg.measure.every):
+        if every:
+            steps.update(range(every, steps_done + 1, every))
+    return sorted(s for s in steps if s <= steps_done)
+
+
+def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
+    """Why metrics.jsonl cannot be the record of this finished run ('' when it can): every line one
+    JSON record, their steps the evaluation schedule up to steps_done. A run that diverged between
+    evaluations has no record at its last step; a stop target ends it at an evaluation."""
+    try:
+        records = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+        steps = [record["step"] for record in records]
+    except (OSError, UnicodeDecodeError):
+        return "metrics.jsonl is missing or unreadable"
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return "metrics.jsonl has a torn or foreign line"
+    done = summary.get("steps_done")
+    if not isinstance(done, int):
+        return "summary.json has no steps_done"
+    expected = evaluation_steps(cfg, done)
+    if summary.get("stopped_at") == done and done not in expected:
+        expected.append(done)                       # stopped at a target: an evaluation ended it
+    allowed = [expected]
+    if summary.get("status") == "diverged":         # diverged on a batch (no record) or at an evaluation
+        allowed = [[s for s in expected if s < done], [s for s in expected if s < done] + [done]]
+    if steps not in allowed:
+        return (f"metrics.jsonl holds {len(steps)} records (last step {steps[-1] if steps else None}) where the "
+                f"schedule up to step {done} has {len(allowed[-1])}")
+    final = summary.get("final")
+    if summary.get("status") == "completed" and final != {k: v for k, v in records[-1].items()
+                                                          if k not in ("step", "batch_loss")}:
+        return "metrics.jsonl's last record is not the summary's final evaluation"
+    return ""
+
+
+def checkpoint_problem(run_dir: Path, summary: dict) -> str:
+    """Why checkpoint.pt cannot be this finished run's ('' when it can): it loads, holds the summary's
+    parameter count, and a completed run's weights are finite."""
+    import torch
+    try:
+        theta = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)["theta"]
+    except FileNotFoundError:
+        return "checkpoint.pt is missing"
+    except Exception as err:
+        return f"checkpoint.pt cannot be loaded ({type(err).__name__})"
+    if not isinstance(theta, torch.Tensor) or theta.numel() != summary.get("parameters", theta.numel()):
+        return "checkpoint.pt does not hold this run's parameters"
+    if summary.get("status") == "completed" and not torch.isfinite(theta).all():
+        return "checkpoint.pt of a completed run holds non-finite weights"
+    return ""
+
+
+def nonfinite_keys(report) -> list[str]:
+    """The summary numbers of a SharpnessReport that are NaN or inf, less R^Asc at a stationary point
+    (infinite there by definition, its Rayleigh quotient undefined)."""
+    stationary = report.ascent is not None and report.ascent.grad_norm == 0.0
+    return [k for k, v in report.summary().items()
+            if not math.isfinite(v) and not (stationary and k in ("r_asc", "rayleigh"))]
 
 
 def _config_matches(run_dir: Path, spec: RunSpec) -> bool:
@@ -183,12 +263,38 @@ def move_aside(run_dir: str | Path) -> Path:
 
 # ---- measuring a run in place ------------------------------------------------------------------
 
-def measure_and_record(run_dir: str | Path, **settings):
+class KeptReportError(SamcliError):
+    """A measurement came out non-finite and a finite sharpness.json was kept instead."""
+
+
+def measure_and_record(run_dir: str | Path, **settings) -> tuple[object, Optional[Path], Optional[str]]:
     """Measure a trained run (`measure_run` keyword arguments) and write its sharpness.json:
-    (SharpnessReport, path written)."""
-    from ..sharpness import measure_run
+    (SharpnessReport, path written or None, a warning or None).
+
+    A diverged run is refused (its weights are not finite); an interrupted one is measured with a
+    warning that it is not a finished model; a report with NaN or inf values never replaces a finite
+    one (the error says so), and is written, with a warning, only where there was none."""
+    from ..sharpness import SharpnessReport, measure_run
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir) or {}
+    status = summary.get("status")
+    if status == "diverged":
+        raise SamcliError(f"{run_dir} is a diverged run (at step {summary.get('diverged_at', '?')}): sharpness is "
+                          "undefined at non-finite weights; measure a completed run")
+    warning = None
+    if status in ("interrupted", "failed", "running"):
+        step = summary.get(f"{status}_at", summary.get("steps_done", "?"))
+        warning = (f"{run_dir} did not finish (status {status}, stopped at step {step}): measuring its last "
+                   "checkpoint, not a finished model")
     report = measure_run(run_dir, **settings)
-    return report, write_sharpness(run_dir, report)
+    bad = nonfinite_keys(report)
+    if bad:
+        old = sharpness_file(run_dir)
+        if old and "skipped" not in old and not nonfinite_keys(SharpnessReport.from_dict(old)):
+            raise KeptReportError(f"the measurement gave non-finite {', '.join(bad)}; the finite report in "
+                              f"{run_dir / SHARPNESS} is kept (try another --rho or more --samples)")
+        warning = "; ".join(filter(None, [warning, f"the measurement gave non-finite {', '.join(bad)}"]))
+    return report, write_sharpness(run_dir, report), warning
 
 
 def record_diverged(run_dir: str | Path) -> Path:

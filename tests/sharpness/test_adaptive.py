@@ -140,3 +140,25 @@ def test_non_finite_parameters_are_refused():
     objective, theta, data = tiny()
     with pytest.raises(SamcliError, match="not finite"):
         adaptive_sharpness(objective, theta * math.inf, data, 0.1)
+
+
+def test_adaptive_is_an_opt_in_notion_of_the_report():
+    """notions including "adaptive": the report carries the same values as adaptive_sharpness at
+    Settings.adaptive_rho, its summary the ada_ keys, and it survives to_dict/from_dict."""
+    from samcli.sharpness import Settings, SharpnessReport, measure
+    objective, theta, data = tiny()
+    plain = measure(objective, theta, data, Settings(lanczos_iters=20, stochastic_examples=0, directions=8))
+    assert plain.adaptive is None and not any(k.startswith("ada_") for k in plain.summary())
+    settings = Settings(notions=("worst", "adaptive"), lanczos_iters=20, stochastic_examples=0, directions=8,
+                        adaptive_rho=0.3, seed=4)
+    report = measure(objective, theta, data, settings)
+    direct = adaptive_sharpness(objective, theta, data, 0.3, restarts=settings.ascent_restarts,
+                                ascent_iters=settings.ascent_iters, directions=8, lanczos_iters=20,
+                                lanczos_tol=settings.lanczos_tol, trace_probes=settings.trace_probes, seed=4)
+    assert report.adaptive.rho == 0.3
+    assert report.adaptive.lambda_1 == pytest.approx(direct.lambda_1, rel=1e-9)
+    assert report.adaptive.worst == pytest.approx(direct.worst, rel=1e-9)
+    assert report.summary()["ada_lambda_1"] == report.adaptive.lambda_1
+    assert "adaptive" in report.notion_seconds
+    again = SharpnessReport.from_dict(report.to_dict())
+    assert again.adaptive == report.adaptive

@@ -39,6 +39,7 @@ def same(a, b) -> bool:
 def strip(report) -> dict:
     d = report.to_dict()
     d.pop("seconds")
+    d.pop("notion_seconds")
     return d
 
 
@@ -86,11 +87,17 @@ def test_report_round_trips_through_dict_and_json():
     via_json = SharpnessReport.from_dict(json.loads(json.dumps(report.to_dict())))
     assert same(via_json.to_dict(), report.to_dict())
     assert type(via_json.exact).__name__ == "ExactSpectrum"
+    # seconds per part: exactly the parts that ran, each non-negative, within the total
+    assert set(report.notion_seconds) == {"gradient", "lanczos", "worst", "ascent", "average", "stochastic", "exact"}
+    assert all(v >= 0 for v in report.notion_seconds.values())
+    assert sum(report.notion_seconds.values()) <= report.seconds
+    assert via_json.notion_seconds == report.notion_seconds
     assert isinstance(via_json.worst.eigenvalues, tuple) and isinstance(via_json.worst.residuals, tuple)
     # a report with absent notions round-trips too (None parts stay None)
     partial = samcli.measure_sharpness(model, (x, y), notions=("average",), finite=False, stochastic_examples=0)
     back = SharpnessReport.from_dict(json.loads(json.dumps(partial.to_dict())))
     assert back.worst is None and back.ascent is None and back.stochastic is None
+    assert set(back.notion_seconds) == {"gradient", "average"}
     assert same(back.to_dict(), partial.to_dict())
 
 

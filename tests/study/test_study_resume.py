@@ -151,3 +151,39 @@ def test_run_state_of_partial_directories(finished_study, tmp_path):
     assert state(foreign) == "stale"                                                  # another run's files
     assert state({"config.yaml": foreign["config.yaml"]}) == "stale"
     assert state({"notes.txt": b"hello"}) == "stale"                                  # something else entirely
+
+
+def test_every_schedule_is_reused_and_a_shifted_record_is_not(tmp_path):
+    """Evaluation schedules a finished run can have (eval_every not dividing steps, measure.every, a stop
+    target reached early, divergence between evaluations) all read back as done; a record whose step
+    is off the schedule, or a final that is not the last record, makes the run stale."""
+    raw = tiny_study(steps=20, seeds=[0])
+    raw["base"]["eval_every"] = 7
+    raw["variants"] = [
+        {"label": "GD", "optimizer.method": "sgd", "optimizer.batch_size": "full", "measure.every": 5,
+         "measure.lanczos_iters": 3, "measure.trace_probes": 1},
+        {"label": "target", "optimizer.method": "sgd", "optimizer.batch_size": "full", "stop.train_accuracy": 0.01},
+        {"label": "blow-up", "optimizer.method": "sgd", "optimizer.batch_size": "full", "optimizer.lr": 1e30,
+         "loss": "mse", "data.task": "regression", "eval_every": 100},
+    ]
+    out = tmp_path / "study"
+    result = compare(raw, out=out)
+    study = load_study(raw)
+    gd, target, blown = study.runs
+    assert list(result.table["completed"]) == [1, 1, 0] and result.table.loc["blow-up", "diverged"] == 1
+    steps = {s.label: [json.loads(line)["step"] for line in (out / "runs" / s.hash / "metrics.jsonl").open()]
+             for s in study.runs}
+    assert steps["GD"] == [0, 5, 7, 10, 14, 15, 20] and steps["target"] == [0] and steps["blow-up"] == [0]
+    for spec in study.runs:
+        assert run_state(out / "runs" / spec.hash, spec, study.sharpness) == ("done", "")
+
+    metrics = out / "runs" / gd.hash / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    records[2]["step"] = 8
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert run_state(out / "runs" / gd.hash, gd, study.sharpness)[0] == "stale"
+    records[2]["step"] = 7
+    records[-1]["train_loss"] += 1e-9
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    state, reason = run_state(out / "runs" / gd.hash, gd, study.sharpness)
+    assert state == "stale" and "not the summary's final" in reason
