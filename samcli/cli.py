@@ -305,7 +305,7 @@ class _StudyProgress:
 
 @app.command()
 def reproduce(
-    name: Optional[str] = typer.Argument(None, help="Study: figure1, quadratic, timescale, network, batchsize, or all."),
+    name: Optional[str] = typer.Argument(None, help="Study name (see --list), or all."),
     list_: bool = typer.Option(False, "--list", help="List the studies and exit."),
     quick: bool = typer.Option(False, "--quick", help="Small settings (seconds; for tests): the config's quick: section."),
     out: Path = typer.Option(Path("results/paper"), help="Base directory; each study writes OUT/NAME/."),
@@ -319,7 +319,7 @@ def reproduce(
     from . import paper
     if list_ or name is None:
         for study in paper.STUDIES.values():
-            print(f"{study.name:10s} {study.summary}")
+            print(f"{study.name:12s} {study.summary}")
         if name is None and not list_:
             console.print("give a study name (or all) to run it", highlight=False)
         return
@@ -345,11 +345,12 @@ def reproduce(
 def _verdict_table(result):
     from rich.table import Table
     table = Table(title=f"reproduce {result.name}" + (" (quick)" if result.quick else ""), show_lines=False)
-    for column in ("verdict", "prediction", "measured"):
+    for column in ("verdict", "prediction", "theorem, condition, settings", "measured"):
         table.add_column(column)
     colors = {"PASS": "green", "FAIL": "red", "open": "yellow"}
     for v in result.verdicts:
-        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim), escape(v.measured_text()))
+        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim_text()),
+                      escape(f"{v.theorem}: {v.condition_text().replace('**', '')}"), escape(v.measured_text()))
     return table
 
 

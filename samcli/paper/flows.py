@@ -4,8 +4,9 @@ Phase II of full-batch SAM (Thm 4.5) and of 1-SAM (Thm 5.4): the projection Phi(
 
     dX/dtau = -(1/2) P_T(X) grad S(X),     tau = eta rho^2 t,
 
-with S = lambda_1(H) for full-batch SAM and S = Tr(H) for 1-SAM (and S = lambda_M(H) for the
-ascent-direction loss, whose limit regularizer is lambda_M / 2). P_T(X) projects onto the tangent
+with S = lambda_1(H) for full-batch SAM and S = Tr(H) for 1-SAM. (lambda_M, the ascent-direction loss's
+limit regularizer, can be integrated too, but the paper gives no flow for GD on that loss: its Thm 4.2 /
+E.4 concern the loss's minimizers.) P_T(X) projects onto the tangent
 space of Gamma at X, which for a manifold of minimizers is the null space of H(X).
 
 Everything comes from the task's own `Objective`: H(X) is the dense Hessian of the same mean
@@ -25,7 +26,7 @@ from ..objective import Batch, Objective
 
 MAX_FLOW_PARAMETERS = 200
 REGULARIZERS = ("lambda_1", "trace", "lambda_m")
-FLOW_OF_METHOD = {"sam-full": "lambda_1", "sam-1": "trace", "ascent-gd": "lambda_m"}
+FLOW_OF_METHOD = {"sam-full": "lambda_1", "sam-1": "trace"}
 
 
 def _regularizer_value(H: Tensor, name: str, zero_tol: float) -> Tensor:

@@ -43,10 +43,8 @@ def figure1_trajectories(path: Path, toy, runs, flows, minimizers, cfg) -> list[
             ax.plot(pts[-1, 0], pts[-1, 1], "o", color=COLORS[method], ms=5)
         for method, points in flows.items():
             p = points.numpy()
-            style = ":" if method == "ascent-gd" else "--"
-            name = {"sam-full": "flow -1/2 grad lambda_1", "sam-1": "flow -1/2 grad Tr",
-                    "ascent-gd": "flow -1/2 grad lambda_M (reference)"}[method]
-            ax.plot(p[:, 0], p[:, 1], style, color="black", lw=1.1, alpha=0.8,
+            name = {"sam-full": "flow -1/2 P grad lambda_1", "sam-1": "flow -1/2 P grad Tr"}[method]
+            ax.plot(p[:, 0], p[:, 1], "--", color="black", lw=1.1, alpha=0.8,
                     label=name if ax is axes[0] else None)
         for name, (marker, color) in marks.items():
             x, y = minimizers[name]
@@ -179,4 +177,115 @@ def batchsize_summary(path: Path, rows) -> list[str]:
         ax.set_xlabel("batch size")
         ax.set_title(name)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def network_study(path: Path, runs: dict, drift_rows, tau_per_step: float, title: str) -> list[str]:
+    """lambda_1, Tr, alignment and train loss against tau; the drift cosines with both flows per interval."""
+    keys = [("lambda_1", "lambda_1 (Lanczos)"), ("trace_ggn", "Tr (Gauss-Newton, exact)"),
+            ("alignment", "|cos(g, v_1)|"), ("train_loss", "train loss")]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.4))
+    axes = axes.flatten()
+    for ax, (key, name) in zip(axes, keys):
+        for method in ("sam-full", "sam-1"):
+            pts = [(s * tau_per_step, r[key]) for s, r in zip(runs[method].steps, runs[method].records)
+                   if r.get(key) is not None]
+            if pts:
+                t, v = zip(*pts)
+                ax.plot(t, v, "o-", ms=3, color=COLORS[method], label=LABELS[method])
+        ax.set_title(name)
+        ax.set_xlabel("tau = eta rho^2 t")
+        if key == "train_loss":
+            ax.set_yscale("log")
+    for ax, key, name in ((axes[4], "cos_lambda_1", "cos(drift, -P grad lambda_1)"),
+                          (axes[5], "cos_trace", "cos(drift, -P grad Tr)")):
+        for method in ("sam-full", "sam-1"):
+            pts = [((r["tau from"] + r["tau to"]) / 2, r[key]) for r in drift_rows if r["method"] == LABELS[method]]
+            if pts:
+                t, v = zip(*pts)
+                ax.plot(t, v, "o-", ms=4, color=COLORS[method], label=LABELS[method])
+        ax.axhline(1.0, color="black", lw=0.6, ls=":")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(name + " per interval")
+        ax.set_xlabel("tau (interval midpoint)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def alignment_ladder(path: Path, rungs, boundary: float) -> list[str]:
+    fig, ax = plt.subplots(1, 1, figsize=(7.5, 4.6))
+    for rung in rungs:
+        inside = rung["rho/eta"] <= boundary
+        s, a = zip(*[(s, v) for s, v in rung["curve"] if v is not None]) if rung["curve"] else ((), ())
+        ax.plot(s, a, "o-" if inside else "s--", ms=4,
+                label=f"rho/eta = {rung['rho/eta']:.3g} (lr {rung['lr']}, rho {rung['rho']})"
+                      f"{'' if inside else ': outside the regime'}")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("SAM step (from the interpolating point)")
+    ax.set_ylabel("|cos(g, v_1)|")
+    ax.set_title(f"full-batch SAM alignment on a ladder of rho/eta (Thm 4.5 claims it for rho/eta small; "
+                 f"judged at <= {boundary})", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ---- bias --------------------------------------------------------------------------------------------
+
+def bias_endpoints(path: Path, toy, rows, minimizers, start) -> list[str]:
+    """Left: the minimizers of each L_rho over contours of F1 + F2, with the three targets. Right: distance to
+    the target and |gap| against rho."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    xs = [r["x1"] for r in rows] + [p[0] for p in minimizers.values()] + [start[0]]
+    ys = [r["x2"] for r in rows] + [p[1] for p in minimizers.values()] + [start[1]]
+    gx = torch.linspace(min(xs) - 0.3, max(xs) + 0.3, 120, dtype=torch.float64)
+    gy = torch.linspace(min(ys) - 0.3, max(ys) + 0.3, 120, dtype=torch.float64)
+    X, Y = torch.meshgrid(gx, gy, indexing="xy")
+    with torch.no_grad():
+        f1, f2 = toy.values(X, Y)
+    axes[0].contour(X.numpy(), Y.numpy(), (f1 + f2).numpy(), levels=15, cmap="viridis", linewidths=0.6)
+    colors = {"max": "tab:blue", "asc": "tab:green", "avg": "tab:red"}
+    for notion, color in colors.items():
+        pts = [(r["x1"], r["x2"]) for r in rows if r["notion"] == notion]
+        if pts:
+            axes[0].plot(*zip(*pts), "o", color=color, ms=6, alpha=0.7, label=f"argmin L^{notion.capitalize()}_rho")
+    for name, marker in (("argmin F1", "*"), ("argmin F2", "P"), ("argmin F1+F2", "X")):
+        axes[0].plot(*minimizers[name], marker, color="black", ms=12, mfc="none", label=name)
+    axes[0].plot(start[0], start[1], "s", color="gray", ms=6, label="start")
+    axes[0].set_title("minimizers of L_rho (all rho) over contours of F1 + F2")
+    axes[0].set_aspect("equal", adjustable="box")
+    axes[0].legend(fontsize=7)
+    for notion, color in colors.items():
+        mine = [r for r in rows if r["notion"] == notion]
+        if mine:
+            rho = [r["rho"] for r in mine]
+            axes[1].loglog(rho, [max(r["distance"], 1e-17) for r in mine], "o-", color=color,
+                           label=f"{notion}: distance to {mine[0]['target']}")
+            axes[1].loglog(rho, [max(abs(r["gap"]), 1e-17) for r in mine], "s--", color=color,
+                           label=f"{notion}: |L_rho/rho^2 - infimum|")
+    axes[1].set_xlabel("rho")
+    axes[1].set_title("as rho shrinks")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ---- corollaries -------------------------------------------------------------------------------------
+
+def corollary_bands(path: Path, bands, limits) -> list[str]:
+    """Left: each band's deviation divided by its rate, against rho (bounded: the O(.) holds). Right: Thm 5.3's
+    ratios to the trace against rho."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    for kind in dict.fromkeys(r["band"] for r in bands):
+        mine = [r for r in bands if r["band"] == kind]
+        axes[0].loglog([r["rho"] for r in mine], [r["deviation / rate"] for r in mine], "o-", label=kind)
+    axes[0].set_xlabel("rho (eta shrinks with it)")
+    axes[0].set_title("max |sharpness - limit| / the corollary's rate")
+    axes[0].legend(fontsize=7)
+    for key in ("worst / (rho^2/2 Tr)", "ascent / (rho^2/2 Tr)", "average 2D / (rho^2 Tr)"):
+        axes[1].semilogx([r["rho"] for r in limits], [r[key] for r in limits], "o-", label=key)
+    axes[1].axhline(1.0, color="black", lw=0.6, ls=":")
+    axes[1].set_xlabel("rho")
+    axes[1].set_title("Thm 5.3 on the network, at a point of Gamma")
+    axes[1].legend(fontsize=7)
     return _save(fig, path)

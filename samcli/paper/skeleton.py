@@ -18,7 +18,7 @@ import yaml
 from torch import Tensor
 
 from ..runs import write_json
-from .verdicts import Verdict, count, fmt
+from .verdicts import MARKDOWN_HEADER, Verdict, count, fmt
 
 Log = Callable[[str], None]
 
@@ -97,7 +97,7 @@ def _verdicts_markdown(result: StudyResult) -> str:
     counts = count(result.verdicts)
     lines = [f"# `samcli reproduce {result.name}`{' (quick mode)' if result.quick else ''}", "",
              f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['open']} open; {result.seconds:.1f} s.", "",
-             "| verdict | prediction | source | criterion | measured |", "|---|---|---|---|---|"]
+             MARKDOWN_HEADER]
     lines += [v.markdown_row() for v in result.verdicts]
     return "\n".join(lines) + "\n"
 
@@ -109,8 +109,9 @@ def write_index(results: Sequence[StudyResult], out: Path) -> None:
         counts = count(r.verdicts)
         lines.append(f"| [{r.name}]({r.name}/verdicts.md) | {counts['PASS']} pass, {counts['FAIL']} fail, "
                      f"{counts['open']} open | {r.seconds:.1f} |")
-    lines += ["", "| study | verdict | prediction | measured |", "|---|---|---|---|"]
-    lines += [f"| {r.name} | **{v.status}** | {v.claim} | {v.measured_text()} |" for r in results for v in r.verdicts]
+    lines += ["", "| study | verdict | prediction | theorem | regime | measured |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.name} | **{v.status}** | {v.claim} | {v.theorem} | {v.regime_text or '-'} | {v.measured_text()} |"
+              for r in results for v in r.verdicts]
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     write_json(out / "summary.json", [r.summary() for r in results])

@@ -95,24 +95,31 @@ class Figure1Toy:
         """Minimizer of F1, F2 or F1 + F2 over the plane (L-BFGS in float64 from `start`)."""
         fn = {"F1": lambda a, b: self.F1(a, b), "F2": lambda a, b: self.F2(a, b),
               "F1+F2": lambda a, b: self.F1(a, b) + self.F2(a, b)}[which]
-        x = torch.tensor(list(start), dtype=DT, requires_grad=True)
-        opt = torch.optim.LBFGS([x], lr=1, max_iter=steps, tolerance_grad=1e-13, tolerance_change=1e-15,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            value = fn(x[0], x[1])
-            value.backward()
-            return value
-        opt.step(closure)
+        x = _lbfgs(lambda p: fn(p[0], p[1]), start, steps)
         if not torch.isfinite(x).all():
             raise SamcliError(f"argmin of {which} diverged: is it bounded below with a minimizer?")
-        x = x.detach()
         return float(x[0]), float(x[1])
 
     def minimizers(self, start=(0.0, 0.0)) -> dict[str, tuple[float, float]]:
         return {"argmin F1": self.argmin("F1", start), "argmin F2": self.argmin("F2", start),
                 "argmin F1+F2": self.argmin("F1+F2", start)}
+
+    def one_sam_finite_eta_point(self, eta: float, start=(0.0, 0.0), steps: int = 200) -> tuple[float, float]:
+        """Where 1-SAM at finite eta stops drifting on this toy (a model, not a claim of the paper).
+
+        Each example k = 0, 1 is a 1-D SAM on its own coordinate with curvature lambda_k = 4 F_k: when drawn,
+        it sits in a 2-cycle at +-eta rho lambda_k / (2 - eta lambda_k), so the point where its gradient is
+        taken lies 2 rho / (2 - eta lambda_k) off Gamma, and the drift of (x1, x2) is
+        -(rho^2 / 2) sum_k w_k grad lambda_k with weights w_k = (2 / (2 - eta lambda_k))^2 (-> 1 as eta -> 0:
+        the trace flow). It stops where w_0 grad F1 + w_1 grad F2 = 0."""
+        def residual(point):
+            a, b = point[0], point[1]
+            grads = [torch.autograd.grad(F(a, b), point, create_graph=True)[0] for F in (self.F1, self.F2)]
+            f1, f2 = self.F1(a, b), self.F2(a, b)
+            w = [(2 / (2 - eta * 4 * f)) ** 2 for f in (f1, f2)]
+            return (w[0] * grads[0] + w[1] * grads[1]).pow(2).sum()
+        x = _lbfgs(residual, start, steps)
+        return float(x[0]), float(x[1])
 
     def check_order(self, x1: Tensor, x2: Tensor) -> Optional[str]:
         """None when F1 > F2 > 0 on the given points; else a sentence saying where it fails."""
@@ -122,6 +129,21 @@ class Figure1Toy:
         if not (f1 > f2).all():
             return f"F1 <= F2 somewhere (min F1 - F2 = {float((f1 - f2).min()):.3g}); the toy needs F1 > F2 > 0"
         return None
+
+
+def _lbfgs(fn: Callable[[Tensor], Tensor], start, steps: int) -> Tensor:
+    """argmin of fn over the plane by L-BFGS (strong Wolfe, float64) from `start`."""
+    x = torch.tensor(list(start), dtype=DT, requires_grad=True)
+    opt = torch.optim.LBFGS([x], lr=1, max_iter=steps, tolerance_grad=1e-14, tolerance_change=1e-16,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = fn(x)
+        value.backward()
+        return value
+    opt.step(closure)
+    return x.detach()
 
 
 # ---- Quadratic (Thm 4.8) ---------------------------------------------------------------------------

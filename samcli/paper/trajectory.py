@@ -24,19 +24,22 @@ METHODS = {
     "sam-1": ("sam", 1),                 # 1-SAM (Thm 5.4)
     "ascent-gd": ("ascent-gd", "full"),  # GD on the ascent-direction loss (Figure 1's third algorithm)
 }
-LABELS = {"gd": "GD", "sam-full": "full-batch SAM", "sam-1": "1-SAM", "ascent-gd": "GD on ascent loss"}
-COLORS = {"gd": "tab:gray", "sam-full": "tab:blue", "sam-1": "tab:red", "ascent-gd": "tab:green"}
+LABELS = {"gd": "GD", "sam-full": "full-batch SAM", "sam-1": "1-SAM", "ascent-gd": "GD on ascent loss",
+          "sam-in-regime": "full-batch SAM in Thm 4.5's regime"}
+COLORS = {"gd": "tab:gray", "sam-full": "tab:blue", "sam-1": "tab:red", "ascent-gd": "tab:green",
+          "sam-in-regime": "tab:purple"}
 ENGINE_KEYS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")   # what a record keeps of train()'s
 
 
 def optimizer_settings(method: str, lr: float, rho: float, batch_size=None, grad_eps: float = 1e-12) -> dict:
     """The engine's optimizer section for a paper method; "sam-b" is SAM at the given batch size.
-    Momentum and weight decay are 0, as in the paper."""
+    Momentum and weight decay are 0, and batches are drawn i.i.d. (the paper's 1-SAM, Eq. 17, samples
+    k_t i.i.d. every step), as in the paper."""
     if method not in METHODS and not method.startswith("sam-b"):
         raise unknown_choice("method", method, METHODS)
     engine, size = METHODS.get(method, ("sam", batch_size))
     return {"method": engine, "lr": lr, "rho": rho, "batch_size": batch_size if batch_size is not None else size,
-            "momentum": 0.0, "weight_decay": 0.0, "grad_eps": grad_eps}
+            "momentum": 0.0, "weight_decay": 0.0, "grad_eps": grad_eps, "sampling": "iid"}
 
 
 @dataclass

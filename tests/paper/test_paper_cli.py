@@ -14,7 +14,7 @@ def test_list():
     result = runner.invoke(app, ["reproduce", "--list"])
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
-    assert names == ["figure1", "quadratic", "timescale", "network", "batchsize"]
+    assert names == ["figure1", "bias", "quadratic", "timescale", "network", "corollaries", "batchsize"]
 
 
 def test_one_study_writes_its_directory(tmp_path):

@@ -41,7 +41,7 @@ def test_missing_packaged_config_is_a_config_error():
 
 def test_study_config_quick_overrides_and_errors(tmp_path):
     cfg = load_study_config(STUDIES["figure1"].config, "figure1", quick=True, overrides=["lr=0.02"])
-    assert cfg.steps == 200 and cfg.lr == 0.02 and cfg.gap.taus == [0.02, 0.04]
+    assert cfg.steps == 1500 and cfg.lr == 0.02 and cfg.gap.taus == [0.02, 0.04]
     with pytest.raises(ConfigError, match="unknown config key bogus"):
         load_study_config(STUDIES["figure1"].config, "figure1", overrides=["bogus=1"])
     with pytest.raises(ConfigError, match="start"):

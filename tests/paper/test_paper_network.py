@@ -1,26 +1,64 @@
-"""`samcli reproduce network --quick` and `batchsize --quick`: they run through the engine and the sharpness
-tool and report every prediction with numbers. At the quick settings only what is guaranteed is asserted:
-GD interpolates, and GD from the interpolating point changes neither lambda_1 nor Tr."""
+"""`samcli reproduce network --quick` and `batchsize --quick`. At the quick settings the theorems' regimes
+hold for both methods, and what they guarantee is asserted: each method's drift along Gamma follows its own
+flow (cosine near 1 with -P grad lambda_1 for SAM, -P grad Tr for 1-SAM, and clearly lower with the other
+flow), the ratio test, and GD standing still; verdicts outside a regime are reported, not judged."""
 from __future__ import annotations
 
 import json
 import math
 
+import pytest
+
 from samcli.paper import reproduce_study as reproduce
 
 
-def test_network_quick(tmp_path):
-    result = reproduce("network", tmp_path / "network", quick=True)
-    ids = [v.id for v in result.verdicts]
-    assert ids == ["setup-interpolation", "sam-lowers-lambda1-more", "1sam-lowers-trace-more", "gd-changes-neither",
-                   "sam-alignment", "test-accuracy"]
-    assert result.verdict("setup-interpolation").passed
-    assert result.verdict("gd-changes-neither").passed, result.verdict("gd-changes-neither").measured
-    for vid in ("sam-lowers-lambda1-more", "1sam-lowers-trace-more"):
-        assert all(math.isfinite(x) for x in result.verdict(vid).measured.values())
-    summary = json.loads((tmp_path / "network" / "results.json").read_text())["tables"]["summary"]
-    assert [row["status"] for row in summary] == ["completed"] * 3
-    assert (tmp_path / "network" / "sharpness.png").is_file()
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    return reproduce("network", tmp_path_factory.mktemp("paper") / "network", quick=True)
+
+
+def test_network_verdicts_and_regimes(network):
+    ids = [v.id for v in network.verdicts]
+    assert ids[:4] == ["setup-interpolation", "drift-direction-sam-full", "drift-direction-sam-1", "ratio-test"]
+    assert "sam-alignment-angle-O(rho)" in ids
+    assert [i for i in ids if i.startswith("sam-alignment-rho")] == [
+        "sam-alignment-rho/eta=0.1", "sam-alignment-rho/eta=0.3", "sam-alignment-rho/eta=1", "sam-alignment-rho/eta=12.5"]
+    assert ids[-4:] == ["gd-changes-neither", "which-lowers-lambda1-more", "which-lowers-trace-more", "test-accuracy"]
+    for v in network.verdicts:
+        if v.id.startswith("sam-alignment-rho"):
+            inside = v.settings["rho/eta"] <= 0.3 + 1e-12
+            assert v.in_regime is inside
+            if not inside:
+                assert v.passed is None and "outside the theorem's regime" in v.condition_text()
+    for vid in ("which-lowers-lambda1-more", "which-lowers-trace-more", "test-accuracy"):
+        assert network.verdict(vid).passed is None
+
+
+def test_network_drift_follows_each_methods_flow(network):
+    for vid, other in (("drift-direction-sam-full", "cos_trace"), ("drift-direction-sam-1", "cos_lambda_1")):
+        v = network.verdict(vid)
+        assert v.in_regime is True and v.passed, v.measured
+        assert all(c >= 0.95 for c in v.measured["cosines"][1:])
+        own, cross = v.measured["cosines"][1:], v.measured[f"cosines with the other flow ({other})"][1:]
+        assert all(c - x >= 0.1 for c, x in zip(own, cross))       # the two flows are told apart
+
+
+def test_network_ratio_test_and_gd(network):
+    v = network.verdict("ratio-test")
+    assert v.in_regime is True and v.passed, v.measured
+    assert v.measured["predicted at the start: a/c (SAM)"] >= v.measured["c/b (1-SAM)"]     # c^2 <= ab
+    assert network.verdict("setup-interpolation").passed
+    assert network.verdict("gd-changes-neither").passed, network.verdict("gd-changes-neither").measured
+
+
+def test_network_files(network):
+    data = json.loads((network.out_dir / "results.json").read_text())
+    assert [row["status"] for row in data["tables"]["summary"]] == ["completed"] * 3
+    v = data["verdicts"][1]
+    assert {"theorem", "condition", "settings", "in_regime", "regime"} <= set(v) and v["theorem"] == "Thm 4.5"
+    for name in ("sharpness.png", "alignment_ladder.png", "drift_directions.csv", "verdicts.md"):
+        assert (network.out_dir / name).is_file(), name
+    assert "outside the theorem's regime" in (network.out_dir / "verdicts.md").read_text()
 
 
 def test_batchsize_quick(tmp_path):

@@ -1,204 +1,247 @@
-"""network: the paper's Setting 5.1 on a real network. Squared loss, scalar output (so each example's
-Hessian is rank one on Gamma), an MLP that interpolates a few hundred mnist1d examples. GD first reaches
-an interpolating point; GD, full-batch SAM and 1-SAM continue from it with the same lr and rho, measured
-with samcli's sharpness tool. The batchsize study starts from the same point."""
+"""network: Thm 4.5 and Thm 5.4 on a real network (Setting 5.1), each method inside its own theorem's regime.
+
+From one interpolating point, full-batch SAM and 1-SAM continue with their own (eta, rho), chosen so
+that each satisfies its theorem and both have the same eta rho^2: equal step counts are then equal flow
+time tau = eta rho^2 t, and the runs are measured at the same ladder of tau. What the theorems imply:
+
+- the drift of the iterate along Gamma points along -P grad lambda_1 for SAM and along -P grad Tr for
+  1-SAM (cosines from samcli.paper.drift, between consecutive points of the ladder);
+- with a = ||P grad lambda_1||^2, b = ||P grad Tr||^2, c = <P grad lambda_1, P grad Tr> (c^2 <= ab),
+  Delta lambda_1 / Delta Tr is larger for SAM (a/c) than for 1-SAM (c/b) when c > 0;
+- in Phase II SAM's gradient aligns with v_1 (angle O(rho)), claimed only for small rho/eta: judged on
+  a ladder of rho/eta, inside the regime only.
+
+Which method lowers lambda_1 (or Tr) more is not implied (c > a is allowed): reported, not judged.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Union
 
-import torch
-
-from ...config import ConfigError, DataConfig, ModelConfig
-from ...curvature.ggn import per_example_gram
-from ...data import load_data
-from ...models import build_model
-from ...objective import Batch, Objective
-from ...sharpness.notions import Settings, measure
-from ...task import Task, resolve_device
-from .. import plots
+from ...config import SamcliError
+from .. import plots, regimes
 from ..configs import require
+from ..drift import Regression, drift_direction
 from ..skeleton import Findings, Log, write_table
-from ..trajectory import LABELS, Trajectory, optimizer_settings, run_trajectory
+from ..trajectory import LABELS, Trajectory
 from ..verdicts import Verdict
+from .netsetup import NetworkSetup, StartPoint, continue_from, interpolating_point, relative_change
 
 
 @dataclass
-class NetworkConfig:
-    positive: list[int] = field(default_factory=lambda: [3])   # mnist1d digits labelled +1
-    negative: list[int] = field(default_factory=lambda: [8])   # digits labelled -1 (scalar output: Setting 5.1)
-    train_size: int = 256
-    test_size: Optional[int] = None    # None: every test example of those digits
-    widths: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"           # smooth, as the theory assumes
-    dtype: str = "float64"
-    device: str = "cpu"
-    seed: int = 0
-    gd_lr: float = 0.1                 # phase 0: GD from initialization to an interpolating point
-    gd_steps: int = 5000
-    interpolation_loss: float = 1e-3   # the GD end point counts as interpolating below this train loss
-    lr: Union[float, str] = "auto"     # continuation lr; auto = lr_scale / max_k ||grad f_k||^2 at that point
-    lr_scale: float = 0.5              # so eta lambda_1(H_k) <= lr_scale for every example (1-SAM is stable)
-    rho: float = 0.1
-    steps: int = 8000                  # continuation steps for every method
-    measure_every: int = 1000
-    lanczos_iters: int = 60
-    trace_probes: int = 4
+class NetworkConfig(NetworkSetup):
+    sam_lr: float = 0.05               # eta lambda_1 about 0.45 at the interpolating point
+    sam_rho: float = 0.015             # rho/eta = 0.3; 1-SAM's rho follows from equal eta rho^2
+    taus: list[float] = field(default_factory=lambda: [0.025, 0.05, 0.1, 0.15, 0.2])
+    gd_control_steps: int = 2000       # GD (lr sam_lr) from the interpolating point: does it move?
+    alignment_ladder: list[list[float]] = field(default_factory=lambda: [[0.05, 0.005], [0.05, 0.05], [0.008, 0.1]])
+    ladder_steps: int = 1000           # SAM steps per extra rung of the alignment ladder, from the main run's end
+    ladder_points: int = 4             # alignment measured at this many evenly spaced steps per rung
+    tol_cos: float = 0.9               # drift-direction cosine with its flow, every interval after the first
+    tol_alignment: float = 0.9         # |cos(g, v_1)| at every measurement in the second half of a rung
     tol_gd_change: float = 0.05        # GD: relative change of lambda_1 and Tr at most this
-    batch_sizes: list[Union[int, str]] = field(default_factory=lambda: [1, 4, 16, 64, "full"])   # batchsize study
-    align_batches: int = 8             # batchsize study: random batches for E_B |cos(g_B, v_1(H_B))|
-    threads: int = 1                   # torch threads: 1 avoids thread thrashing on small, shared CPUs
+    angle_growth: float = 0.25         # angle(g, v_1) / rho may grow at most this much as rho shrinks
 
     def validate(self) -> None:
-        require(self.train_size >= 2, "train_size must be >= 2")
-        require(not set(self.positive) & set(self.negative) and self.positive and self.negative,
-                "positive and negative must be disjoint, non-empty lists of digits")
-        require(self.gd_lr > 0 and self.rho > 0 and self.lr_scale > 0, "gd_lr, rho and lr_scale must be > 0")
-        require(self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0), "lr must be a number > 0 or 'auto'")
-        require(self.steps >= 1 and self.gd_steps >= 1 and self.measure_every >= 1, "steps must be >= 1")
-        require(self.dtype in ("float32", "float64"), "dtype must be float32 or float64")
-        for b in self.batch_sizes:
-            require(b == "full" or (isinstance(b, int) and 1 <= b <= self.train_size),
-                    f"batch_sizes entry {b!r} must be 'full' or an integer in [1, train_size]")
-
-
-def network_task(cfg: NetworkConfig):
-    """mnist1d digits `positive` vs `negative` as +-1 targets, a scalar-output MLP, squared loss."""
-    splits = load_data(DataConfig(name="mnist1d"), seed=cfg.seed)
-    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
-
-    def pick(batch, size, salt):
-        keep = torch.nonzero(torch.isin(batch.targets, torch.tensor(cfg.positive + cfg.negative))).flatten()
-        if size is not None:
-            if size > len(keep):
-                raise ConfigError(f"{size} examples requested but mnist1d has {len(keep)} of digits "
-                                  f"{cfg.positive + cfg.negative} in that split")
-            order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(1000 * cfg.seed + salt))
-            keep = keep[order[:size]].sort().values
-        targets = torch.isin(batch.targets[keep], torch.tensor(cfg.positive)).to(torch.float64) * 2 - 1
-        return Batch(batch.inputs[keep], targets).to(device, dtype)
-    train_data, test_data = pick(splits.train, cfg.train_size, 1), pick(splits.test, cfg.test_size, 2)
-    torch.manual_seed(cfg.seed)
-    module = build_model(ModelConfig(name="mlp", widths=cfg.widths, activation=cfg.activation), splits.input_shape, 1)
-    module = module.to(device=device, dtype=dtype)
-    objective, theta = Objective.from_module(module, "mse")
-    return Task(objective, theta, train_data, test_data, 0)
-
-
-def _sign_accuracy(objective, theta, data) -> float:
-    with torch.no_grad():
-        return float((objective.outputs(theta, data.inputs).reshape(-1).sign() == data.targets).to(torch.float64).mean())
-
-
-def _network_observer(task, cfg: NetworkConfig, measure_at: set[int]):
-    settings = Settings(rho=cfg.rho, notions=("worst", "ascent", "average"), finite=False, stochastic_examples=0,
-                        k=2, lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes, seed=cfg.seed)
-
-    def observe(theta, record):
-        out = {"test_accuracy": _sign_accuracy(task.objective, theta, task.test),
-               "train_accuracy": _sign_accuracy(task.objective, theta, task.train)}
-        if record["step"] in measure_at and math.isfinite(record.get("train_loss", 0.0)):
-            report = measure(task.objective, theta, task.train, settings)
-            top = report.worst.eigenvalues
-            out.update(lambda_1=top[0], lambda_2=top[1] if len(top) > 1 else None,
-                       lanczos_converged=report.worst.converged,
-                       trace=report.average.trace, trace_stderr=report.average.trace_stderr,
-                       alignment=report.alignment, grad_norm=report.ascent.grad_norm)
-        return out
-    return observe
-
-
-def interpolating_point(cfg: NetworkConfig, log: Log):
-    """Phase 0: GD (the engine's sgd, full batch) from initialization to near-zero loss."""
-    task = network_task(cfg)
-    log(f"network: GD to an interpolating point ({cfg.gd_steps} steps, lr {cfg.gd_lr}, "
-        f"{len(task.train)} examples, D = {task.objective.dim})")
-    run = run_trajectory(task, optimizer_settings("gd", cfg.gd_lr, cfg.rho), cfg.gd_steps, [cfg.gd_steps],
-                         chunk_size=4096, method="gd")
-    theta = run.theta
-    loss = run.records[-1]["train_loss"]
-    norms = per_example_gram(task.objective, theta, task.train).reshape(len(task.train), -1)[:, 0]
-    lr = cfg.lr_scale / float(norms.max()) if cfg.lr == "auto" else float(cfg.lr)
-    info = {"gd_status": run.status, "train_loss": loss, "test_accuracy": _sign_accuracy(task.objective, theta, task.test),
-            "max_k ||grad f_k||^2": float(norms.max()), "mean_k ||grad f_k||^2": float(norms.mean()),
-            "continuation lr": lr, "seconds": run.seconds, "parameters": task.objective.dim,
-            "train examples": len(task.train), "test examples": len(task.test)}
-    return replace(task, theta=theta), lr, info
-
-
-def continue_from(task, cfg: NetworkConfig, method: str, lr: float, batch_size=None) -> Trajectory:
-    """`method` from the interpolating point, measured every `measure_every` steps."""
-    measure_at = {0, *range(cfg.measure_every, cfg.steps + 1, cfg.measure_every), cfg.steps}
-    opt = optimizer_settings(method, lr, cfg.rho, batch_size=batch_size)
-    return run_trajectory(task, opt, cfg.steps, sorted(measure_at - {0}), seed=cfg.seed, chunk_size=4096,
-                          method=method, observe=_network_observer(task, cfg, measure_at))
-
-
-def relative_change(run: Trajectory, key: str) -> float:
-    values = [r[key] for r in run.records if r.get(key) is not None]
-    return (values[-1] - values[0]) / abs(values[0]) if len(values) >= 2 else math.nan
+        super().validate()
+        require(self.sam_lr > 0 and self.sam_rho > 0, "sam_lr and sam_rho must be > 0")
+        require(len(self.taus) >= 2 and all(t > 0 for t in self.taus) and self.taus == sorted(self.taus),
+                "taus must be >= 2 increasing flow times > 0")
+        require(all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in self.alignment_ladder),
+                "alignment_ladder must list [lr, rho] pairs of positive numbers")
+        require(self.ladder_steps >= 4 and self.ladder_points >= 2 and self.gd_control_steps >= 1,
+                "ladder_steps >= 4, ladder_points >= 2 and gd_control_steps >= 1")
 
 
 def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:
-    task, lr, setup = interpolating_point(cfg, log)
-    runs = {}
-    for method in ("gd", "sam-full", "sam-1"):
-        log(f"network: {LABELS[method]} from the interpolating point ({cfg.steps} steps, lr {lr:.4g}, rho {cfg.rho})")
-        runs[method] = continue_from(task, cfg, method, lr)
-    rows, along = [], []
-    for method, run in runs.items():
-        first, last = run.records[0], run.records[-1]
-        rows.append({"method": LABELS[method], "status": run.status, "steps": run.steps[-1],
-                     "lambda_1 start": first.get("lambda_1"), "lambda_1 end": last.get("lambda_1"),
-                     "lambda_1 change": relative_change(run, "lambda_1"),
-                     "Tr start": first.get("trace"), "Tr end": last.get("trace"), "Tr change": relative_change(run, "trace"),
-                     "lambda_2/lambda_1 end": (last["lambda_2"] / last["lambda_1"]) if last.get("lambda_2") else None,
-                     "alignment end": last.get("alignment"), "train loss end": last.get("train_loss"),
-                     "test acc start": first.get("test_accuracy"), "test acc end": last.get("test_accuracy"),
-                     "seconds": run.seconds})
-        for step, r in zip(run.steps, run.records):
-            if "lambda_1" in r:
-                along.append({"method": LABELS[method], "step": step, "tau": lr * cfg.rho ** 2 * step,
-                              "train_loss": r.get("train_loss"), "lambda_1": r["lambda_1"], "lambda_2": r["lambda_2"],
-                              "Tr": r["trace"],
-                              "Tr stderr": r["trace_stderr"], "alignment": r["alignment"],
-                              "test_accuracy": r["test_accuracy"], "lanczos_converged": r["lanczos_converged"]})
-    files = write_table(out, "summary", rows) + write_table(out, "along_the_way", along)
-    files += write_table(out, "setup", [setup])
-    by = {m: r for m, r in zip(runs, rows)}
-    ok = {m: runs[m].status == "completed" for m in runs}
-    d_l1 = {m: by[m]["lambda_1 change"] for m in runs}
-    d_tr = {m: by[m]["Tr change"] for m in runs}
-    verdicts = [
-        Verdict("setup-interpolation", "GD reaches an interpolating point (the start of Setting 5.1's Phase II)",
-                "Setting 5.1", f"train loss <= {cfg.interpolation_loss:g}",
-                {"train loss": setup["train_loss"], "GD steps": cfg.gd_steps}, setup["train_loss"] <= cfg.interpolation_loss),
-        Verdict("sam-lowers-lambda1-more", "full-batch SAM lowers lambda_1 more than 1-SAM does", "Thm 4.5 vs Thm 5.4",
-                "relative change of lambda_1: SAM < 1-SAM",
-                {"SAM": d_l1["sam-full"], "1-SAM": d_l1["sam-1"]},
-                ok["sam-full"] and ok["sam-1"] and d_l1["sam-full"] < d_l1["sam-1"]),
-        Verdict("1sam-lowers-trace-more", "1-SAM lowers Tr(H) more than full-batch SAM does", "Thm 5.4 vs Thm 4.5",
-                "relative change of Tr: 1-SAM < SAM", {"SAM": d_tr["sam-full"], "1-SAM": d_tr["sam-1"]},
-                ok["sam-full"] and ok["sam-1"] and d_tr["sam-1"] < d_tr["sam-full"]),
-        Verdict("gd-changes-neither", "GD from the interpolating point changes neither lambda_1 nor Tr much",
-                "Sec. 4 (GD stops on Gamma)", f"|relative change| <= {cfg.tol_gd_change} for both",
-                {"lambda_1": d_l1["gd"], "Tr": d_tr["gd"]},
-                ok["gd"] and abs(d_l1["gd"]) <= cfg.tol_gd_change and abs(d_tr["gd"]) <= cfg.tol_gd_change),
-        Verdict("sam-alignment", "under full-batch SAM the gradient aligns with the top Hessian eigenvector",
-                "Thm 4.5", "|cos(g, v_1)| >= 0.9 at the end", {"SAM": by["sam-full"]["alignment end"],
-                                                                "1-SAM": by["sam-1"]["alignment end"],
-                                                                "SAM lambda_2/lambda_1 at the end":
-                                                                    by["sam-full"]["lambda_2/lambda_1 end"]},
-                ok["sam-full"] and (by["sam-full"]["alignment end"] or 0) >= 0.9),
-        Verdict("test-accuracy", "test accuracy beside the sharpness changes (the paper makes no claim)", "-",
-                "reported, not judged", {LABELS[m]: by[m]["test acc end"] for m in runs}
-                | {"at the interpolating point": setup["test_accuracy"]}, None),
+    start = interpolating_point(cfg, log)
+    eta_1 = start.one_sam_lr
+    rho_1 = cfg.sam_rho * math.sqrt(cfg.sam_lr / eta_1)            # equal eta rho^2
+    tau_per_step = cfg.sam_lr * cfg.sam_rho ** 2
+    ladder = sorted({2 * max(1, round(t / tau_per_step / 2)) for t in cfg.taus})   # even: SAM's 2-cycle cancels
+    regime = {"sam-full": regimes.full_batch_sam(cfg.sam_lr, cfg.sam_rho, start.lambda_1),
+              "sam-1": regimes.one_sam(eta_1, rho_1, start.max_example_lambda)}
+    settings = {"sam-full": (cfg.sam_lr, cfg.sam_rho), "sam-1": (eta_1, rho_1)}
+    runs: dict[str, Trajectory] = {}
+    for method, (lr, rho) in settings.items():
+        log(f"network: {LABELS[method]} from the interpolating point ({ladder[-1]} steps to tau "
+            f"{tau_per_step * ladder[-1]:.3g}, lr {lr:.4g}, rho {rho:.4g})")
+        runs[method] = continue_from(start.task, method, lr, rho, ladder[-1], ladder, seed=cfg.seed,
+                                     lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes)
+    log(f"network: GD from the interpolating point ({cfg.gd_control_steps} steps, lr {cfg.sam_lr})")
+    runs["gd"] = continue_from(start.task, "gd", cfg.sam_lr, cfg.sam_rho, cfg.gd_control_steps, [], seed=cfg.seed,
+                               lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes)
+    drift_rows = _drift_rows(start, runs, tau_per_step, log)
+    rungs = _alignment_ladder(cfg, start, runs["sam-full"], log)
+    along = [{"method": LABELS[m], "step": s, "tau": tau_per_step * s if m != "gd" else None,
+              **{k: r.get(k) for k in ("train_loss", "lambda_1", "lambda_2", "trace", "trace_stderr", "trace_ggn",
+                                       "alignment", "test_accuracy", "lanczos_converged")}}
+             for m, run in runs.items() for s, r in zip(run.steps, run.records) if "lambda_1" in r]
+    summary = [_summary_row(m, run) for m, run in runs.items()]
+    setup = {**start.info, "SAM lr": cfg.sam_lr, "SAM rho": cfg.sam_rho, "1-SAM rho": rho_1,
+             "eta rho^2": tau_per_step}
+    verdicts = [_setup_verdict(cfg, start)] + _drift_verdicts(cfg, regime, drift_rows) + [
+        _ratio_verdict(regime, runs, drift_rows)] + _alignment_verdicts(cfg, rungs, start.lambda_1) + _observations(
+        cfg, start, runs, summary)
+    files = write_table(out, "summary", summary) + write_table(out, "along_the_way", along)
+    files += write_table(out, "setup", [setup]) + write_table(out, "drift_directions", drift_rows)
+    files += write_table(out, "alignment_ladder", [{k: v for k, v in r.items() if k != "curve"} for r in rungs])
+    files += plots.network_study(out / "sharpness.png", runs, drift_rows, tau_per_step,
+                                 f"from an interpolating point ({len(start.task.train)} mnist1d examples, "
+                                 f"D = {start.task.objective.dim}): SAM lr {cfg.sam_lr}, rho {cfg.sam_rho}; "
+                                 f"1-SAM lr {eta_1:.3g}, rho {rho_1:.3g}")
+    files += plots.alignment_ladder(out / "alignment_ladder.png", rungs, regimes.RHO_OVER_ETA_MAX)
+    return Findings(verdicts, {"summary": summary, "setup": [setup], "drift_directions": drift_rows,
+                               "alignment_ladder": rungs}, files, {"along_the_way": along})
+
+
+def _summary_row(method: str, run: Trajectory) -> dict:
+    first, last = run.records[0], run.records[-1]
+    return {"method": LABELS[method], "status": run.status, "steps": run.steps[-1],
+            "lambda_1 start": first.get("lambda_1"), "lambda_1 end": last.get("lambda_1"),
+            "lambda_1 change": relative_change(run, "lambda_1"), "Tr start": first.get("trace_ggn"),
+            "Tr end": last.get("trace_ggn"), "Tr change": relative_change(run, "trace_ggn"),
+            "lambda_2/lambda_1 end": (last["lambda_2"] / last["lambda_1"]) if last.get("lambda_2") else None,
+            "alignment end": last.get("alignment"), "train loss end": last.get("train_loss"),
+            "test acc start": first.get("test_accuracy"), "test acc end": last.get("test_accuracy"),
+            "seconds": run.seconds}
+
+
+def _drift_rows(start: StartPoint, runs: dict, tau_per_step: float, log: Log) -> list[dict]:
+    """drift_direction between consecutive measured points of each run, evaluated at the earlier one."""
+    model = Regression.from_objective(start.task.objective, start.task.train)
+    rows = []
+    for method in ("sam-full", "sam-1"):
+        run = runs[method]
+        log(f"network: drift directions of {LABELS[method]} ({len(run.steps) - 1} intervals)")
+        for (s0, x0), (s1, x1) in zip(zip(run.steps, run.thetas), zip(run.steps[1:], run.thetas[1:])):
+            row = {"method": LABELS[method], "from step": s0, "to step": s1, "tau from": tau_per_step * s0,
+                   "tau to": tau_per_step * s1}
+            try:
+                d = drift_direction(model, x0, x1)
+                row.update(cos_lambda_1=d.cos_lambda_1, cos_trace=d.cos_trace, a=d.a, b=d.b, c=d.c,
+                           cos_flows=d.c / math.sqrt(d.a * d.b), drift=d.drift, normal_drift=d.normal_drift,
+                           lambda_1=d.lambda_1, lanczos_residual=d.lanczos_residual)
+            except SamcliError as err:       # e.g. a degenerate lambda_1: grad lambda_1 undefined there
+                row.update(cos_lambda_1=math.nan, cos_trace=math.nan, error=str(err))
+            rows.append(row)
+    return rows
+
+
+def _setup_verdict(cfg: NetworkConfig, start: StartPoint) -> Verdict:
+    loss = start.info["train_loss"]
+    return regimes.precondition("Setting 5.1", gd_lr=cfg.gd_lr, gd_steps=cfg.gd_steps).verdict(
+        "setup-interpolation", "GD reaches an interpolating point (where Phase II of Setting 5.1 starts)",
+        f"train loss <= {cfg.interpolation_loss:g}", {"train loss": loss}, loss <= cfg.interpolation_loss)
+
+
+def _drift_verdicts(cfg: NetworkConfig, regime: dict, rows: list[dict]) -> list[Verdict]:
+    out = []
+    for method, key, other, flow in (("sam-full", "cos_lambda_1", "cos_trace", "-P grad lambda_1"),
+                                     ("sam-1", "cos_trace", "cos_lambda_1", "-P grad Tr")):
+        mine = [r for r in rows if r["method"] == LABELS[method]]
+        judged = mine[1:]                 # the first interval holds Phase I
+        cosines = [r[key] for r in judged]
+        ok = bool(cosines) and all(math.isfinite(c) and c >= cfg.tol_cos for c in cosines)
+        out.append(regime[method].verdict(
+            f"drift-direction-{method}", f"{LABELS[method]}'s drift along Gamma points along {flow}",
+            f"cos(P (x_t - x_s), {flow}) >= {cfg.tol_cos} on every interval of the tau ladder after the first "
+            "(Phase I)", {"cosines": [r[key] for r in mine], f"cosines with the other flow ({other})":
+                          [r[other] for r in mine], "cos(P grad lambda_1, P grad Tr) at the start":
+                          mine[0].get("cos_flows") if mine else math.nan}, ok))
+    return out
+
+
+def _ratio_verdict(regime: dict, runs: dict, rows: list[dict]) -> Verdict:
+    both = regimes.Regime("Thm 4.5 with Thm 5.4 (c^2 <= ab)", "both methods in their regimes",
+                          {f"{LABELS[m]} {k}": v for m in ("sam-full", "sam-1") for k, v in regime[m].settings.items()},
+                          regime["sam-full"].in_regime and regime["sam-1"].in_regime)
+    ratio = {}
+    for method in ("sam-full", "sam-1"):
+        first, last = runs[method].records[0], runs[method].records[-1]
+        d_tr = last["trace_ggn"] - first["trace_ggn"]
+        ratio[method] = (last["lambda_1"] - first["lambda_1"]) / d_tr if d_tr else math.nan
+    start = next((r for r in rows if r["method"] == LABELS["sam-full"] and "a" in r), {})
+    a, b, c = (start.get(k, math.nan) for k in "abc")
+    return both.verdict(
+        "ratio-test", "Delta lambda_1 / Delta Tr is larger for full-batch SAM than for 1-SAM",
+        "over the whole runs (same tau): ratio(SAM) > ratio(1-SAM), where c > 0 at the start",
+        {"SAM": ratio["sam-full"], "1-SAM": ratio["sam-1"], "predicted at the start: a/c (SAM)": a / c,
+         "c/b (1-SAM)": c / b, "c": c}, c > 0 and ratio["sam-full"] > ratio["sam-1"],
+        note="the theorems give it pointwise, at one point; over a run the two paths part, so this is its "
+             "integrated form")
+
+
+def _alignment_ladder(cfg: NetworkConfig, start: StartPoint, main: Trajectory, log: Log) -> list[dict]:
+    """SAM's |cos(g, v_1)| on a ladder of rho/eta: the main run (after its first tau interval), and one short
+    run per extra rung from the main run's end point, where Phase I is long over (from the GD point, the
+    residual left in GD's slowest directions would dominate g for many steps at small rho)."""
+    rungs = [{"lr": cfg.sam_lr, "rho": cfg.sam_rho, "steps": main.steps[1:],
+              "alignment": [r.get("alignment") for r in main.records[1:]], "judged from step": main.steps[1]}]
+    every = cfg.ladder_steps // cfg.ladder_points
+    at = [every * (i + 1) for i in range(cfg.ladder_points)]
+    for lr, rho in cfg.alignment_ladder:
+        log(f"network: alignment rung rho/eta = {rho / lr:.3g} (SAM lr {lr}, rho {rho}, {cfg.ladder_steps} steps)")
+        run = continue_from(replace(start.task, theta=main.theta), "sam-full", lr, rho, at[-1], at, seed=cfg.seed,
+                            lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes)
+        rungs.append({"lr": lr, "rho": rho, "steps": run.steps[1:], "alignment": [r.get("alignment") for r in run.records[1:]],
+                      "judged from step": at[len(at) // 2]})
+    for rung in rungs:
+        rung["rho/eta"] = rung["rho"] / rung["lr"]
+        later = [a for s, a in zip(rung["steps"], rung["alignment"]) if s >= rung["judged from step"]]
+        rung["min alignment judged"] = min((a if a is not None else math.nan) for a in later) if later else math.nan
+        rung["curve"] = list(zip(rung["steps"], rung["alignment"]))
+    return sorted(rungs, key=lambda r: r["rho/eta"])
+
+
+def _alignment_verdicts(cfg: NetworkConfig, rungs: list[dict], lambda_1: float) -> list[Verdict]:
+    out = []
+    for rung in rungs:
+        out.append(regimes.full_batch_sam(rung["lr"], rung["rho"], lambda_1).verdict(
+            f"sam-alignment-rho/eta={rung['rho/eta']:.3g}",
+            "in Phase II full-batch SAM's gradient aligns with the top Hessian eigenvector (angle O(rho))",
+            f"|cos(g, v_1)| >= {cfg.tol_alignment} at every measurement from step {rung['judged from step']} on",
+            {"min |cos(g, v_1)| judged": rung["min alignment judged"], "|cos| along the run": rung["alignment"]},
+            rung["min alignment judged"] >= cfg.tol_alignment,
+            note="the rho/eta ladder shows the regime boundary: only rho/eta <= "
+                 f"{regimes.RHO_OVER_ETA_MAX} is judged"))
+    inside = [r for r in rungs if r["rho/eta"] <= regimes.RHO_OVER_ETA_MAX and r["alignment"]
+              and r["alignment"][-1] is not None]
+    if len(inside) >= 2:
+        # angle O(rho): angle / rho must not grow as rho shrinks (the rungs inside the regime, at their last point)
+        per_rho = [math.acos(min(1.0, r["alignment"][-1])) / r["rho"] for r in sorted(inside, key=lambda r: -r["rho"])]
+        big = max(inside, key=lambda r: r["rho"])
+        out.append(regimes.full_batch_sam(big["lr"], big["rho"], lambda_1).verdict(
+            "sam-alignment-angle-O(rho)", "in Phase II the angle between SAM's gradient and v_1 is O(rho)",
+            f"angle / rho at the last measurement grows at most {cfg.angle_growth:.0%} as rho shrinks",
+            {"rho": [r["rho"] for r in sorted(inside, key=lambda r: -r["rho"])], "angle / rho": per_rho},
+            max(per_rho[1:]) <= (1 + cfg.angle_growth) * per_rho[0],
+            rungs=[(r["lr"], r["rho"]) for r in inside], note="regime shown for the largest rho"))
+    return out
+
+
+def _observations(cfg: NetworkConfig, start: StartPoint, runs: dict, summary: list[dict]) -> list[Verdict]:
+    by = {m: row for m, row in zip(runs, summary)}
+    gd = by["gd"]
+    gd_regime = regimes.Regime("Sec. 4 (GD converges to Gamma and stops)", "eta lambda_1 < 2",
+                               {"eta": cfg.sam_lr, "eta lambda_1": cfg.sam_lr * start.lambda_1,
+                                "steps": cfg.gd_control_steps}, cfg.sam_lr * start.lambda_1 < 2)
+    return [
+        gd_regime.verdict("gd-changes-neither", "GD from the interpolating point changes neither lambda_1 nor Tr",
+                          f"|relative change| <= {cfg.tol_gd_change} for both",
+                          {"lambda_1": gd["lambda_1 change"], "Tr": gd["Tr change"]},
+                          gd["status"] == "completed" and abs(gd["lambda_1 change"]) <= cfg.tol_gd_change
+                          and abs(gd["Tr change"]) <= cfg.tol_gd_change),
+        regimes.observation().verdict(
+            "which-lowers-lambda1-more", "which method lowers lambda_1 more (not implied by the theorems: c > a "
+            "is allowed)", "reported, not judged",
+            {"SAM": by["sam-full"]["lambda_1 change"], "1-SAM": by["sam-1"]["lambda_1 change"]}, None),
+        regimes.observation().verdict(
+            "which-lowers-trace-more", "which method lowers Tr more (not implied either: c > b is allowed)",
+            "reported, not judged", {"SAM": by["sam-full"]["Tr change"], "1-SAM": by["sam-1"]["Tr change"]}, None),
+        regimes.observation().verdict(
+            "test-accuracy", "test accuracy beside the sharpness changes", "reported, not judged",
+            {LABELS[m]: by[m]["test acc end"] for m in runs} | {"at the interpolating point": start.info["test_accuracy"]},
+            None),
     ]
-    files += plots.network_curves(out / "sharpness.png", runs, [("lambda_1", "lambda_1 (Lanczos)"), ("lambda_2", "lambda_2"), ("trace", "Tr(H)"),
-                                  ("alignment", "|cos(g, v_1)|"), ("train_loss", "train loss"),
-                                  ("test_accuracy", "test accuracy")],
-                                  f"continuing from an interpolating point: lr {lr:.3g}, rho {cfg.rho}, "
-                                  f"{len(task.train)} mnist1d examples, D = {task.objective.dim}")
-    return Findings(verdicts, {"summary": rows, "setup": [setup]}, files, {"along_the_way": along})

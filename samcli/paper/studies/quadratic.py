@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import plots
+from .. import plots, regimes
 from ..configs import require
 from ..skeleton import Findings, Log, write_table
 from ..toys import angle_cos, quadratic, random_unit
 from ..trajectory import optimizer_settings, record_schedule, run_trajectory
-from ..verdicts import Verdict
 
 
 @dataclass
@@ -67,18 +66,16 @@ def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:
         rows.append(row)
         curves.append({"lr": case.lr, "rho": case.rho, "eta_lambda_1": case.lr * lam1, "predicted": predicted,
                        "steps": run.steps, "norms": run.column("norm"), "cosines": run.column("cos")})
-        pre = case.lr * lam1 < 1
-        verdicts.append(Verdict(
+        regime = regimes.quadratic(case.lr, case.rho, case.eigenvalues)
+        verdicts.append(regime.verdict(
             f"radius-case{i}", f"||x_t|| -> eta rho lambda_1 / (2 - eta lambda_1) (case {i}: lr {case.lr}, rho {case.rho}, "
-            f"lambda_1 {lam1:g})", "Thm 4.8", f"relative error <= {cfg.tol_radius:g}",
+            f"lambda_1 {lam1:g})", f"relative error <= {cfg.tol_radius:g}",
             {"predicted": f"{predicted:.15g}", "measured": f"{norm:.15g}", "relative error": rel},
-            run.status == "completed" and rel <= cfg.tol_radius,
-            note="" if pre else "precondition eta lambda_1 < 1 does not hold in this case"))
-        verdicts.append(Verdict(
-            f"direction-case{i}", f"x_t aligns with +-v_1 (case {i})", "Thm 4.8",
-            f"1 - |cos(x_t, v_1)| <= {cfg.tol_direction:g}",
+            run.status == "completed" and rel <= cfg.tol_radius, steps=cfg.steps))
+        verdicts.append(regime.verdict(
+            f"direction-case{i}", f"x_t aligns with +-v_1 (case {i})", f"1 - |cos(x_t, v_1)| <= {cfg.tol_direction:g}",
             {"1 - |cos|": 1 - cos, "x_t + x_(t-1) (2-cycle), relative": row["two_cycle_residual"]},
-            run.status == "completed" and 1 - cos <= cfg.tol_direction))
+            run.status == "completed" and 1 - cos <= cfg.tol_direction, steps=cfg.steps))
     files = write_table(out, "radius", rows, digits=15)
     files += plots.quadratic_convergence(out / "convergence.png", curves)
     return Findings(verdicts, {"radius": rows}, files, {"curves": curves})

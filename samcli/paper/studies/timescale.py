@@ -10,20 +10,26 @@ from typing import Optional
 
 import torch
 
-from .. import plots
+from .. import plots, regimes
 from ..configs import require
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
 from ..trajectory import LABELS, METHODS, optimizer_settings, record_schedule, run_trajectory
-from ..verdicts import Verdict
+
+
+@dataclass
+class TimescaleRun:
+    method: str = "sam-full"
+    lr: float = 0.08
+    rhos: list[float] = field(default_factory=lambda: [0.024, 0.012])
 
 
 @dataclass
 class TimescaleConfig:
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.001, 0.001])
-    lr: float = 0.04
-    rhos: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05, 0.025])
-    methods: list[str] = field(default_factory=lambda: ["sam-full", "sam-1"])
+    # each method in its theorem's regime: SAM at rho/eta <= 0.3, 1-SAM at (eta + rho) ln(1/(eta rho)) <= 1
+    runs: list[TimescaleRun] = field(default_factory=lambda: [
+        TimescaleRun("sam-full", 0.08, [0.024, 0.012]), TimescaleRun("sam-1", 0.04, [0.1, 0.05, 0.025])])
     drift: float = 0.3                 # distance moved along Gamma whose step count is compared
     max_tau: float = 0.25              # give up at tau = eta rho^2 t beyond this
     points: int = 100                  # records per run (the crossing is interpolated between them)
@@ -33,8 +39,9 @@ class TimescaleConfig:
 
     def validate(self) -> None:
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers")
-        require(len(self.rhos) >= 2 and all(r > 0 for r in self.rhos), "rhos must list >= 2 positive radii")
-        require(all(m in METHODS for m in self.methods), f"methods must be among {', '.join(METHODS)}")
+        for i, run in enumerate(self.runs):
+            require(len(run.rhos) >= 2 and all(r > 0 for r in run.rhos), f"runs[{i}].rhos must list >= 2 radii > 0")
+            require(run.method in METHODS and run.lr > 0, f"runs[{i}]: method among {', '.join(METHODS)}, lr > 0")
         require(self.drift > 0 and self.max_tau > 0 and self.points >= 2, "drift, max_tau > 0 and points >= 2")
 
 
@@ -43,15 +50,18 @@ def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1To
     task = toy.task(cfg.start)
     origin = torch.tensor(cfg.start[:2], dtype=torch.float64)
     rows, curves, verdicts = [], [], []
-    for method in cfg.methods:
-        for rho in sorted(cfg.rhos, reverse=True):
-            max_steps = max(2, math.ceil(cfg.max_tau / (cfg.lr * rho ** 2)))
+    lambda_1 = toy.on_gamma(*cfg.start[:2])["lambda_1"]
+    for setting in cfg.runs:
+        method, lr = setting.method, setting.lr
+        rhos = sorted(setting.rhos, reverse=True)
+        for rho in rhos:
+            max_steps = max(2, math.ceil(cfg.max_tau / (lr * rho ** 2)))
             every = max(1, max_steps // cfg.points)
             log(f"timescale: {LABELS[method]}, rho {rho} (at most {max_steps} steps)")
 
             def observe(theta, record):
                 return {"drift": float((theta[:2].to(torch.float64) - origin).norm())}
-            run = run_trajectory(task, optimizer_settings(method, cfg.lr, rho), max_steps,
+            run = run_trajectory(task, optimizer_settings(method, lr, rho), max_steps,
                                  record_schedule(max_steps, every), seed=cfg.seed, chunk_size=2, method=method,
                                  observe=observe, stop=lambda r: r["drift"] >= cfg.drift)
             drift = run.column("drift")
@@ -60,9 +70,9 @@ def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1To
                 if d0 < cfg.drift <= d1:
                     crossing = s0 + (cfg.drift - d0) / (d1 - d0) * (s1 - s0)
                     break
-            rows.append({"method": LABELS[method], "rho": rho, "lr": cfg.lr, "steps_to_drift": crossing,
-                         "tau_at_drift": cfg.lr * rho ** 2 * crossing, "status": run.status})
-            curves.append({"method": LABELS[method], "rho": rho, "lr": cfg.lr, "steps": run.steps, "drift": drift})
+            rows.append({"method": LABELS[method], "rho": rho, "lr": lr, "steps_to_drift": crossing,
+                         "tau_at_drift": lr * rho ** 2 * crossing, "status": run.status})
+            curves.append({"method": LABELS[method], "rho": rho, "lr": lr, "steps": run.steps, "drift": drift})
         mine = [r for r in rows if r["method"] == LABELS[method]]
         ratios = {}
         for big, small in zip(mine, mine[1:]):
@@ -73,10 +83,14 @@ def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1To
                  for i, v in enumerate(ratios.values()))
         taus = [r["tau_at_drift"] for r in mine]
         ratios["spread of tau at the drift (max/min - 1)"] = max(taus) / min(taus) - 1
-        verdicts.append(Verdict(
+        # the regime at the largest rho (the others are further inside); on Gamma lambda_1(H_k) = 2 lambda_1
+        regime = (regimes.full_batch_sam(lr, rhos[0], lambda_1) if method == "sam-full"
+                  else regimes.one_sam(lr, rhos[0], 2 * lambda_1))
+        regime = regimes.Regime(regime.theorem + " (tau = eta rho^2 t)", regime.condition,
+                                {**regime.settings, "rhos": rhos}, regime.in_regime)
+        verdicts.append(regime.verdict(
             f"quadruple-{method}", f"{LABELS[method]}: halving rho needs about four times the steps for the same drift "
-            f"along Gamma ({cfg.drift})", "Thm 4.5 / 5.4 (tau = eta rho^2 t)",
-            f"each ratio within (rho ratio)^2 x (1 +- {cfg.tol_ratio})", ratios,
+            f"along Gamma ({cfg.drift})", f"each ratio within (rho ratio)^2 x (1 +- {cfg.tol_ratio})", ratios,
             ok and all(r["status"] == "completed" for r in mine) and all(math.isfinite(t) for t in taus)))
     files = write_table(out, "steps_to_drift", rows)
     files += plots.timescale_drift(out / "drift.png", curves, cfg.drift)

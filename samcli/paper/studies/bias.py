@@ -1,0 +1,79 @@
+"""bias: the explicit biases of the sharpness-aware losses (Thm 4.2, Table 1, Thm E.4) on the figure-1 toy.
+
+The theorem is about the minimizers of L_rho themselves, not about a training dynamic: as rho -> 0,
+approximate minimizers of L^Max_rho, L^Asc_rho and L^Avg_rho approach the minimizers on Gamma of
+lambda_1 (argmin F1), lambda_M (argmin F2) and Tr (argmin F1 + F2), and L_rho / rho^2 approaches the
+limiting regularizer's infimum. Each loss is minimized by L-BFGS with a strong-Wolfe line search
+(samcli.paper.explicit_bias) for shrinking rho, on the built-in toy or a user's F1 > F2 > 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .. import plots, regimes
+from ..configs import require
+from ..explicit_bias import NOTIONS, TARGETS, explicit_bias
+from ..skeleton import Findings, Log, write_table
+from ..toys import Figure1Toy
+
+THEOREMS = {"max": "Thm 4.2, Table 1", "asc": "Thm 4.2, Table 1, Thm E.4", "avg": "Thm 4.2, Table 1"}
+LOSSES = {"max": "L^Max_rho (worst direction)", "asc": "L^Asc_rho (ascent direction)",
+          "avg": "L^Avg_rho (average direction)"}
+
+
+@dataclass
+class BiasConfig:
+    rhos: list[float] = field(default_factory=lambda: [0.3, 0.1, 0.05, 0.02])
+    start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.3, 0.3])
+    notions: list[str] = field(default_factory=lambda: list(NOTIONS))
+    max_iter: int = 1000               # L-BFGS iterations per minimization
+    tol_distance: float = 1e-3         # end point's (x1, x2) to its target, at the smallest rho
+    tol_gap: float = 1e-3              # |L_rho / rho^2 - the limit's infimum|, at the smallest rho
+    threads: int = 1
+
+    def validate(self) -> None:
+        require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")
+        require(len(self.rhos) >= 1 and all(r > 0 for r in self.rhos), "rhos must list radii > 0")
+        require(all(n in NOTIONS for n in self.notions) and self.notions,
+                f"notions must be among {', '.join(NOTIONS)}")
+        require(self.max_iter >= 1, "max_iter must be >= 1")
+
+
+def bias(cfg: BiasConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
+    toy = toy or Figure1Toy()
+    rhos = sorted(cfg.rhos, reverse=True)
+    log(f"bias: minimizing {', '.join(LOSSES[n] for n in cfg.notions)} by L-BFGS at rho {rhos}")
+    results = explicit_bias(toy, rhos, cfg.notions, cfg.start, cfg.max_iter)
+    minimizers = toy.minimizers((cfg.start[0], cfg.start[1]))
+    rows = []
+    for r in results:
+        others = {f"to {name}": math.dist(r.end[:2], point) for name, point in minimizers.items()}
+        rows.append({"notion": r.notion, "rho": r.rho, "x1": r.end[0], "x2": r.end[1], "x3": r.end[2], "x4": r.end[3],
+                     "target": r.target_name, "distance": r.distance, **others, "off Gamma": r.off_gamma,
+                     "L_rho/rho^2": r.value_over_rho2, "limit": r.limit_name, "infimum": r.predicted_infimum,
+                     "gap": r.gap, "iterations": r.iterations, "evaluations": r.evaluations, "converged": r.converged})
+    verdicts = [_verdict(cfg, notion, [row for row in rows if row["notion"] == notion], rhos) for notion in cfg.notions]
+    minimizer_rows = [{"point": k, "x1": v[0], "x2": v[1], **toy.on_gamma(*v)} for k, v in minimizers.items()]
+    files = write_table(out, "minimizers_of_L_rho", rows, digits=6) + write_table(out, "targets", minimizer_rows)
+    files += plots.bias_endpoints(out / "bias.png", toy, rows, minimizers, cfg.start)
+    return Findings(verdicts, {"minimizers_of_L_rho": rows, "targets": minimizer_rows}, files, {"toy": toy.name})
+
+
+def _verdict(cfg: BiasConfig, notion: str, rows: list[dict], rhos: list[float]):
+    target, limit, _ = TARGETS[notion]
+    last = rows[-1]
+    nearest = min(("argmin F1", "argmin F2", "argmin F1+F2"), key=lambda name: last[f"to {name}"])
+    ok = (last["converged"] and last["distance"] <= cfg.tol_distance and abs(last["gap"]) <= cfg.tol_gap
+          and nearest == target)
+    regime = regimes.limit(THEOREMS[notion], "rho -> 0; approximate minimizers of L_rho (near Gamma)",
+                           rhos=rhos, start=cfg.start, method="L-BFGS, strong Wolfe")
+    return regime.verdict(
+        f"bias-{notion}", f"minimizers of {LOSSES[notion]} go to {target} (the minimizer of {limit.split(' =')[0]} "
+        f"on Gamma), and L_rho/rho^2 to its infimum {limit}",
+        f"at the smallest rho ({rhos[-1]:g}): converged, distance <= {cfg.tol_distance:g}, |gap| <= "
+        f"{cfg.tol_gap:g}, and nearer to {target} than to the other two minimizers",
+        {"distance by rho": [r["distance"] for r in rows], "gap by rho": [r["gap"] for r in rows],
+         "ended nearest to": nearest, "converged": all(r["converged"] for r in rows)}, ok)
