@@ -44,11 +44,11 @@ from samcli.task import build_task
 from samcli.train import train
 
 REL_TARGET = 1e-4
-LANCZOS_TOLS = (1e-2, 3e-3, 1e-3, 1e-4)
+LANCZOS_TOLS = (3e-2, 1e-2, 3e-3, 1e-3, 1e-4)
 PYHESSIAN_TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 EIGENTHINGS_ITERS = (2, 5, 10, 15, 20, 30)
 # (ncv, tol): ARPACK's default ncv (20 for k = 1) sets a floor of ~20 products, smaller ones restart more
-EIGSH_TOLS = ((20, 1e-4), (10, 1e-4), (6, 1e-4), (4, 1e-4), (6, 1e-3), (4, 1e-3))
+EIGSH_TOLS = ((20, 1e-4), (10, 1e-4), (6, 1e-4), (4, 1e-4), (10, 1e-3), (6, 1e-3), (4, 1e-3), (10, 1e-2), (6, 1e-2))
 
 
 def timed(fn, repeats: int = 1):
@@ -313,7 +313,7 @@ def main() -> None:
     # 300 momentum-SGD steps leave the model mid-training (train loss ~0.54, Tr ~138), the regime of the
     # issue's reference figures (Tr ~134); a fully trained one is much flatter (Tr ~3) and easier.
     parser.add_argument("--steps", type=int, default=300, help="SGD steps to train the measured MLP")
-    parser.add_argument("--seeds", type=int, default=10, help="seeds per trace budget on the MLP (default 10)")
+    parser.add_argument("--seeds", type=int, default=6, help="seeds per trace budget on the MLP (default 6)")
     parser.add_argument("--skip-mlp", action="store_true", help="only the convolutional and tiny cases")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()

@@ -209,7 +209,7 @@ class Objective:
         with torch.enable_grad():
             # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
             # and every view's backward node (the same values; what small batches pay for)
-            leaves = {k: v.detach().requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
+            leaves = {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
             value = self.named_loss(leaves, chunk, buffers)
             if weight is not None:
                 value = value * weight
