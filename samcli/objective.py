@@ -204,17 +204,35 @@ class Objective:
                 total_loss, total_grad = total_loss + value, total_grad.add_(g)
         return total_loss, total_grad
 
+    def value_and_lazy_grad(self, theta: Tensor, data: Batch, chunk_size: int,
+                            buffers: Optional[dict] = None) -> tuple[Tensor, Callable[[], Tensor]]:
+        """value_and_grad's loss now and its gradient (the same numbers) on demand, for a caller that
+        may discard the point (a rejected ascent step) and so skips the backward pass. One chunk: the
+        forward's graph waits for the call; several: computed at once (all their graphs would not fit)."""
+        if len(data) > chunk_size:
+            value, g = self.value_and_grad(theta, data, chunk_size, buffers)
+            return value, lambda: g
+        value, leaves = self._chunk_forward(theta, data, buffers, None)
+        return value.detach(), lambda: self._leaf_gradient(value, leaves)
+
     def _chunk_value_and_grad(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
                               weight: Optional[float]) -> tuple[Tensor, Tensor]:
+        value, leaves = self._chunk_forward(theta, chunk, buffers, weight)
+        return value.detach(), self._leaf_gradient(value, leaves)
+
+    def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
+                       weight: Optional[float]) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.enable_grad():
             # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
             # and every view's backward node (the same values; what small batches pay for)
             leaves = {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
             value = self.named_loss(leaves, chunk, buffers)
-            if weight is not None:
-                value = value * weight
-            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        return value.detach(), torch.cat([part.reshape(-1) for part in grads])
+            return (value if weight is None else value * weight), leaves
+
+    @staticmethod
+    def _leaf_gradient(value: Tensor, leaves: dict[str, Tensor]) -> Tensor:
+        grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        return torch.cat([part.reshape(-1) for part in grads])
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:
         return self.value_and_grad(theta, data, chunk_size, buffers)[1]
