@@ -321,7 +321,7 @@ def main() -> None:
     repeats = 3 if args.quick else 10
     torch.manual_seed(0)
     found, skipped = peers.load()
-    record = {"peers": {p: getattr(m, "__version__", "?") for p, m in found.items()}}
+    record = {"peers": {p: peers.version(p) for p in found}}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; peers {record['peers']}")
 
     if not args.skip_mlp:

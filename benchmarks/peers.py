@@ -17,6 +17,16 @@ import torch
 
 PACKAGES = {"pyhessian": "pyhessian", "hessian-eigenthings": "hessian_eigenthings",
             "curvlinops": "curvlinops", "backpack": "backpack"}
+DISTRIBUTIONS = {"pyhessian": "pyhessian", "hessian-eigenthings": "hessian-eigenthings",
+                 "curvlinops": "curvlinops-for-pytorch", "backpack": "backpack-for-pytorch"}
+
+
+def version(peer: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed(DISTRIBUTIONS[peer])
+    except PackageNotFoundError:
+        return "?"
 
 
 def load() -> tuple[dict, dict]:
