@@ -128,6 +128,7 @@ class Objective:
         self._per_example = per_example
         self.names = list(shapes)
         self.shapes = [torch.Size(s) for s in shapes.values()]
+        self._view_shapes = [tuple(s) for s in self.shapes]     # view() parses a tuple faster than a Size
         self.sizes = [math.prod(s) for s in self.shapes]
         self.dim = sum(self.sizes)
         self.buffers = buffers
@@ -156,7 +157,7 @@ class Objective:
     # ---- flat <-> named ----------------------------------------------------------------------
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
         pieces = theta.split_with_sizes(self.sizes)      # torch.split's Python dispatch costs as much
-        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self._view_shapes)}
 
     def load_into_module(self, theta: Tensor) -> None:
         with torch.no_grad():
