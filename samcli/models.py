@@ -106,6 +106,9 @@ class DiagLinear(nn.Module):
 class _BasicBlock(nn.Module):
     """torchvision's BasicBlock with a selectable normalization (torchvision's takes a norm_layer,
     but its conv1x1/conv3x3 helpers are what we reuse; the block body is the standard one)."""
+    # its forward only chains and sums its children: with piecewise-linear children the block is
+    # piecewise-linear too (the exact trace path, curvature/ggn_trace.py, reads this)
+    piecewise_linear_forward = True
 
     def __init__(self, in_planes: int, planes: int, stride: int, norm: str):
         super().__init__()

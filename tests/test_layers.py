@@ -15,7 +15,7 @@ FLOORS = {
     "samcli.sharpness": 4,
     "samcli.train": 5,
     "samcli.study": 6, "samcli.paper": 6,
-    "samcli.cli": 7, "samcli": 7,
+    "samcli.cli": 7, "samcli.render": 7, "samcli": 7,
 }
 ROOT = Path(samcli.__file__).parent
 

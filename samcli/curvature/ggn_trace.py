@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from ..models import _BasicBlock
 from ..objective import Batch, Objective
 from .ggn import output_hessian_sqrt, supports_ggn
 
@@ -40,10 +39,11 @@ PIECEWISE_LINEAR_LEAVES = PATCHED + NORMS + (
     nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
 # A container's forward is arbitrary Python (samcli's residual block calls its children and adds), so
 # the structure check cannot see it: only containers whose forward has been read count. nn.Sequential
-# chains its children; ModuleList/Dict have no forward (their parent's decides); _BasicBlock is
-# relu(bn(conv(relu(bn(conv x)))) + shortcut x), a residual sum of allowed leaves. Any other container
-# (a user's model class) is assumed smooth: its Tr(G) is still exact, Tr(H) - Tr(G) gets estimated.
-TRUSTED_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, _BasicBlock)
+# chains its children; ModuleList/Dict have no forward (their parent's decides); a module class whose
+# author read its forward and found it chains or sums its children sets `piecewise_linear_forward =
+# True` (samcli.models' residual block: relu(bn(conv(relu(bn(conv x)))) + shortcut x)). Any other
+# container (a user's model class) is assumed smooth: Tr(G) is still exact, Tr(H) - Tr(G) estimated.
+TRUSTED_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 # elements of the deltas (C x examples x hooked activations) alive at once; bounds the sub-chunk
 DELTA_BUDGET = 2 ** 25
 
@@ -57,7 +57,7 @@ def piecewise_linear_reason(objective: Objective) -> Optional[str]:
         if module.training and isinstance(module, NORMS + (nn.Dropout,)):
             return f"{label} is in training mode"
         if list(module.children()):
-            if not isinstance(module, TRUSTED_CONTAINERS):
+            if not (isinstance(module, TRUSTED_CONTAINERS) or getattr(module, "piecewise_linear_forward", False)):
                 return f"the forward of {label} cannot be inspected"
         elif not isinstance(module, PIECEWISE_LINEAR_LEAVES + TRUSTED_CONTAINERS):   # empty Sequential: identity
             return f"{label} is not piecewise-linear"
