@@ -54,31 +54,33 @@ class Method:
 # ---- directions ------------------------------------------------------------------------------------
 
 def _throwaway(objective: Objective) -> dict:
-    return {k: v.clone() for k, v in objective.buffers.items()}
+    return {k: v.clone() for k, v in objective.buffers.items()} if objective.buffers else {}
 
 
 def _from_gradient(rule: Callable[..., Tensor]) -> Direction:
     """A direction built from g = grad L_B(x), the one pass that updates BatchNorm statistics;
-    rule(objective, theta, batch, g, cfg, chunk_size) returns the direction."""
+    rule(objective, theta, batch, g, ||g||, cfg, chunk_size) returns the direction (the norm is
+    reported anyway, so the rules reuse it instead of reducing g again)."""
     def direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
                   chunk_size: int) -> StepResult:
         loss, g = objective.value_and_grad(theta, batch, chunk_size)
-        return StepResult(rule(objective, theta, batch, g, cfg, chunk_size), loss.item(), g.norm().item())
+        norm = g.norm()
+        return StepResult(rule(objective, theta, batch, g, norm, cfg, chunk_size), loss.item(), norm.item())
     return direction
 
 
-def _gradient(objective, theta, batch, g, cfg, chunk_size) -> Tensor:
+def _gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
     return g
 
 
 def _gradient_at_ascent_point(normalized: bool) -> Callable[..., Tensor]:
-    def rule(objective, theta, batch, g, cfg, chunk_size) -> Tensor:
-        perturbed = theta + ascent_step(g, cfg.rho, cfg.grad_eps, normalized)
+    def rule(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
+        perturbed = theta + ascent_step(g, cfg.rho, cfg.grad_eps, normalized, norm)
         return objective.grad(perturbed, batch, chunk_size, _throwaway(objective))
     return rule
 
 
-def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size) -> Tensor:
+def _ascent_loss_gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
     """Exact gradient of L(x + rho n(x)), n = g/||g||:  g' + (rho/||g||) H (I - n n^T) g'.
 
     The Jacobian of n is (I - n n^T) H / ||g||; its transpose applied to g' needs one Hessian-vector
@@ -86,7 +88,7 @@ def _ascent_loss_gradient(objective, theta, batch, g, cfg, chunk_size) -> Tensor
     over the whole batch.
     """
     scratch = _throwaway(objective)
-    norm = g.norm() + cfg.grad_eps
+    norm = norm + cfg.grad_eps
     n = g / norm
     g_prime = objective.grad(theta + cfg.rho * n, batch, chunk_size, scratch)
     projected = g_prime - n * (n @ g_prime)

@@ -128,6 +128,7 @@ class Objective:
         self._per_example = per_example
         self.names = list(shapes)
         self.shapes = [torch.Size(s) for s in shapes.values()]
+        self._view_shapes = [tuple(s) for s in self.shapes]     # view() parses a tuple faster than a Size
         self.sizes = [math.prod(s) for s in self.shapes]
         self.dim = sum(self.sizes)
         self.buffers = buffers
@@ -155,8 +156,8 @@ class Objective:
 
     # ---- flat <-> named ----------------------------------------------------------------------
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
-        pieces = torch.split(theta, self.sizes)
-        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+        pieces = theta.split_with_sizes(self.sizes)      # torch.split's Python dispatch costs as much
+        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self._view_shapes)}
 
     def load_into_module(self, theta: Tensor) -> None:
         with torch.no_grad():
@@ -177,7 +178,10 @@ class Objective:
         differentiating through the flat vector's split would materialize a copy per group."""
         bufs = self.buffers if buffers is None else buffers
         losses = self._per_example(params, bufs, batch.inputs, batch.targets)
-        return losses.mean() if reduce else losses
+        if not reduce:
+            return losses
+        # the mean of one loss is that loss, exactly (x / 1); a view skips the reduction and its backward
+        return losses.view(()) if losses.numel() == 1 else losses.mean()
 
     def loss(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
         return self.per_example_losses(theta, batch, buffers).mean()
@@ -189,23 +193,47 @@ class Objective:
     def value_and_grad(self, theta: Tensor, data: Batch, chunk_size: int,
                        buffers: Optional[dict] = None) -> tuple[Tensor, Tensor]:
         """Mean loss and its gradient over all of `data`, summed over chunks (exact, not a sample)."""
-        total_loss, total_grad = None, None
         n = len(data)
+        if n <= chunk_size:     # the usual mini-batch: one pass, no accumulator, no (exact) scaling by 1
+            return self._chunk_value_and_grad(theta, data, buffers, None)
+        total_loss, total_grad = None, None
         for chunk in data.chunks(chunk_size):
-            with torch.enable_grad():
-                # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
-                # and every view's backward node (the same values; what small batches pay for)
-                leaves = {k: v.detach().requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
-                value = self.named_loss(leaves, chunk, buffers)
-                if len(chunk) < n:       # a single chunk skips the (exact) multiplication by 1
-                    value = value * (len(chunk) / n)
-                grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
-                g = torch.cat([part.reshape(-1) for part in grads])
-            if total_grad is None:      # one chunk (the usual mini-batch): no accumulator to fill
-                total_loss, total_grad = value.detach(), g
+            value, g = self._chunk_value_and_grad(theta, chunk, buffers, len(chunk) / n)
+            if total_grad is None:
+                total_loss, total_grad = value, g
             else:
-                total_loss, total_grad = total_loss + value.detach(), total_grad.add_(g)
+                total_loss, total_grad = total_loss + value, total_grad.add_(g)
         return total_loss, total_grad
+
+    def value_and_lazy_grad(self, theta: Tensor, data: Batch, chunk_size: int,
+                            buffers: Optional[dict] = None) -> tuple[Tensor, Callable[[], Tensor]]:
+        """value_and_grad's loss now and its gradient (the same numbers) on demand, for a caller that
+        may discard the point (a rejected ascent step) and so skips the backward pass. One chunk: the
+        forward's graph waits for the call; several: computed at once (all their graphs would not fit)."""
+        if len(data) > chunk_size:
+            value, g = self.value_and_grad(theta, data, chunk_size, buffers)
+            return value, lambda: g
+        value, leaves = self._chunk_forward(theta, data, buffers, None)
+        return value.detach(), lambda: self._leaf_gradient(value, leaves)
+
+    def _chunk_value_and_grad(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
+                              weight: Optional[float]) -> tuple[Tensor, Tensor]:
+        value, leaves = self._chunk_forward(theta, chunk, buffers, weight)
+        return value.detach(), self._leaf_gradient(value, leaves)
+
+    def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
+                       weight: Optional[float]) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.enable_grad():
+            # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
+            # and every view's backward node (the same values; what small batches pay for)
+            leaves = {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
+            value = self.named_loss(leaves, chunk, buffers)
+            return (value if weight is None else value * weight), leaves
+
+    @staticmethod
+    def _leaf_gradient(value: Tensor, leaves: dict[str, Tensor]) -> Tensor:
+        grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        return torch.cat([part.reshape(-1) for part in grads])
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:
         return self.value_and_grad(theta, data, chunk_size, buffers)[1]

@@ -174,11 +174,12 @@ def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Sett
         for _ in range(settings.ascent_iters):
             direction = (1 - blend) * v / rho + blend * gv / (gv.norm() + 1e-30)
             candidate = rho * direction / (direction.norm() + 1e-30)
-            new_value, new_g = objective.value_and_grad(theta + candidate, data, chunk)
+            # a rejected candidate needs only its loss: the backward pass runs for accepted ones
+            new_value, new_gradient = _value_and_lazy_grad(objective, theta + candidate, data, chunk)
             evaluations += 1
             if new_value > value:
                 gain = (new_value - value).item()
-                v, value, gv = candidate, new_value, new_g
+                v, value, gv = candidate, new_value, new_gradient()
                 if gain <= 1e-7 * abs(value.item()):
                     break
             else:
@@ -187,6 +188,16 @@ def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Sett
                     break
         best = max(best, value.item())
     return best - loss, evaluations, len(starts)
+
+
+def _value_and_lazy_grad(objective, theta, data, chunk):
+    """Objective.value_and_lazy_grad; duck-typed objectives (adaptive sharpness's u-space view)
+    without it get the eager value_and_grad behind the same interface."""
+    lazy = getattr(objective, "value_and_lazy_grad", None)
+    if lazy is not None:
+        return lazy(theta, data, chunk)
+    value, g = objective.value_and_grad(theta, data, chunk)
+    return value, lambda: g
 
 
 # ---- average direction -------------------------------------------------------------------------
