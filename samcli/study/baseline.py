@@ -143,6 +143,8 @@ def make_baseline(study: Study, table: pd.DataFrame) -> dict:
                 metrics[metric] = {"mean": _num(row[column]), "std": _num(row.get(f"{metric}_std"))}
         rows[label] = {"runs": int(row["runs"]), "completed": int(row["completed"]),
                        "diverged": int(row["diverged"]), "failed": int(row["failed"]), "metrics": metrics}
+        if _num(row.get("reached")) is not None:      # a study that trains to a target
+            rows[label]["reached"] = int(row["reached"])
     return {"study": study.name, "samcli": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "configurations": rows}
 
@@ -186,6 +188,11 @@ def check_baseline(study: Study, table: pd.DataFrame, baseline: dict) -> tuple[p
             before, after = int(ref.get(what, 0)), int(now[what])
             if after > before:
                 rows.append(_row("runs", label, what, before, after, 0, False, f"{after - before} more {what} run(s)"))
+        if "reached" in ref:    # fewer runs reaching the stop target: those minima are no longer comparable
+            before, after = int(ref["reached"]), _num(now.get("reached"))
+            if after is None or after < before:
+                rows.append(_row("runs", label, "reached", before, after, 0, False,
+                                 f"{before} run(s) reached the target in the baseline, {int(after) if after is not None else 0} now"))
         for metric, tol in study.tolerances.items():
             base_value = (ref.get("metrics", {}).get(metric) or {}).get("mean")
             current = _num(now.get(f"{metric}_mean"))

@@ -145,3 +145,20 @@ def test_bad_baseline_is_refused_before_anything_trains(tmp_path, monkeypatch):
     with pytest.raises(SamcliError, match="does not exist; write one with --update-baseline"):
         samcli.compare(raw, out=tmp_path / "study", baseline=tmp_path / "nope.json")
     assert not (tmp_path / "study").exists()
+
+
+def test_fewer_runs_reaching_the_target_is_a_regression(study_dir):
+    """A study that trains to a target stores how many runs reached it; fewer now fails the check
+    (those minima are no longer compared at equal train loss), the same count or more passes."""
+    root, path, out, raw, table = study_dir
+    study = load_study(raw)
+    targeted = table.copy()
+    targeted["reached"] = targeted["runs"]           # as if every run reached a stop target
+    stored = make_baseline(study, targeted)
+    assert stored["configurations"]["GD"]["reached"] == int(targeted.loc["GD", "runs"])
+    assert check_baseline(study, targeted, stored)[1]
+    fewer = targeted.copy()
+    fewer.loc["GD", "reached"] = fewer.loc["GD", "runs"] - 1
+    diff, ok = check_baseline(study, fewer, stored)
+    assert not ok and "reached the target in the baseline" in " ".join(diff["detail"])
+    assert "reached" not in make_baseline(study, table)["configurations"]["GD"]    # no target, no count
