@@ -25,7 +25,7 @@ __all__ = ["measure_sharpness", "measure_run", "Settings", "SharpnessReport", "N
 # the keywords that reach Settings through **settings (the named ones are explicit parameters)
 EXTRA_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("rho", "notions", "seed", "exact"))
 
-ZERO_ALLOWED = ("stochastic_examples", "zero_tol")     # 0 turns the per-example notions off / exact zero
+ZERO_ALLOWED = ("stochastic_examples", "zero_tol", "ascent_tol")   # 0: per-example notions off / exact zero / every step
 
 
 class SharpnessInputError(SamcliError, ValueError):

@@ -330,3 +330,32 @@ def test_trace_method_follows_the_network_structure(activation, method):
         assert report.average.trace == pytest.approx(dense_trace, rel=1e-10)
     else:
         assert abs(report.average.trace - dense_trace) <= 5 * report.average.trace_stderr + 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_worst_ascent_stops_on_a_relative_gain_near_the_trust_region_maximum(dtype):
+    """ascent_tol ends a restart once a step gains < tol of the estimate: close to the maximum
+    (the rest of a linearly converging ascent is about gain r/(1 - r)), in float32 too, where the
+    loss's rounding would otherwise pass for gains until the iteration cap."""
+    from samcli.sharpness.notions import worst_direction_ascent
+    objective, data, A, v1 = quadratic()
+    x = torch.randn(QD, generator=torch.Generator().manual_seed(4), dtype=DT)
+    rho, iters, restarts = 0.1, 200, 3
+    truth = trust_region_max(A, A @ x, rho)
+    objective64 = objective
+    if dtype == torch.float32:
+        A32 = A.to(dtype)
+        objective = Objective(lambda p, b, i, t: (0.5 * p["x"] @ A32 @ p["x"]).expand(i.shape[0]), {"x": (QD,)}, {})
+    x, v1 = x.to(dtype), v1.to(dtype)
+    loss = objective.loss(x, data).item()
+    settings = Settings(rho=rho, ascent_iters=iters, ascent_restarts=restarts)
+    value, evaluations, _ = worst_direction_ascent(objective, x, data, rho, v1, loss, settings,
+                                                   torch.Generator().manual_seed(1))
+    assert value == pytest.approx(truth, rel=1e-6)
+    # the ascent converges in a few steps here; with gains judged against the loss's rounding instead
+    # (ascent_tol 1e-7 or less) the float32 run takes 43 points, every one "gaining" by rounding
+    assert evaluations <= 6 * restarts
+    if dtype == torch.float64:      # no early stop: the maximum to 1e-8
+        exhaustive = worst_direction_ascent(objective64, x, data, rho, v1, loss, Settings(
+            rho=rho, ascent_iters=iters, ascent_restarts=restarts, ascent_tol=0.0), torch.Generator().manual_seed(1))
+        assert exhaustive[0] == pytest.approx(truth, rel=1e-8) and exhaustive[1] > evaluations
