@@ -124,13 +124,15 @@ def train(
 
 
 def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
-               as_json: bool) -> None:
+               as_json: bool, settings: List[str] = ()) -> None:
     from .study.rundir import measure_and_record
     try:
         count = None if samples == "all" else _int(samples, "--samples", "all")
+        knobs: dict = {}
+        for item in settings:
+            apply_override(knobs, item)
         report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,
-                                                      samples=count, seed=seed,
-                                                      exact=exact)
+                                                      samples=count, seed=seed, exact=exact, **knobs)
     except SamcliError as err:
         fail(str(err))
     except (OSError, UnicodeDecodeError) as err:
@@ -152,9 +154,11 @@ def sharpness(
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    set_: List[str] = typer.Option([], "--set", help="A measurement setting, e.g. --set ascent_restarts=1 "
+                                                     "(repeatable; the keys of samcli.sharpness.Settings)."),
 ):
     """Measure a trained run by the three notions of sharpness; writes sharpness.json."""
-    _sharpness(run_dir, rho, samples, notions, exact, seed, as_json)
+    _sharpness(run_dir, rho, samples, notions, exact, seed, as_json, set_)
 
 
 @app.command("measure-sharpness", hidden=True)

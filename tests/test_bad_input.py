@@ -216,6 +216,10 @@ CLI_CASES = [
     (["sharpness", at("run"), "--samples", "-3"], "samples=-3"),
     (["sharpness", at("run"), "--samples", "many"], "--samples='many'"),
     (["sharpness", at("run"), "--notions", "flatness"], "unknown sharpness notion 'flatness'"),
+    (["sharpness", at("run"), "--set", "ascent_restrts=1"], "did you mean ascent_restarts"),
+    (["sharpness", at("run"), "--set", "ascent_restarts"], "needs the form"),
+    (["sharpness", at("run"), "--set", "directions=0"], "directions=0 must be > 0"),
+    (["sharpness", at("run"), "--set", "finite=maybe"], "finite='maybe' must be True or False"),
     (["sharpness", at("diverged")], "diverged run"),
     (["sharpness", at("torn")], "cannot be read"),
     # compare

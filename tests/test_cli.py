@@ -253,3 +253,14 @@ def test_sharpness_refuses_a_diverged_run_and_keeps_a_finite_report(tmp_path, mo
                         lambda *a, **k: dataclasses.replace(real(*a, **k), loss=float("nan")))
     assert_one_line_error(invoke(["sharpness", out, "--notions", "ascent"]), "non-finite loss", "is kept")
     assert (out / "sharpness.json").read_bytes() == good
+
+
+def test_sharpness_settings_from_the_command_line_reach_the_report(tmp_path):
+    out = tmp_path / "run"
+    assert invoke(["train", *TINY, "--steps", "2", "--out", out, "--quiet"]).exit_code == 0
+    result = invoke(["sharpness", out, "--notions", "worst", "--json", "--set", "ascent_restarts=2",
+                     "--set", "ascent_iters=3", "--set", "stochastic_examples=0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["worst"]["finite_restarts"] == 2 and report["worst"]["finite_iterations"] <= 2 * 4
+    assert report["stochastic"] is None
