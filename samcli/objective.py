@@ -11,6 +11,7 @@ A task is anything that provides per-example losses of (params dict, buffers, in
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -136,6 +137,7 @@ class Objective:
         self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
         # module outputs of (params dict, buffers dict, inputs), for model tasks
         self.call: Optional[StatelessCall] = None
+        self._bound: Optional[tuple[Tensor, dict[str, Tensor], list[Tensor]]] = None   # see `bound`
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -163,6 +165,25 @@ class Objective:
         with torch.no_grad():
             for name, value in self.unflatten(theta).items():
                 self.module.get_parameter(name).copy_(value)
+
+    @contextmanager
+    def bound(self, theta: Tensor) -> Iterator[None]:
+        """Within the block, passes at `theta` itself (the training loop's vector, which it updates in
+        place) differentiate through per-tensor leaves made here once, not split off theta per pass:
+        at batch size 1 the split, its views and their requires_grad_ cost a tenth of a step.
+        The leaves are views of theta, so they always hold its current values."""
+        previous = self._bound
+        leaves = self._leaves(theta)
+        self._bound = (theta, leaves, list(leaves.values()))
+        try:
+            yield
+        finally:
+            self._bound = previous
+
+    def _leaves(self, theta: Tensor) -> dict[str, Tensor]:
+        # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
+        # and every view's backward node (the same values; what small batches pay for)
+        return {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
 
     def set_training(self, training: bool) -> None:
         if self.module is not None:
@@ -222,17 +243,20 @@ class Objective:
         return value.detach(), self._leaf_gradient(value, leaves)
 
     def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
-                       weight: Optional[float]) -> tuple[Tensor, dict[str, Tensor]]:
+                       weight: Optional[float]) -> tuple[Tensor, list[Tensor]]:
         with torch.enable_grad():
-            # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
-            # and every view's backward node (the same values; what small batches pay for)
-            leaves = {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
-            value = self.named_loss(leaves, chunk, buffers)
+            bound = self._bound
+            if bound is not None and theta is bound[0]:
+                named, leaves = bound[1], bound[2]
+            else:
+                named = self._leaves(theta)
+                leaves = list(named.values())
+            value = self.named_loss(named, chunk, buffers)
             return (value if weight is None else value * weight), leaves
 
     @staticmethod
-    def _leaf_gradient(value: Tensor, leaves: dict[str, Tensor]) -> Tensor:
-        grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
+    def _leaf_gradient(value: Tensor, leaves: list[Tensor]) -> Tensor:
+        grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
         return torch.cat([part.reshape(-1) for part in grads])
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:

@@ -161,32 +161,37 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
     plain = o.momentum == 0 and o.weight_decay == 0
     theta_data = theta.detach()
+    scheduled = o.schedule != "constant"     # a constant rate is set once, not per step
     try:
         if not evaluation_ends_run(0, None):
             training = False        # module mode: evaluation switches it off, steps switch it back on
-            for step in range(1, cfg.steps + 1):
-                for group in base.param_groups:
-                    group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
-                if not training:
-                    objective.set_training(True)
-                    training = True
-                result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
-                batch_loss = result.loss
-                if not (math.isfinite(batch_loss) and _finite(result.direction)):
-                    status = "diverged"
-                    break
-                if plain:
-                    theta_data.add_(result.direction, alpha=-base.param_groups[0]["lr"])
-                else:
-                    theta.grad = result.direction
-                    base.step()
-                if progress:
-                    progress(step, cfg.steps, batch_loss)
-                if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
-                        or (cfg.measure.every and step % cfg.measure.every == 0)):
-                    training = False
-                    if evaluation_ends_run(step, batch_loss):
+            lr = o.lr
+            with objective.bound(theta_data):
+                for step in range(1, cfg.steps + 1):
+                    if scheduled:
+                        lr = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
+                        for group in base.param_groups:
+                            group["lr"] = lr
+                    if not training:
+                        objective.set_training(True)
+                        training = True
+                    result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
+                    batch_loss = result.loss
+                    if not (math.isfinite(batch_loss) and _finite(result.direction)):
+                        status = "diverged"
                         break
+                    if plain:
+                        theta_data.add_(result.direction, alpha=-lr)
+                    else:
+                        theta.grad = result.direction
+                        base.step()
+                    if progress:
+                        progress(step, cfg.steps, batch_loss)
+                    if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
+                            or (cfg.measure.every and step % cfg.measure.every == 0)):
+                        training = False
+                        if evaluation_ends_run(step, batch_loss):
+                            break
     except KeyboardInterrupt:
         status = "interrupted"
         raise
