@@ -75,7 +75,7 @@ def _gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
 
 def _gradient_at_ascent_point(normalized: bool) -> Callable[..., Tensor]:
     def rule(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
-        perturbed = theta + ascent_step(g, cfg.rho, cfg.grad_eps, normalized, norm)
+        perturbed = objective.shifted(theta, ascent_step(g, cfg.rho, cfg.grad_eps, normalized, norm))
         return objective.grad(perturbed, batch, chunk_size, _throwaway(objective))
     return rule
 

@@ -137,7 +137,8 @@ class Objective:
         self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
         # module outputs of (params dict, buffers dict, inputs), for model tasks
         self.call: Optional[StatelessCall] = None
-        self._bound: Optional[tuple[Tensor, dict[str, Tensor], list[Tensor]]] = None   # see `bound`
+        # see `bound`: id(vector) -> (vector, its named leaves, the same as a list)
+        self._bound: dict[int, tuple[Tensor, dict[str, Tensor], list[Tensor]]] = {}
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -169,16 +170,24 @@ class Objective:
     @contextmanager
     def bound(self, theta: Tensor) -> Iterator[None]:
         """Within the block, passes at `theta` itself (the training loop's vector, which it updates in
-        place) differentiate through per-tensor leaves made here once, not split off theta per pass:
-        at batch size 1 the split, its views and their requires_grad_ cost a tenth of a step.
-        The leaves are views of theta, so they always hold its current values."""
+        place) and at the points `shifted` writes differentiate through per-tensor leaves made here
+        once, not split off a flat vector per pass: at batch size 1 the split, its views and their
+        requires_grad_ cost a tenth of a step. The leaves are views, so they hold current values."""
         previous = self._bound
-        leaves = self._leaves(theta)
-        self._bound = (theta, leaves, list(leaves.values()))
+        vectors = (theta, torch.empty_like(theta))       # the loop's vector and the one shifted writes
+        self._bound = {id(v): (v, leaves, list(leaves.values())) for v in vectors for leaves in [self._leaves(v)]}
+        self._shift_target = (theta, vectors[1])
         try:
             yield
         finally:
             self._bound = previous
+
+    def shifted(self, theta: Tensor, step: Tensor) -> Tensor:
+        """theta + step (SAM's ascent point). From the bound vector it is written into the block's
+        second bound vector, whose leaves are ready: valid until the next such call, which overwrites it."""
+        if self._bound and theta is self._shift_target[0]:
+            return torch.add(theta, step, out=self._shift_target[1])
+        return theta + step
 
     def _leaves(self, theta: Tensor) -> dict[str, Tensor]:
         # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
@@ -245,9 +254,9 @@ class Objective:
     def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
                        weight: Optional[float]) -> tuple[Tensor, list[Tensor]]:
         with torch.enable_grad():
-            bound = self._bound
-            if bound is not None and theta is bound[0]:
-                named, leaves = bound[1], bound[2]
+            bound = self._bound.get(id(theta))
+            if bound is not None and bound[0] is theta:
+                _, named, leaves = bound
             else:
                 named = self._leaves(theta)
                 leaves = list(named.values())
