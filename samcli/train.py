@@ -19,7 +19,7 @@ import torch
 from ._version import __version__
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
-from .methods import descent_direction
+from .methods import direction_for
 from .objective import Batch
 from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, open_run_dir, save_checkpoint, write_json,
                    write_yaml)
@@ -168,7 +168,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     try:
         if not evaluation_ends_run(0, None):
             training = False        # module mode: evaluation switches it off, steps switch it back on
-            lr = o.lr
+            lr, direction = o.lr, direction_for(objective, o)
             with objective.bound(theta_data):
                 for step in range(1, cfg.steps + 1):
                     if scheduled:
@@ -178,7 +178,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
                     if not training:
                         objective.set_training(True)
                         training = True
-                    result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
+                    result = direction(objective, theta_data, sampler.next(), o, chunk)
                     batch_loss = result.loss
                     if not (math.isfinite(batch_loss) and _finite(result.direction)):
                         status = "diverged"
