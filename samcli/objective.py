@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +116,14 @@ class StatelessCall:
                 slots[attr] = original
 
 
+class _Bound(NamedTuple):
+    """A flat vector of a `bound` block, with what passes at it reuse."""
+    vector: Tensor
+    named: dict[str, Tensor]      # per-tensor leaves (views of vector, requires_grad)
+    leaves: list[Tensor]          # the same, in order
+    grad: Tensor                  # flat gradient buffer; each leaf's .grad is a view of it
+
+
 class Objective:
     """L(theta) = mean_k L_k(theta) over a batch, as pure functions of a flat parameter vector.
 
@@ -137,8 +145,8 @@ class Objective:
         self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
         # module outputs of (params dict, buffers dict, inputs), for model tasks
         self.call: Optional[StatelessCall] = None
-        # see `bound`: id(vector) -> (vector, its named leaves, the same as a list)
-        self._bound: dict[int, tuple[Tensor, dict[str, Tensor], list[Tensor]]] = {}
+        self._bound: dict[int, _Bound] = {}       # id(vector) -> _Bound, inside a `bound` block
+        self._shift: Optional[tuple[Tensor, Tensor]] = None      # (bound vector, where `shifted` writes)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -172,21 +180,32 @@ class Objective:
         """Within the block, passes at `theta` itself (the training loop's vector, which it updates in
         place) and at the points `shifted` writes differentiate through per-tensor leaves made here
         once, not split off a flat vector per pass: at batch size 1 the split, its views and their
-        requires_grad_ cost a tenth of a step. The leaves are views, so they hold current values."""
-        previous = self._bound
-        vectors = (theta, torch.empty_like(theta))       # the loop's vector and the one shifted writes
-        self._bound = {id(v): (v, leaves, list(leaves.values())) for v in vectors for leaves in [self._leaves(v)]}
-        self._shift_target = (theta, vectors[1])
+        requires_grad_ cost a tenth of a step. The leaves are views, so they hold current values.
+        A gradient there (one chunk) is a buffer the next pass at the same vector overwrites."""
+        previous = self._bound, self._shift
+        shift_target = torch.empty_like(theta)
+        self._bound = {id(v): self._bound_vector(v) for v in (theta, shift_target)}
+        self._shift = (theta, shift_target)
         try:
             yield
         finally:
-            self._bound = previous
+            self._bound, self._shift = previous
+
+    def _bound_vector(self, vector: Tensor) -> _Bound:
+        named, grad = self._leaves(vector), torch.empty_like(vector)
+        for leaf, view in zip(named.values(), self.unflatten(grad).values()):
+            leaf.grad = view
+        return _Bound(vector, named, list(named.values()), grad)
+
+    def _bound_entry(self, theta: Tensor) -> Optional[_Bound]:
+        entry = self._bound.get(id(theta))
+        return entry if entry is not None and entry.vector is theta else None
 
     def shifted(self, theta: Tensor, step: Tensor) -> Tensor:
         """theta + step (SAM's ascent point). From the bound vector it is written into the block's
         second bound vector, whose leaves are ready: valid until the next such call, which overwrites it."""
-        if self._bound and theta is self._shift_target[0]:
-            return torch.add(theta, step, out=self._shift_target[1])
+        if self._shift is not None and theta is self._shift[0]:
+            return torch.add(theta, step, out=self._shift[1])
         return theta + step
 
     def _leaves(self, theta: Tensor) -> dict[str, Tensor]:
@@ -225,6 +244,9 @@ class Objective:
         """Mean loss and its gradient over all of `data`, summed over chunks (exact, not a sample)."""
         n = len(data)
         if n <= chunk_size:     # the usual mini-batch: one pass, no accumulator, no (exact) scaling by 1
+            bound = self._bound_entry(theta)
+            if bound is not None:
+                return self._bound_value_and_grad(bound, data, buffers)
             return self._chunk_value_and_grad(theta, data, buffers, None)
         total_loss, total_grad = None, None
         for chunk in data.chunks(chunk_size):
@@ -246,6 +268,16 @@ class Objective:
         value, leaves = self._chunk_forward(theta, data, buffers, None)
         return value.detach(), lambda: self._leaf_gradient(value, leaves)
 
+    def _bound_value_and_grad(self, bound: _Bound, data: Batch, buffers: Optional[dict]) -> tuple[Tensor, Tensor]:
+        """The backward adds each gradient into its leaf's .grad, a view of the flat buffer, so no
+        concatenation follows. The buffer starts at -0.0, the one x with x + g == g bit for bit for
+        every g (+0.0 too); a parameter the loss does not use keeps -0.0, equal to the usual 0."""
+        with torch.enable_grad():
+            value = self.named_loss(bound.named, data, buffers)
+        bound.grad.fill_(-0.0)
+        torch.autograd.backward(value, inputs=bound.leaves)
+        return value.detach(), bound.grad
+
     def _chunk_value_and_grad(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
                               weight: Optional[float]) -> tuple[Tensor, Tensor]:
         value, leaves = self._chunk_forward(theta, chunk, buffers, weight)
@@ -254,9 +286,9 @@ class Objective:
     def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
                        weight: Optional[float]) -> tuple[Tensor, list[Tensor]]:
         with torch.enable_grad():
-            bound = self._bound.get(id(theta))
-            if bound is not None and bound[0] is theta:
-                _, named, leaves = bound
+            bound = self._bound_entry(theta)
+            if bound is not None:
+                named, leaves = bound.named, bound.leaves
             else:
                 named = self._leaves(theta)
                 leaves = list(named.values())
