@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
+_run_backward = torch.autograd.Variable._execution_engine.run_backward     # what torch.autograd.backward ends in
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,9 @@ class _Bound(NamedTuple):
     """A flat vector of a `bound` block, with what passes at it reuse."""
     vector: Tensor
     named: dict[str, Tensor]      # per-tensor leaves (views of vector, requires_grad)
-    leaves: list[Tensor]          # the same, in order
+    leaves: tuple[Tensor, ...]    # the same, in order
     grad: Tensor                  # flat gradient buffer; each leaf's .grad is a view of it
+    one: Tensor                   # d loss / d loss, the backward's seed
 
 
 class Objective:
@@ -195,7 +197,7 @@ class Objective:
         named, grad = self._leaves(vector), torch.empty_like(vector)
         for leaf, view in zip(named.values(), self.unflatten(grad).values()):
             leaf.grad = view
-        return _Bound(vector, named, list(named.values()), grad)
+        return _Bound(vector, named, tuple(named.values()), grad, torch.ones((), dtype=vector.dtype, device=vector.device))
 
     def _bound_entry(self, theta: Tensor) -> Optional[_Bound]:
         entry = self._bound.get(id(theta))
@@ -271,11 +273,13 @@ class Objective:
     def _bound_value_and_grad(self, bound: _Bound, data: Batch, buffers: Optional[dict]) -> tuple[Tensor, Tensor]:
         """The backward adds each gradient into its leaf's .grad, a view of the flat buffer, so no
         concatenation follows. The buffer starts at -0.0, the one x with x + g == g bit for bit for
-        every g (+0.0 too); a parameter the loss does not use keeps -0.0, equal to the usual 0."""
+        every g (+0.0 too); a parameter the loss does not use keeps -0.0, equal to the usual 0.
+        The engine is called as torch.autograd.backward calls it, without that function's Python
+        checks of its arguments (a tenth of a batch-size-1 step), which these arguments pass by making."""
         with torch.enable_grad():
             value = self.named_loss(bound.named, data, buffers)
         bound.grad.fill_(-0.0)
-        torch.autograd.backward(value, inputs=bound.leaves)
+        _run_backward((value,), (bound.one,), False, False, bound.leaves, allow_unreachable=True, accumulate_grad=True)
         return value.detach(), bound.grad
 
     def _chunk_value_and_grad(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
