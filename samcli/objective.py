@@ -179,8 +179,8 @@ class Objective:
 
     @contextmanager
     def bound(self, theta: Tensor) -> Iterator[None]:
-        """Within the block, passes at `theta` itself (the training loop's vector, which it updates in
-        place) and at the points `shifted` writes differentiate through per-tensor leaves made here
+        """Within the block, passes at `theta` itself (the training loop's vector, detached, which it
+        updates in place) and at the points `shifted` writes differentiate through per-tensor leaves made here
         once, not split off a flat vector per pass: at batch size 1 the split, its views and their
         requires_grad_ cost a tenth of a step. The leaves are views, so they hold current values.
         A gradient there (one chunk) is a buffer the next pass at the same vector overwrites."""
@@ -197,7 +197,8 @@ class Objective:
         named, grad = self._leaves(vector), torch.empty_like(vector)
         for leaf, view in zip(named.values(), self.unflatten(grad).values()):
             leaf.grad = view
-        return _Bound(vector, named, tuple(named.values()), grad, torch.ones((), dtype=vector.dtype, device=vector.device))
+        seed = torch.ones((), dtype=vector.dtype, device=vector.device)
+        return _Bound(vector, named, tuple(named.values()), grad, seed)
 
     def _bound_entry(self, theta: Tensor) -> Optional[_Bound]:
         entry = self._bound.get(id(theta))

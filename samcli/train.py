@@ -64,7 +64,7 @@ class BatchSampler:
             order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
             # the epoch's examples gathered once, in order: a batch is then a slice (a view), where a
             # gather per batch costs a tenth of a step at batch size 1; the same examples either way
-            self._epoch = None
+            self._epoch = None          # the last epoch's copy goes before the next is made
             self._epoch, self._pos = self.data.take(order), 0
         start, self._pos = self._pos, self._pos + self.size
         epoch = self._epoch
