@@ -225,3 +225,19 @@ def test_epoch_batches_are_the_per_batch_gather():
         position += 3
         batch = sampler.next()
         assert torch.equal(batch.inputs, data.inputs[index]) and torch.equal(batch.targets, data.targets[index])
+
+
+def test_bound_gradient_keeps_negative_zeros():
+    """A ReLU unit that is off at one example gives its incoming weights the gradient 0 * x, which is
+    -0.0 where x < 0: the bound buffer must hand those back as -0.0 (starting it at +0.0 would not)."""
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        module[0].bias.copy_(torch.tensor([-9.0, 9.0, -9.0, 9.0]))       # units 0 and 2 off
+    objective, theta = Objective.from_module(module)
+    one = Batch(torch.tensor([[-1.0, 2.0, -3.0]], dtype=torch.float64), torch.tensor([1]))
+    _, expected = objective.value_and_grad(theta.clone(), one, 64)
+    assert (torch.signbit(expected) & (expected == 0)).any()          # the case this test is about
+    with objective.bound(theta):
+        _, got = objective.value_and_grad(theta, one, 64)
+        assert bitwise_equal(got, expected)
