@@ -17,8 +17,9 @@ This module sits below config.py (which validates through it), so it never impor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
+import torch
 from torch import Tensor
 
 from .ascent import ascent_step
@@ -31,11 +32,23 @@ if TYPE_CHECKING:
     from .config import OptimizerConfig
 
 
-@dataclass(frozen=True)
 class StepResult:
-    direction: Tensor     # what the base optimizer descends along
-    loss: float           # L_B at the unperturbed point
-    grad_norm: float      # ||grad L_B|| at the unperturbed point
+    """What a method returns: the direction the base optimizer descends along, and L_B and
+    ||grad L_B|| at the unperturbed point. The norm may come as a float, a 0-dim tensor or a function
+    returning one: it is computed and read (a device sync) when `grad_norm` is first asked for, which
+    the training loop never does. A method handing in a function must not change its inputs later."""
+    __slots__ = ("direction", "loss", "_grad_norm")
+
+    def __init__(self, direction: Tensor, loss: float, grad_norm: Union[float, Tensor, Callable[[], Tensor]]):
+        self.direction, self.loss, self._grad_norm = direction, loss, grad_norm
+
+    @property
+    def grad_norm(self) -> float:
+        if callable(self._grad_norm):
+            self._grad_norm = self._grad_norm()
+        if isinstance(self._grad_norm, Tensor):
+            self._grad_norm = self._grad_norm.item()
+        return self._grad_norm
 
 
 Direction = Callable[[Objective, Tensor, Batch, "OptimizerConfig", int], StepResult]
@@ -64,18 +77,20 @@ def _from_gradient(rule: Callable[..., Tensor]) -> Direction:
     def direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
                   chunk_size: int) -> StepResult:
         loss, g = objective.value_and_grad(theta, batch, chunk_size)
-        norm = g.norm()
-        return StepResult(rule(objective, theta, batch, g, norm, cfg, chunk_size), loss.item(), norm.item())
+        norm = torch.linalg.vector_norm(g)      # g.norm()'s own kernel, without torch.norm's Python dispatch
+        return StepResult(rule(objective, theta, batch, g, norm, cfg, chunk_size), loss.item(), norm)
     return direction
 
 
-def _gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
-    return g
+def _sgd(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:
+    """d = g. Its norm is only reported, so computed only when read (at batch size 1 a tenth of a step)."""
+    loss, g = objective.value_and_grad(theta, batch, chunk_size)
+    return StepResult(g, loss.item(), lambda: torch.linalg.vector_norm(g))
 
 
 def _gradient_at_ascent_point(normalized: bool) -> Callable[..., Tensor]:
     def rule(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
-        perturbed = theta + ascent_step(g, cfg.rho, cfg.grad_eps, normalized, norm)
+        perturbed = objective.shifted(theta, ascent_step(g, cfg.rho, cfg.grad_eps, normalized, norm))
         return objective.grad(perturbed, batch, chunk_size, _throwaway(objective))
     return rule
 
@@ -106,7 +121,7 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
 
 REGISTRY: dict[str, Method] = {method.name: method for method in (
     Method("sgd", "gradient descent on the batch loss (batch_size: full gives GD)",
-           frozenset(), _from_gradient(_gradient)),
+           frozenset(), _sgd),
     Method("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
            frozenset({"rho", "grad_eps"}), _from_gradient(_gradient_at_ascent_point(normalized=True))),
     Method("usam", "gradient at the unnormalized ascent point x + rho g",
@@ -140,10 +155,16 @@ def unused_parameters(name: str) -> set[str]:
 
 def descent_direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
                       chunk_size: int) -> StepResult:
+    return direction_for(objective, cfg)(objective, theta, batch, cfg, chunk_size)
+
+
+def direction_for(objective: Objective, cfg: OptimizerConfig) -> Direction:
+    """The registered direction of cfg.method, checked against the objective once (a training loop
+    looks it up before its first step, not on every step)."""
     method = get_method(cfg.method)
     if objective.buffers and not method.batchnorm:
         raise ConfigError(_batchnorm_refusal(method))
-    return method.direction(objective, theta, batch, cfg, chunk_size)
+    return method.direction
 
 
 # ---- validation ----------------------------------------------------------------------------------------

@@ -11,14 +11,16 @@ A task is anything that provides per-example losses of (params dict, buffers, in
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
+_run_backward = torch.autograd.Variable._execution_engine.run_backward     # what torch.autograd.backward ends in
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class Batch:
     def take(self, index: Tensor | slice) -> "Batch":
         if isinstance(index, Tensor) and not index.is_floating_point() and index.dtype != torch.bool:
             # same gather as inputs[index], without the generic indexing machinery
+            if index.dim() == 1:        # what the samplers draw: no reshaping (a third of the cost)
+                return Batch(self.inputs.index_select(0, index.to(self.inputs.device)),
+                             self.targets.index_select(0, index.to(self.targets.device)))
             flat = index.reshape(-1)
             inputs = self.inputs.index_select(0, flat.to(self.inputs.device))
             targets = self.targets.index_select(0, flat.to(self.targets.device))
@@ -115,6 +120,15 @@ class StatelessCall:
                 slots[attr] = original
 
 
+class _Bound(NamedTuple):
+    """A flat vector of a `bound` block, with what passes at it reuse."""
+    vector: Tensor
+    named: dict[str, Tensor]      # per-tensor leaves (views of vector, requires_grad)
+    leaves: tuple[Tensor, ...]    # the same, in order
+    grad: Tensor                  # flat gradient buffer; each leaf's .grad is a view of it
+    one: Tensor                   # d loss / d loss, the backward's seed
+
+
 class Objective:
     """L(theta) = mean_k L_k(theta) over a batch, as pure functions of a flat parameter vector.
 
@@ -136,6 +150,8 @@ class Objective:
         self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
         # module outputs of (params dict, buffers dict, inputs), for model tasks
         self.call: Optional[StatelessCall] = None
+        self._bound: dict[int, _Bound] = {}       # id(vector) -> _Bound, inside a `bound` block
+        self._shift: Optional[tuple[Tensor, Tensor]] = None      # (bound vector, where `shifted` writes)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -163,6 +179,45 @@ class Objective:
         with torch.no_grad():
             for name, value in self.unflatten(theta).items():
                 self.module.get_parameter(name).copy_(value)
+
+    @contextmanager
+    def bound(self, theta: Tensor) -> Iterator[None]:
+        """Within the block, passes at `theta` itself (the training loop's vector, detached, which it
+        updates in place) and at the points `shifted` writes differentiate through per-tensor leaves made here
+        once, not split off a flat vector per pass: at batch size 1 the split, its views and their
+        requires_grad_ cost a tenth of a step. The leaves are views, so they hold current values.
+        A gradient there (one chunk) is a buffer the next pass at the same vector overwrites."""
+        previous = self._bound, self._shift
+        shift_target = torch.empty_like(theta)
+        self._bound = {id(v): self._bound_vector(v) for v in (theta, shift_target)}
+        self._shift = (theta, shift_target)
+        try:
+            yield
+        finally:
+            self._bound, self._shift = previous
+
+    def _bound_vector(self, vector: Tensor) -> _Bound:
+        named, grad = self._leaves(vector), torch.empty_like(vector)
+        for leaf, view in zip(named.values(), self.unflatten(grad).values()):
+            leaf.grad = view
+        seed = torch.ones((), dtype=vector.dtype, device=vector.device)
+        return _Bound(vector, named, tuple(named.values()), grad, seed)
+
+    def _bound_entry(self, theta: Tensor) -> Optional[_Bound]:
+        entry = self._bound.get(id(theta))
+        return entry if entry is not None and entry.vector is theta else None
+
+    def shifted(self, theta: Tensor, step: Tensor) -> Tensor:
+        """theta + step (SAM's ascent point). From the bound vector it is written into the block's
+        second bound vector, whose leaves are ready: valid until the next such call, which overwrites it."""
+        if self._shift is not None and theta is self._shift[0]:
+            return torch.add(theta, step, out=self._shift[1])
+        return theta + step
+
+    def _leaves(self, theta: Tensor) -> dict[str, Tensor]:
+        # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
+        # and every view's backward node (the same values; what small batches pay for)
+        return {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
 
     def set_training(self, training: bool) -> None:
         if self.module is not None:
@@ -195,6 +250,9 @@ class Objective:
         """Mean loss and its gradient over all of `data`, summed over chunks (exact, not a sample)."""
         n = len(data)
         if n <= chunk_size:     # the usual mini-batch: one pass, no accumulator, no (exact) scaling by 1
+            bound = self._bound_entry(theta)
+            if bound is not None:
+                return self._bound_value_and_grad(bound, data, buffers)
             return self._chunk_value_and_grad(theta, data, buffers, None)
         total_loss, total_grad = None, None
         for chunk in data.chunks(chunk_size):
@@ -216,23 +274,38 @@ class Objective:
         value, leaves = self._chunk_forward(theta, data, buffers, None)
         return value.detach(), lambda: self._leaf_gradient(value, leaves)
 
+    def _bound_value_and_grad(self, bound: _Bound, data: Batch, buffers: Optional[dict]) -> tuple[Tensor, Tensor]:
+        """The backward adds each gradient into its leaf's .grad, a view of the flat buffer, so no
+        concatenation follows. The buffer starts at -0.0, the one x with x + g == g bit for bit for
+        every g (+0.0 too); a parameter the loss does not use keeps -0.0, equal to the usual 0.
+        The engine is called as torch.autograd.backward calls it, without that function's Python
+        checks of its arguments (a tenth of a batch-size-1 step), which these arguments pass by making."""
+        with torch.enable_grad():
+            value = self.named_loss(bound.named, data, buffers)
+        bound.grad.fill_(-0.0)
+        _run_backward((value,), (bound.one,), False, False, bound.leaves, allow_unreachable=True, accumulate_grad=True)
+        return value.detach(), bound.grad
+
     def _chunk_value_and_grad(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
                               weight: Optional[float]) -> tuple[Tensor, Tensor]:
         value, leaves = self._chunk_forward(theta, chunk, buffers, weight)
         return value.detach(), self._leaf_gradient(value, leaves)
 
     def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
-                       weight: Optional[float]) -> tuple[Tensor, dict[str, Tensor]]:
+                       weight: Optional[float]) -> tuple[Tensor, list[Tensor]]:
         with torch.enable_grad():
-            # leaves per parameter tensor, not one flat leaf: the backward then skips a split's
-            # and every view's backward node (the same values; what small batches pay for)
-            leaves = {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
-            value = self.named_loss(leaves, chunk, buffers)
+            bound = self._bound_entry(theta)
+            if bound is not None:
+                named, leaves = bound.named, bound.leaves
+            else:
+                named = self._leaves(theta)
+                leaves = list(named.values())
+            value = self.named_loss(named, chunk, buffers)
             return (value if weight is None else value * weight), leaves
 
     @staticmethod
-    def _leaf_gradient(value: Tensor, leaves: dict[str, Tensor]) -> Tensor:
-        grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
+    def _leaf_gradient(value: Tensor, leaves: list[Tensor]) -> Tensor:
+        grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
         return torch.cat([part.reshape(-1) for part in grads])
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 from ._version import __version__
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
-from .methods import descent_direction
+from .methods import direction_for
 from .objective import Batch
 from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, open_run_dir, save_checkpoint, write_json,
                    write_yaml)
@@ -51,7 +51,7 @@ class BatchSampler:
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        self._order, self._pos = None, self.n
+        self._epoch, self._pos = None, self.n
 
     def next(self) -> Batch:
         if self.full:
@@ -61,11 +61,14 @@ class BatchSampler:
                      else torch.randperm(self.n, generator=self.generator)[:self.size])
             return self._augmented(self.data.take(index.to(self.data.inputs.device)))
         if self._pos + self.size > self.n:     # drop the ragged tail: every batch has b examples
-            self._order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
-            self._pos = 0
-        index = self._order[self._pos:self._pos + self.size]
-        self._pos += self.size
-        return self._augmented(self.data.take(index))
+            order = torch.randperm(self.n, generator=self.generator).to(self.data.inputs.device)
+            # the epoch's examples gathered once, in order: a batch is then a slice (a view), where a
+            # gather per batch costs a tenth of a step at batch size 1; the same examples either way
+            self._epoch = None          # the last epoch's copy goes before the next is made
+            self._epoch, self._pos = self.data.take(order), 0
+        start, self._pos = self._pos, self._pos + self.size
+        epoch = self._epoch
+        return self._augmented(Batch(epoch.inputs[start:self._pos], epoch.targets[start:self._pos]))
 
     def _augmented(self, batch: Batch) -> Batch:
         """Fresh random crops and flips per draw (data.augment, image sets only)."""
@@ -161,32 +164,37 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
     plain = o.momentum == 0 and o.weight_decay == 0
     theta_data = theta.detach()
+    scheduled = o.schedule != "constant"     # a constant rate is set once, not per step
     try:
         if not evaluation_ends_run(0, None):
             training = False        # module mode: evaluation switches it off, steps switch it back on
-            for step in range(1, cfg.steps + 1):
-                for group in base.param_groups:
-                    group["lr"] = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
-                if not training:
-                    objective.set_training(True)
-                    training = True
-                result = descent_direction(objective, theta_data, sampler.next(), o, chunk)
-                batch_loss = result.loss
-                if not (math.isfinite(batch_loss) and _finite(result.direction)):
-                    status = "diverged"
-                    break
-                if plain:
-                    theta_data.add_(result.direction, alpha=-base.param_groups[0]["lr"])
-                else:
-                    theta.grad = result.direction
-                    base.step()
-                if progress:
-                    progress(step, cfg.steps, batch_loss)
-                if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
-                        or (cfg.measure.every and step % cfg.measure.every == 0)):
-                    training = False
-                    if evaluation_ends_run(step, batch_loss):
+            lr, direction = o.lr, direction_for(objective, o)
+            with objective.bound(theta_data):
+                for step in range(1, cfg.steps + 1):
+                    if scheduled:
+                        lr = o.lr * lr_factor(o.schedule, step - 1, cfg.steps, o.milestones, o.gamma)
+                        for group in base.param_groups:
+                            group["lr"] = lr
+                    if not training:
+                        objective.set_training(True)
+                        training = True
+                    result = direction(objective, theta_data, sampler.next(), o, chunk)
+                    batch_loss = result.loss
+                    if not (math.isfinite(batch_loss) and _finite(result.direction)):
+                        status = "diverged"
                         break
+                    if plain:
+                        theta_data.add_(result.direction, alpha=-lr)
+                    else:
+                        theta.grad = result.direction
+                        base.step()
+                    if progress:
+                        progress(step, cfg.steps, batch_loss)
+                    if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals
+                            or (cfg.measure.every and step % cfg.measure.every == 0)):
+                        training = False
+                        if evaluation_ends_run(step, batch_loss):
+                            break
     except KeyboardInterrupt:
         status = "interrupted"
         raise

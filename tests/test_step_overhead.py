@@ -3,6 +3,7 @@ Batch.take against plain indexing, and samcli.train bit for bit against the loop
 (functional_call, one flat leaf, torch.optim.SGD, elementwise finiteness check)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -13,7 +14,7 @@ from torch.func import functional_call, grad
 from conftest import tiny_config
 from samcli.config import TrainConfig
 from samcli.methods import ascent_step
-from samcli.objective import Batch, StatelessCall
+from samcli.objective import Batch, Objective, StatelessCall
 from samcli.task import build_task
 from samcli.train import BatchSampler, train
 
@@ -112,3 +113,131 @@ def test_train_is_bitwise_the_previous_loop(batch_size):
     expected = reference_loop(cfg)
     assert torch.equal(result.theta, expected)
     assert not torch.equal(expected, build_task(cfg).theta)      # it moved
+
+
+# ---- the bound training vector: leaves made once, gradients backpropagated into a flat buffer ----------
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same bits, signed zeros and NaN payloads included (torch.equal calls -0.0 and 0.0 equal)."""
+    as_int = {torch.float64: torch.int64, torch.float32: torch.int32}[a.dtype]
+    return a.dtype == b.dtype and torch.equal(a.view(as_int), b.view(as_int))
+
+
+def unbound_train(cfg: TrainConfig, monkeypatch):
+    """train() through the per-pass path it had before `Objective.bound`: fresh leaves split off theta
+    on every pass, the gradient concatenated, SAM's ascent point a new tensor."""
+    with monkeypatch.context() as patch:
+        patch.setattr(Objective, "bound", lambda self, theta: contextlib.nullcontext())
+        return train(cfg, write=False)
+
+
+CNN = {"data": {"name": "digits", "n_train": 24, "n_test": 8},
+       "model.name": "cnn", "model.channels": [3, 4], "model.activation": "relu"}
+
+
+@pytest.mark.parametrize("overrides", [
+    {"optimizer.method": "sgd", "optimizer.batch_size": 1},
+    {"optimizer.method": "sam", "optimizer.batch_size": 1},
+    {"optimizer.method": "usam", "optimizer.batch_size": 3},
+    {"optimizer.method": "msam", "optimizer.m": 2, "optimizer.batch_size": 4},
+    {"optimizer.method": "ascent-gd", "optimizer.batch_size": 2},
+    {"optimizer.method": "sam", "optimizer.batch_size": "full", "chunk_size": 5},      # several chunks
+    {"optimizer.method": "sam", "optimizer.momentum": 0.9, "optimizer.nesterov": True,
+     "optimizer.weight_decay": 0.01, "optimizer.schedule": "cosine"},
+    {"optimizer.method": "sgd", "optimizer.momentum": 0.5, "optimizer.schedule": "step",
+     "optimizer.milestones": [0.5], "dtype": "float32"},
+    {**CNN, "model.norm": "batch", "optimizer.method": "sam", "optimizer.batch_size": 2},
+    {**CNN, "model.norm": "batch", "optimizer.method": "sgd", "optimizer.batch_size": 1},
+    {**CNN, "model.norm": "none", "optimizer.method": "msam", "optimizer.m": 1, "optimizer.batch_size": 2},
+])
+def test_bound_training_is_bitwise_the_unbound_path(overrides, monkeypatch):
+    cfg = TrainConfig.from_dict(tiny_config(**{"steps": 9, "eval_every": 4, "optimizer.rho": 0.3, **overrides}))
+    fast = train(cfg, write=False)
+    reference = unbound_train(cfg, monkeypatch)
+    assert fast.status == reference.status == "completed"
+    assert bitwise_equal(fast.theta, reference.theta)
+    assert [r["batch_loss"] for r in fast.metrics] == [r["batch_loss"] for r in reference.metrics]
+    assert not torch.equal(fast.theta, build_task(cfg).theta)      # it moved
+
+
+def test_bound_training_with_batchnorm_keeps_the_same_statistics(monkeypatch):
+    cfg = TrainConfig.from_dict(tiny_config(**{**CNN, "model.norm": "batch", "steps": 6, "optimizer.batch_size": 2}))
+    task, reference_task = build_task(cfg), build_task(cfg)
+    train(cfg, task=task, write=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(Objective, "bound", lambda self, theta: contextlib.nullcontext())
+        train(cfg, task=reference_task, write=False)
+    for name, value in task.objective.buffers.items():
+        assert torch.equal(value, reference_task.objective.buffers[name]), name
+
+
+class WithUnused(nn.Module):
+    """A parameter the loss never reaches: its gradient is zero, bound or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(3, 2)
+        self.spare = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_value_and_grad_at_a_bound_vector_is_the_unbound_one():
+    torch.manual_seed(0)
+    objective, theta = Objective.from_module(WithUnused().double())
+    data = Batch(torch.randn(7, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1, 0, 0]))
+    step = torch.randn_like(theta)
+    expected = {size: objective.value_and_grad(theta.clone(), data, size) for size in (7, 3)}
+    moved = theta.clone().add_(step, alpha=0.1)
+    expected_moved = objective.value_and_grad(moved.clone(), data, 7)
+    expected_shifted = objective.value_and_grad(theta.clone() + step, data, 7)
+    with objective.bound(theta):
+        for size, (value, g) in expected.items():       # one chunk (the buffer) and several (accumulated)
+            got_value, got_g = objective.value_and_grad(theta, data, size)
+            assert bitwise_equal(got_value, value) and torch.equal(got_g, g) and bitwise_equal(got_g[:8], g[:8])
+        spare = objective.unflatten(got_g)["spare.weight"]
+        assert torch.equal(spare, torch.zeros_like(spare))
+        shifted = objective.shifted(theta, step)
+        assert bitwise_equal(shifted, theta + step)
+        # the unused parameter's zeros are -0.0 here, +0.0 there: equal numbers, the rest the same bits
+        got_g = objective.value_and_grad(shifted, data, 7)[1]
+        assert torch.equal(got_g, expected_shifted[1]) and bitwise_equal(got_g[:8], expected_shifted[1][:8])
+        theta.add_(step, alpha=0.1)                     # the loop's in-place update: the leaves see it
+        value, g = objective.value_and_grad(theta, data, 7)
+        assert bitwise_equal(value, expected_moved[0]) and torch.equal(g, expected_moved[1])
+        assert bitwise_equal(g[:8], expected_moved[1][:8])
+    first = objective.value_and_grad(theta, data, 7)[1]
+    second = objective.value_and_grad(theta + step, data, 7)[1]
+    assert first is not second and not torch.equal(first, second)     # outside the block: fresh tensors
+    assert not torch.equal(objective.shifted(theta, step), theta)
+
+
+def test_epoch_batches_are_the_per_batch_gather():
+    """BatchSampler slices a per-epoch gather; the batches are those of one gather per batch."""
+    data = Batch(torch.randn(10, 2), torch.arange(10))
+    sampler = BatchSampler(data, 3, seed=4)
+    generator, position, order = torch.Generator().manual_seed(4), 10, None
+    for _ in range(11):                                 # 3 batches per epoch, the ragged tail dropped
+        if position + 3 > 10:
+            order, position = torch.randperm(10, generator=generator), 0
+        index = order[position:position + 3]
+        position += 3
+        batch = sampler.next()
+        assert torch.equal(batch.inputs, data.inputs[index]) and torch.equal(batch.targets, data.targets[index])
+
+
+def test_bound_gradient_keeps_negative_zeros():
+    """A ReLU unit that is off at one example gives its incoming weights the gradient 0 * x, which is
+    -0.0 where x < 0: the bound buffer must hand those back as -0.0 (starting it at +0.0 would not)."""
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        module[0].bias.copy_(torch.tensor([-9.0, 9.0, -9.0, 9.0]))       # units 0 and 2 off
+    objective, theta = Objective.from_module(module)
+    one = Batch(torch.tensor([[-1.0, 2.0, -3.0]], dtype=torch.float64), torch.tensor([1]))
+    _, expected = objective.value_and_grad(theta.clone(), one, 64)
+    assert (torch.signbit(expected) & (expected == 0)).any()          # the case this test is about
+    with objective.bound(theta):
+        _, got = objective.value_and_grad(theta, one, 64)
+        assert bitwise_equal(got, expected)
