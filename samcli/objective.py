@@ -20,7 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
-_run_backward = torch.autograd.Variable._execution_engine.run_backward     # what torch.autograd.backward ends in
+
+
+def _public_backward(outputs, seeds, keep_graph, create_graph, inputs, allow_unreachable, accumulate_grad):
+    torch.autograd.backward(outputs, seeds, retain_graph=keep_graph, create_graph=create_graph, inputs=inputs)
+
+
+# what torch.autograd.backward ends in, called without its per-call Python checks; a torch without
+# this internal entry point gets the public function (the same accumulation, a little slower)
+_run_backward = getattr(getattr(torch.autograd.Variable, "_execution_engine", None), "run_backward", _public_backward)
 
 
 @dataclass(frozen=True)
