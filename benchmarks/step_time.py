@@ -1,10 +1,11 @@
 """Wall time of one update step per method, on the mnist1d MLP and the digits CNN, in one process.
 
-One step is what `samcli.train.train` does per step once the batch is drawn:
-`samcli.methods.descent_direction` (or, for the two m-SAM rows, `samcli.msam.msam_direction`, the
-factorized path, and `samcli.msam.vmapped_msam_direction`, the per-group reference), the
-finiteness check, then the base optimizer's step. Every method runs on its task (built once per
-task by `samcli.task.build_task`), each with its own parameters and optimizer; after a warm-up
+One step is what `samcli.train.train` does per step once the batch is drawn: the method's
+registered direction (`samcli.methods.direction_for`; for the two m-SAM rows `samcli.msam.msam_direction`,
+the factorized path, and `samcli.msam.vmapped_msam_direction`, the per-group reference) at a
+parameter vector bound to the objective for the whole run (`Objective.bound`, as train() binds its
+own), the finiteness check, then the base optimizer's step. Every method runs on its own task (built
+by `samcli.task.build_task`), parameters and optimizer; after a warm-up
 the methods are timed round-robin (in short blocks of back-to-back steps, see `measure`), so drift
 on the machine (other processes, frequency changes) hits all of them alike. Besides wall time,
 process CPU time is recorded: on a shared machine it is the steadier of the two (it stops while
@@ -25,6 +26,7 @@ size 1 through samcli.train no slower than the eager loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from samcli.config import TrainConfig
-from samcli.methods import StepResult, descent_direction
+from samcli.methods import StepResult, direction_for
 from samcli.msam import msam_direction, msam_path, vmapped_msam_direction
 from samcli.task import build_task, resolve_device
 from samcli.train import BatchSampler, train
@@ -76,10 +78,10 @@ def base_config(device: str, model: str = "mlp") -> TrainConfig:
     })
 
 
-def direction_fn(kind: str):
-    """descent_direction, or one of the two m-SAM implementations as a StepResult."""
+def direction_fn(kind: str, objective, cfg: TrainConfig):
+    """The method's registered direction, or one of the two m-SAM implementations as a StepResult."""
     if kind == "methods":
-        return descent_direction
+        return direction_for(objective, cfg.optimizer)
     implementation = msam_direction if kind == "msam" else vmapped_msam_direction
 
     def msam(objective, theta, batch, o, chunk_size):
@@ -100,11 +102,13 @@ def cpu_model() -> str:
 class Runner:
     """One method's training state: parameters, base optimizer, batch sampler."""
 
-    def __init__(self, label: str, model: str, kind: str, cfg: TrainConfig, task):
+    def __init__(self, label: str, model: str, kind: str, cfg: TrainConfig, task, stack: contextlib.ExitStack):
         self.label, self.model, self.cfg, self.task = label, model, cfg, task
-        self.direction = direction_fn(kind)
+        self.direction = direction_fn(kind, task.objective, cfg)
         o = cfg.optimizer
         self.theta = torch.nn.Parameter(task.theta.clone())
+        self.theta_data = self.theta.detach()
+        stack.enter_context(task.objective.bound(self.theta_data))     # as train() does for its run
         self.base = torch.optim.SGD([self.theta], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                     weight_decay=o.weight_decay)
         self.sampler = BatchSampler(task.train, o.batch_size, cfg.seed)
@@ -117,7 +121,7 @@ class Runner:
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()
         self.task.objective.set_training(True)
-        result = self.direction(self.task.objective, self.theta.detach(), batch, self.cfg.optimizer,
+        result = self.direction(self.task.objective, self.theta_data, batch, self.cfg.optimizer,
                                 self.cfg.chunk_size)
         if not (math.isfinite(result.loss) and torch.isfinite(result.direction).all()):
             raise RuntimeError(f"{self.label}: the step diverged; the benchmark needs finite steps")
@@ -129,9 +133,17 @@ class Runner:
 
 def measure(repeats: int, warmup: int, device: str, block: int = 5) -> tuple[list[Runner], TrainConfig]:
     configs = {model: base_config(device, model) for model in MODELS}
-    tasks = {model: build_task(cfg) for model, cfg in configs.items()}
-    runners = [Runner(label, model, kind, configs[model].replace(**{f"optimizer.{k}": v for k, v in over.items()}),
-                      tasks[model]) for label, model, kind, over in CASES]
+    with contextlib.ExitStack() as stack:
+        # a task per method: each binds its own parameter vector to its own objective for the run
+        runners = []
+        for label, model, kind, over in CASES:
+            cfg = configs[model].replace(**{f"optimizer.{k}": v for k, v in over.items()})
+            runners.append(Runner(label, model, kind, cfg, build_task(cfg), stack))
+        _round_robin(runners, repeats, warmup, device, block)
+    return runners, configs["mlp"]
+
+
+def _round_robin(runners: list[Runner], repeats: int, warmup: int, device: str, block: int) -> None:
     dev = resolve_device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -147,7 +159,6 @@ def measure(repeats: int, warmup: int, device: str, block: int = 5) -> tuple[lis
                 wall, cpu = r.step(sync)
                 r.times.append(wall)
                 r.cpu_times.append(cpu)
-    return runners, configs["mlp"]
 
 
 def summarize(runners: list[Runner]) -> list[dict]:
@@ -353,7 +364,7 @@ def main(argv=None) -> int:
           f"Median of {args.repeats} timed steps per method (round-robin in blocks of {args.block}) after "
           f"{args.warmup} warm-up steps; {machine['gpu'] or machine['cpu']}, torch {machine['torch']}, "
           f"threads: {machine['threads']}, "
-          f"device {machine['device']}. A step is `descent_direction` + finiteness check + "
+          f"device {machine['device']}. A step is the method's direction at a bound parameter vector + finiteness check + "
           f"`torch.optim.SGD.step`, as in `samcli.train.train`. Load average after the run: "
           f"{machine['load_average_after']} on {machine['cpu_count']} CPUs (numbers from a busy machine are noisy).\n")
     (args.out / "step_time.md").write_text(md)
