@@ -36,7 +36,9 @@ class StepResult:
     """What a method returns: the direction the base optimizer descends along, and L_B and
     ||grad L_B|| at the unperturbed point. The norm may come as a float, a 0-dim tensor or a function
     returning one: it is computed and read (a device sync) when `grad_norm` is first asked for, which
-    the training loop never does. A method handing in a function must not change its inputs later."""
+    the training loop never does. Valid until the next direction at the same objective: inside
+    `Objective.bound` the direction (and what a lazy norm reads) is a buffer the next pass overwrites,
+    so a caller that keeps one across steps copies it (the training loop uses each at once)."""
     __slots__ = ("direction", "loss", "_grad_norm")
 
     def __init__(self, direction: Tensor, loss: float, grad_norm: Union[float, Tensor, Callable[[], Tensor]]):
