@@ -55,7 +55,7 @@ def adaptive_scale(theta: Tensor, eta_abs: float = 0.0) -> Tensor:
 
 def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: float, *,
                        loss: Optional[float] = None, eta_abs: float = 0.0, restarts: int = 3,
-                       ascent_iters: int = 20, directions: int = 64, lanczos_iters: int = 30,
+                       ascent_iters: int = 20, ascent_tol: float = 1e-4, directions: int = 64, lanczos_iters: int = 30,
                        lanczos_tol: float = 1e-3, trace_probes: int = 8, finite: bool = True, seed: int = 0,
                        chunk_size: int = 4096) -> AdaptiveSharpness:
     """Adaptive sharpness of L = mean loss over `data` at `theta` (model in eval mode).
@@ -97,8 +97,8 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
         from .notions import Settings, average_direction_monte_carlo, worst_direction_ascent
         scaled = _ScaledObjective(objective, theta, scale)
         origin = torch.zeros_like(theta)
-        settings = Settings(rho=rho, ascent_iters=ascent_iters, ascent_restarts=restarts, directions=directions,
-                            chunk_size=chunk_size)
+        settings = Settings(rho=rho, ascent_iters=ascent_iters, ascent_restarts=restarts, ascent_tol=ascent_tol,
+                            directions=directions, chunk_size=chunk_size)
         v1 = top.eigenvectors[0, 0].to(theta.dtype)
         worst, evaluations, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator)
         average, average_stderr = average_direction_monte_carlo(scaled, origin, data, loss, settings, generator)

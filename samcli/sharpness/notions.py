@@ -136,7 +136,7 @@ def measure(objective: Objective, theta: Tensor, data: Batch, settings: Settings
         with part("adaptive"):
             adaptive = adaptive_sharpness(
                 objective, theta, data, settings.adaptive_rho, loss=loss, restarts=settings.ascent_restarts,
-                ascent_iters=settings.ascent_iters, directions=settings.directions,
+                ascent_iters=settings.ascent_iters, ascent_tol=settings.ascent_tol, directions=settings.directions,
                 lanczos_iters=settings.lanczos_iters, lanczos_tol=settings.lanczos_tol,
                 trace_probes=settings.trace_probes, finite=settings.finite, seed=settings.seed, chunk_size=chunk)
     return SharpnessReport(rho, len(data), objective.dim, loss, "eval", settings.seed, worst, ascent, average,

@@ -162,3 +162,14 @@ def test_adaptive_is_an_opt_in_notion_of_the_report():
     assert "adaptive" in report.notion_seconds
     again = SharpnessReport.from_dict(report.to_dict())
     assert again.adaptive == report.adaptive
+
+
+def test_ascent_tol_reaches_the_adaptive_ascent():
+    """measure() hands Settings.ascent_tol on: with 0 every restart runs until its steps stop gaining."""
+    from samcli.sharpness.notions import Settings, measure
+    objective, theta, data = tiny(nn.ReLU)
+    reports = [measure(objective, theta, data, Settings(notions=("adaptive",), stochastic_examples=0, directions=8,
+                                                         ascent_iters=50, ascent_tol=tol)).adaptive
+               for tol in (1e-4, 0.0)]
+    assert reports[0].worst_gradients < reports[1].worst_gradients
+    assert reports[0].worst == pytest.approx(reports[1].worst, rel=1e-3) and reports[0].worst <= reports[1].worst
