@@ -34,20 +34,17 @@ if TYPE_CHECKING:
 
 class StepResult:
     """What a method returns: the direction the base optimizer descends along, and L_B and
-    ||grad L_B|| at the unperturbed point. The norm may come as a float, a 0-dim tensor or a function
-    returning one: it is computed and read (a device sync) when `grad_norm` is first asked for, which
-    the training loop never does. Valid until the next direction at the same objective: inside
-    `Objective.bound` the direction (and what a lazy norm reads) is a buffer the next pass overwrites,
-    so a caller that keeps one across steps copies it (the training loop uses each at once)."""
+    ||grad L_B|| at the unperturbed point. The norm may come as a 0-dim tensor, read (a device sync)
+    only when `grad_norm` is asked for, which the training loop never does. The direction is valid
+    until the next direction at the same objective: inside `Objective.bound` it is a buffer the next
+    pass overwrites, so a caller that keeps one across steps copies it (the loop uses each at once)."""
     __slots__ = ("direction", "loss", "_grad_norm")
 
-    def __init__(self, direction: Tensor, loss: float, grad_norm: Union[float, Tensor, Callable[[], Tensor]]):
+    def __init__(self, direction: Tensor, loss: float, grad_norm: Union[float, Tensor]):
         self.direction, self.loss, self._grad_norm = direction, loss, grad_norm
 
     @property
     def grad_norm(self) -> float:
-        if callable(self._grad_norm):
-            self._grad_norm = self._grad_norm()
         if isinstance(self._grad_norm, Tensor):
             self._grad_norm = self._grad_norm.item()
         return self._grad_norm
@@ -84,10 +81,8 @@ def _from_gradient(rule: Callable[..., Tensor]) -> Direction:
     return direction
 
 
-def _sgd(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:
-    """d = g. Its norm is only reported, so computed only when read (at batch size 1 a tenth of a step)."""
-    loss, g = objective.value_and_grad(theta, batch, chunk_size)
-    return StepResult(g, loss.item(), lambda: torch.linalg.vector_norm(g))
+def _gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
+    return g
 
 
 def _gradient_at_ascent_point(normalized: bool) -> Callable[..., Tensor]:
@@ -123,7 +118,7 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
 
 REGISTRY: dict[str, Method] = {method.name: method for method in (
     Method("sgd", "gradient descent on the batch loss (batch_size: full gives GD)",
-           frozenset(), _sgd),
+           frozenset(), _from_gradient(_gradient)),
     Method("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
            frozenset({"rho", "grad_eps"}), _from_gradient(_gradient_at_ascent_point(normalized=True))),
     Method("usam", "gradient at the unnormalized ascent point x + rho g",
