@@ -22,7 +22,8 @@ def sharpness_table(report) -> Table:
             f"residual {w.residuals[0]:.2g} (error <~ {w.error_bound:.1g}), "
             f"{'converged' if w.converged else 'NOT converged'} in {w.lanczos_iterations} its")
         row("worst", "limit rho^2 lambda_1 / 2", w.limit)
-        row("worst", "R^Max_rho", w.finite, f"ascent on the sphere, {w.finite_restarts} restarts, {w.finite_iterations} gradients")
+        row("worst", "R^Max_rho", w.finite, f"ascent on the sphere, {w.finite_restarts} restarts, "
+            f"{w.finite_iterations} gradients" + _restarts(w.restart_values))
     if a:
         row("ascent", "R^Asc_rho", a.value, f"||g|| = {a.grad_norm:.3g}")
         row("ascent", "Rayleigh n^T H n", a.rayleigh, "n = g/||g||")
@@ -48,3 +49,10 @@ def sharpness_table(report) -> Table:
     table.caption = "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.notion_seconds.items()) + \
         f" (total {report.seconds:.1f})"
     return table
+
+
+def _restarts(values) -> str:
+    """Each restart's value, the one from rho v_1 first: equal ones climbed to the same point."""
+    if len(values) < 2:
+        return ""
+    return f" (from v_1 {values[0]:.4g}; from random starts {', '.join(f'{v:.4g}' for v in values[1:])})"

@@ -3,6 +3,7 @@ traceback; `samcli train` writes a complete run directory; --json, YAML files an
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -263,4 +264,13 @@ def test_sharpness_settings_from_the_command_line_reach_the_report(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["worst"]["finite_restarts"] == 2 and report["worst"]["finite_iterations"] <= 2 * 4
+    assert len(report["worst"]["restart_values"]) == 2 and max(report["worst"]["restart_values"]) == report["worst"]["finite"]
     assert report["stochastic"] is None
+    from samcli.sharpness import SharpnessReport
+    assert SharpnessReport.from_dict(report).worst.restart_values == tuple(report["worst"]["restart_values"])
+    from rich.console import Console
+    from samcli.render import sharpness_table
+    wide = Console(width=400, record=True, file=open(os.devnull, "w"))
+    wide.print(sharpness_table(SharpnessReport.from_dict(report)))
+    values = report["worst"]["restart_values"]
+    assert f"(from v_1 {values[0]:.4g}; from random starts {values[1]:.4g})" in wide.export_text()

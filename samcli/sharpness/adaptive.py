@@ -100,7 +100,7 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
         settings = Settings(rho=rho, ascent_iters=ascent_iters, ascent_restarts=restarts, ascent_tol=ascent_tol,
                             directions=directions, chunk_size=chunk_size)
         v1 = top.eigenvectors[0, 0].to(theta.dtype)
-        worst, evaluations, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator)
+        worst, evaluations, _, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator)
         average, average_stderr = average_direction_monte_carlo(scaled, origin, data, loss, settings, generator)
     return AdaptiveSharpness(
         rho=rho, eta_abs=eta_abs, examples=len(data), parameters=d, loss=loss,

@@ -93,12 +93,13 @@ def measure(objective: Objective, theta: Tensor, data: Batch, settings: Settings
     if "worst" in settings.notions:
         with part("worst"):
             lam = top.eigenvalues[0].tolist()
-            finite = (None, 0, 0)
+            finite = (None, 0, 0, ())
             if settings.finite:
                 finite = worst_direction_ascent(objective, theta, data, rho, top.eigenvectors[0, 0].to(theta.dtype),
                                                 loss, settings, generator)
             worst = WorstDirection(tuple(lam), tuple(top.residuals[0].tolist()), bool(top.converged[0]),
-                                   top.iterations, rho ** 2 * lam[0] / 2, *finite, top.error_bounds[0, 0].item())
+                                   top.iterations, rho ** 2 * lam[0] / 2, *finite[:3], top.error_bounds[0, 0].item(),
+                                   finite[3])
 
     ascent = alignment = None
     if "ascent" in settings.notions:
@@ -168,10 +169,11 @@ def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Sett
     minimizer) and halves whenever a step does not increase the loss, so the value never drops.
     A restart ends after `ascent_iters` steps, when b falls below 1e-3, or when an accepted step
     gains less than `ascent_tol` of the current estimate L(x + v) - L(x).
+    Returns (best value, gradient evaluations, restarts, the value each restart reached).
     """
     chunk = settings.chunk_size
     starts = [v1] + [torch.randn(objective.dim, generator=generator).to(theta) for _ in range(settings.ascent_restarts - 1)]
-    best, evaluations = -math.inf, 0
+    reached, evaluations = [], 0
     for start in starts:
         v = rho * start / start.norm()
         value, gv = objective.value_and_grad(theta + v, data, chunk)
@@ -192,8 +194,8 @@ def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Sett
                 blend /= 2
                 if blend < 1e-3:
                     break
-        best = max(best, value.item())
-    return best - loss, evaluations, len(starts)
+        reached.append(value.item() - loss)
+    return max(reached), evaluations, len(starts), tuple(reached)
 
 
 def _value_and_lazy_grad(objective, theta, data, chunk):

@@ -18,6 +18,9 @@ class WorstDirection:
     finite_iterations: int = 0         # gradient evaluations spent by the ascent
     finite_restarts: int = 0
     error_bound: Optional[float] = None  # residual^2 / Ritz gap: a posteriori error of lambda_1
+    # R^Max_rho reached from each start, rho v_1 first, then the random ones: equal values mean the
+    # restarts climbed to the same point (in high dimension a random start's first step lands on g)
+    restart_values: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class SharpnessReport:
         for key, part in parts.items():
             if kwargs.get(key) is not None:
                 value = dict(kwargs[key])
-                for name in ("eigenvalues", "residuals"):
+                for name in ("eigenvalues", "residuals", "restart_values"):
                     if name in value:
                         value[name] = tuple(value[name])
                 kwargs[key] = part(**value)

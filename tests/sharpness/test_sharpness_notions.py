@@ -349,8 +349,9 @@ def test_worst_ascent_stops_on_a_relative_gain_near_the_trust_region_maximum(dty
     x, v1 = x.to(dtype), v1.to(dtype)
     loss = objective.loss(x, data).item()
     settings = Settings(rho=rho, ascent_iters=iters, ascent_restarts=restarts)
-    value, evaluations, _ = worst_direction_ascent(objective, x, data, rho, v1, loss, settings,
-                                                   torch.Generator().manual_seed(1))
+    value, evaluations, _, reached = worst_direction_ascent(objective, x, data, rho, v1, loss, settings,
+                                                            torch.Generator().manual_seed(1))
+    assert len(reached) == restarts and max(reached) == value
     assert value == pytest.approx(truth, rel=1e-6)
     # the ascent converges in a few steps here; with gains judged against the loss's rounding instead
     # (ascent_tol 1e-7 or less) the float32 run takes 43 points, every one "gaining" by rounding
