@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+import signal
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -45,6 +47,24 @@ def warn(line: Optional[str]) -> None:
         console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's time limit, `kill`) ends a training as Ctrl-C does: the loop stops, the
+    summary says 'interrupted' with the step, the checkpoint is written. Python's default for SIGTERM
+    is to die on the spot, leaving a summary that claims 'running'."""
+    if threading.current_thread() is not threading.main_thread():     # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def progress_bar(quiet: bool):
     """A rich progress bar with the live batch loss, or nothing when quiet."""
     if quiet:
@@ -84,7 +104,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
     """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
-    Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted."""
+    Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted (Ctrl-C, SIGTERM)."""
     from .train import halt_line, train as run_training
     try:
         raw = load_yaml(config) if config else {}
@@ -100,7 +120,7 @@ def train(
             apply_override(raw, item)
         cfg = TrainConfig.from_dict(raw)
         bar, update = progress_bar(quiet or as_json)
-        with bar or nullcontext():
+        with bar or nullcontext(), sigterm_as_interrupt():
             result = run_training(cfg, out, progress=update, overwrite=overwrite)
     except SamcliError as err:
         fail(str(err))

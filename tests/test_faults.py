@@ -1,5 +1,5 @@
 """Faults a run or a study must survive, injected for real: SIGKILL of a study with worker processes,
-SIGINT of a training, damaged run files in a study, two studies on one directory, a diverged run in a
+SIGINT and SIGTERM of a training, damaged run files in a study, two studies on one directory, a diverged run in a
 study. Each uses tiny float64 configs, so the whole file takes seconds of compute."""
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def test_sigkill_of_a_study_loses_no_run_and_leaves_no_process(tmp_path):
     pd.testing.assert_frame_equal(table[NON_TIMING], reference[NON_TIMING])
 
 
-def test_sigint_of_a_training_leaves_an_honest_interrupted_run(tmp_path):
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])     # Ctrl-C; a scheduler's time limit, kill
+def test_a_signal_to_a_training_leaves_an_honest_interrupted_run(tmp_path, sent):
     out = tmp_path / "run"
     proc = start("train", "--dataset", "synthetic", "--device", "cpu", "--dtype", "float64", "--set",
                  "data.n_train=16", "--set", "data.dim=3", "--set", "data.classes=2", "--set", "model.widths=[4]",
@@ -108,7 +109,7 @@ def test_sigint_of_a_training_leaves_an_honest_interrupted_run(tmp_path):
     try:
         metrics = out / "metrics.jsonl"
         wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 3, proc, "3 evaluations")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sent)
         proc.wait(timeout=PATIENCE)
     finally:
         if proc.poll() is None:
