@@ -220,6 +220,7 @@ CLI_CASES = [
     (["sharpness", at("run"), "--set", "ascent_restarts"], "needs the form"),
     (["sharpness", at("run"), "--set", "directions=0"], "directions=0 must be > 0"),
     (["sharpness", at("run"), "--set", "finite=maybe"], "finite='maybe' must be True or False"),
+    (["sharpness", at("run"), "--set", "ascent_tol=-1"], "ascent_tol=-1 must be >= 0"),
     (["sharpness", at("diverged")], "diverged run"),
     (["sharpness", at("torn")], "cannot be read"),
     # compare
@@ -312,6 +313,8 @@ API_CASES = [
     (sharp(lanczos_iters=0), "lanczos_iters=0"),
     (sharp(trace_probes=-1), "trace_probes=-1"),
     (sharp(directions=2.5), "directions=2.5"),
+    (sharp(ascent_tol=-1e-4), "ascent_tol=-0.0001 must be >= 0"),
+    (sharp(ascent_tol=math.nan), "ascent_tol=nan must be a finite number"),
     (sharp(seed="x"), "seed='x'"),
     (lambda files: measure_run(files / "run", rho=math.inf), "rho=inf"),
     (lambda files: measure_run(files / "empty-dir"), "holds no checkpoint.pt"),
