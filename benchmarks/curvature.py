@@ -39,7 +39,7 @@ from samcli.curvature.lanczos import lanczos
 from samcli.curvature.trace import ggn_control_variate
 from samcli.models import _BasicBlock, cnn
 from samcli.objective import Objective
-from samcli.sharpness.notions import _block_masks
+from samcli.sharpness.average import _block_masks
 from samcli.task import build_task
 from samcli.train import train
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError, SamcliError, unknown_choice  # noqa: F401  (SamcliError: re-exported)
+from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
 from .methods import get_method, validate_optimizer
 
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
@@ -71,20 +72,28 @@ class OptimizerConfig:
     sampling: Literal["epochs", "iid"] = "epochs"
 
 
-# the sharpness notions (samcli/sharpness): the paper's three by default, adaptive on request
-DEFAULT_NOTIONS = ("worst", "ascent", "average")
-SHARPNESS_NOTIONS = DEFAULT_NOTIONS + ("adaptive",)
+# the sharpness notions, from their registry (samcli/spec/measure.py): the paper's three by default
+DEFAULT_NOTIONS = default_notions()
+SHARPNESS_NOTIONS = notion_names()
 
 
-@dataclass
-class MeasureConfig:
+@dataclass(frozen=True)
+class MeasureConfig(MeasureSpec):
+    """`measure:` of a train config: a MeasureSpec plus how often. During training only the cheap
+    parts run unless asked (the rho -> 0 limits, alignment and R^Asc: no finite-rho ascent, no
+    per-example notions), with a shorter Lanczos, so a measurement costs a few gradients."""
     every: int = 0                      # measure sharpness every K steps during training (0: never)
-    rho: float = 0.05
-    samples: Optional[int] = None       # examples to measure on (None: the whole training set)
-    notions: list[str] = field(default_factory=lambda: list(DEFAULT_NOTIONS))
     lanczos_iters: int = 30
-    trace_probes: int = 4               # Rademacher probes for the trace (see sharpness.notions.Settings)
-    seed: int = 0
+    finite: bool = False
+    stochastic_examples: int = 0
+
+    RULES = {**MeasureSpec.RULES, "every": _int_rule(0)}
+
+    def spec(self) -> MeasureSpec:
+        """The measurement itself, without the schedule."""
+        data = self.to_dict()
+        del data["every"]
+        return MeasureSpec.build(data)
 
 
 @dataclass
@@ -139,7 +148,7 @@ class TrainConfig:
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))
 
     def replace(self, **dotted: Any) -> "TrainConfig":
         """Copy with dotted-key changes, e.g. cfg.replace(**{"optimizer.rho": 0.1})."""
@@ -147,6 +156,15 @@ class TrainConfig:
         for key, value in dotted.items():
             set_dotted(raw, key, value)
         return TrainConfig.from_dict(raw)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so a config dict is plain YAML and JSON (the measure spec keeps notions in a tuple)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ---- YAML and overrides ---------------------------------------------------------------------
@@ -218,6 +236,13 @@ def build_dataclass(cls, raw: Any, prefix: str):
 
 def _coerce(hint, value, key: str):
     origin = typing.get_origin(hint)
+    if isinstance(hint, type) and issubclass(hint, MeasureSpec):
+        if isinstance(value, hint):
+            return value
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        # the one measurement validator, spelling knobs as this config does
+        return hint.build(value or {}, name=lambda knob: f"{key}.{knob}", kind="config key")
     if dataclasses.is_dataclass(hint):
         return build_dataclass(hint, value if value is not None else {}, key + ".")
     if origin in (Union, types.UnionType):
@@ -296,7 +321,7 @@ def _non_finite(node, prefix: str = "") -> Optional[str]:
 
 
 def validate(cfg: TrainConfig) -> None:
-    o, d, m, s = cfg.optimizer, cfg.data, cfg.model, cfg.measure
+    o, d, m = cfg.optimizer, cfg.data, cfg.model
     bad_number = _non_finite(cfg)
     if bad_number:
         raise ConfigError(f"{bad_number} must be a finite number, got {_get_dotted(cfg, bad_number)!r}")
@@ -307,7 +332,6 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("model.name", m.name, MODELS)
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
     _require(o.rho > 0, f"optimizer.rho={o.rho} must be > 0 (use method sgd for no perturbation)")
-    _require(s.rho > 0, f"measure.rho={s.rho} must be > 0")
     _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
     _require(not o.nesterov or o.momentum > 0, "optimizer.nesterov=true needs optimizer.momentum > 0")
@@ -315,10 +339,6 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.steps >= 1, f"steps={cfg.steps} must be >= 1")
     _require(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} must be >= 1")
     _require(cfg.chunk_size >= 1, f"chunk_size={cfg.chunk_size} must be >= 1")
-    _require(s.every >= 0, f"measure.every={s.every} must be >= 0 (0 turns it off)")
-    _require(s.samples is None or s.samples >= 1, f"measure.samples={s.samples} must be >= 1 or null (all)")
-    _require(s.lanczos_iters >= 1, f"measure.lanczos_iters={s.lanczos_iters} must be >= 1")
-    _require(s.trace_probes >= 1, f"measure.trace_probes={s.trace_probes} must be >= 1")
     _require(o.gamma > 0, f"optimizer.gamma={o.gamma} must be > 0 (the lr multiplier at each milestone)")
     _require(d.n_train >= 1 and d.n_test >= 0, f"data.n_train={d.n_train} must be >= 1 and data.n_test={d.n_test} >= 0")
     _require(d.dim >= 1, f"data.dim={d.dim} must be >= 1")
@@ -329,9 +349,6 @@ def validate(cfg: TrainConfig) -> None:
              f"stop.train_loss={st.train_loss} must be > 0 (a loss target that can be reached), or null")
     _require(st.train_accuracy is None or 0 < st.train_accuracy <= 1,
              f"stop.train_accuracy={st.train_accuracy} must be in (0, 1], or null")
-    bad = [n for n in s.notions if n not in SHARPNESS_NOTIONS]
-    if bad:
-        raise unknown_choice("measure.notions", bad[0], SHARPNESS_NOTIONS)
     if isinstance(o.batch_size, int):
         _require(o.batch_size >= 1, f"optimizer.batch_size={o.batch_size} must be >= 1 or 'full'")
     validate_optimizer(o)    # the method's own rules (samcli.methods)

@@ -22,3 +22,9 @@ def unknown_choice(key: str, value: object, choices: Iterable[str]) -> ConfigErr
     near = difflib.get_close_matches(str(value), choices, n=1)
     hint = f" (did you mean {near[0]}?)" if near else ""
     return ConfigError(f"{key}={value!r} is unknown{hint}; choose one of {', '.join(choices)}")
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: an echoed value must not swamp the one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

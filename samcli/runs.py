@@ -186,3 +186,14 @@ def write_run_files(run_dir: str | Path, files: dict[str, bytes]) -> None:
     for name in RUN_FILES:
         if name in files:
             _atomic(run_dir / name, lambda tmp, data=files[name]: tmp.write_bytes(data))
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes: what ties a summary and a sharpness report to the checkpoint they
+    describe (an edited or swapped checkpoint no longer matches either)."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -47,3 +47,22 @@ def build_task(cfg: TrainConfig) -> Task:
     objective, theta = Objective.from_module(module, cfg.loss)
     validate_optimizer(cfg.optimizer, has_batchnorm=bool(objective.buffers))
     return Task(objective, theta, splits.train.to(device, dtype), splits.test.to(device, dtype), splits.num_classes)
+
+
+def data_fingerprint(train: Batch, test: Batch) -> dict:
+    """Sizes and sha256 of the examples a run trained and was evaluated on (inputs and targets, as the
+    run saw them): the config names a data set, this says which data it was, so a regenerated cache,
+    new files under data.root or a changed loader make a stored run stale."""
+    import hashlib
+    digest = hashlib.sha256()
+    for tensor in (train.inputs, train.targets, test.inputs, test.targets):
+        digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {"train": len(train), "test": len(test), "sha256": digest.hexdigest()[:16]}
+
+
+def expected_data_fingerprint(cfg: TrainConfig) -> dict:
+    """The fingerprint `train(cfg)` would record, from the data alone (no model is built)."""
+    splits = load_data(cfg.data, seed=cfg.seed)
+    dtype = getattr(torch, cfg.dtype)
+    return data_fingerprint(splits.train.to("cpu", dtype), splits.test.to("cpu", dtype))

@@ -21,9 +21,9 @@ from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import direction_for
 from .objective import Batch
-from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, open_run_dir, save_checkpoint, write_json,
-                   write_yaml)
-from .task import Task, build_task
+from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, file_sha256, open_run_dir, save_checkpoint,
+                   write_json, write_yaml)
+from .task import Task, build_task, data_fingerprint
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
 RecordHook = Callable[[int, torch.Tensor, dict], None]   # (step, theta, record): may add keys to the record
@@ -137,8 +137,8 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
                  "batch_loss": batch_loss, "lr": base.param_groups[0]["lr"],
                  "wall_time": time.perf_counter() - started}
         if cfg.measure.every and step % cfg.measure.every == 0:
-            from .sharpness.notions import measure_during_training
-            entry.update(measure_during_training(objective, theta.detach(), train_data, cfg.measure, chunk))
+            from .sharpness.measure import measure_during_training
+            entry.update(measure_during_training(objective, theta.detach(), train_data, cfg.measure.spec(), chunk))
         if on_record:
             on_record(step, theta.detach().clone(), entry)
         metrics.append(entry)
@@ -212,6 +212,8 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
             log.close()
             save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
                                                    "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
+            summary["checkpoint_sha256"] = file_sha256(run_dir / CHECKPOINT)    # reuse checks the file against it
+            summary["data"] = data_fingerprint(train_data, test_data)
             write_json(run_dir / SUMMARY, summary)
     return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
 

@@ -9,7 +9,8 @@ from torch import nn
 from samcli.config import OptimizerConfig
 from samcli.methods import descent_direction
 from samcli.objective import Batch, Objective
-from samcli.sharpness.notions import Settings, worst_direction_ascent
+from samcli.sharpness import Settings
+from samcli.sharpness.finite import worst_direction_ascent
 
 
 def _model_and_data(batchnorm: bool):

@@ -6,59 +6,40 @@ computed, and anything wrong is one SamcliError line, never a raw torch error fr
 """
 from __future__ import annotations
 
-import dataclasses
-import math
+import copy
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..config import SHARPNESS_NOTIONS, SamcliError
-from ..errors import unknown_choice
+from ..errors import SamcliError
 from ..objective import Batch, Objective, resolve_loss
-from .notions import NOTIONS, Settings, measure
+from ..spec.measure import MeasureSpec, SpecError, default_notions
+from .measure import measure
 from .report import SharpnessReport
 
-__all__ = ["measure_sharpness", "measure_run", "Settings", "SharpnessReport", "NOTIONS", "SharpnessInputError"]
+__all__ = ["measure_sharpness", "measure_run", "measure", "MeasureSpec", "Settings", "SharpnessReport", "NOTIONS",
+           "SharpnessInputError", "build_spec"]
 
-# the keywords that reach Settings through **settings (the named ones are explicit parameters)
-EXTRA_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("rho", "notions", "seed", "exact"))
-
-ZERO_ALLOWED = ("stochastic_examples", "zero_tol", "ascent_tol")   # 0: per-example notions off / exact zero / every step
+Settings = MeasureSpec          # the name this knob set had before it was the one measurement spec
+NOTIONS = DEFAULT_NOTIONS = default_notions()
+# knobs with their own keyword in measure_sharpness / measure_run (the rest arrive through **settings)
+NAMED = ("rho", "notions", "samples", "seed", "exact")
 
 
 class SharpnessInputError(SamcliError, ValueError):
     """Bad input to a measurement: one line naming the value and how to fix it."""
 
 
-def check_settings(rho, notions, samples, seed, exact, settings: dict) -> Settings:
-    """Every knob checked (type, finite, range), then the Settings value."""
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
-        raise SharpnessInputError(f"rho={rho!r} must be a finite number > 0, e.g. 0.05")
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
-        raise SharpnessInputError(f"samples={samples!r} must be an integer >= 1, or None (all examples)")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SharpnessInputError(f"seed={seed!r} must be an integer")
-    notions = (notions,) if isinstance(notions, str) else tuple(notions)
-    for notion in notions or ("",):
-        if notion not in SHARPNESS_NOTIONS:
-            near = unknown_choice("notions", notion, SHARPNESS_NOTIONS)      # for its near-miss hint
-            raise SharpnessInputError(f"unknown sharpness notion {notion!r}{str(near).partition(' is unknown')[2]}")
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    for key, value in settings.items():
-        if key not in EXTRA_SETTINGS:
-            raise unknown_choice("keyword", key, EXTRA_SETTINGS)
-        kind = type(defaults[key])
-        if kind is bool and not isinstance(value, bool):
-            raise SharpnessInputError(f"{key}={value!r} must be True or False")
-        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                     or not math.isfinite(value) or (kind is int and value != int(value))):
-            raise SharpnessInputError(f"{key}={value!r} must be a finite {'integer' if kind is int else 'number'}")
-        if kind in (int, float) and not (value >= 0 if key in ZERO_ALLOWED else value > 0):
-            raise SharpnessInputError(f"{key}={value!r} must be {'>= 0' if key in ZERO_ALLOWED else '> 0'}")
-    return Settings(rho=float(rho), notions=notions, seed=seed, exact=bool(exact),
-                    **{k: (int(v) if type(defaults[k]) is int else v) for k, v in settings.items()})
+def build_spec(spec: Optional[MeasureSpec] = None, **knobs) -> MeasureSpec:
+    """The MeasureSpec of a call's keywords (on top of `spec` when one is passed), every knob checked."""
+    if spec is not None and not isinstance(spec, MeasureSpec):
+        raise SharpnessInputError(f"spec is a {type(spec).__name__}; pass a samcli.MeasureSpec or keywords")
+    try:
+        return MeasureSpec.build(knobs, base=spec)
+    except SpecError as err:
+        raise SharpnessInputError(str(err)) from None
 
 
 def _as_batch(data) -> Batch:
@@ -134,15 +115,15 @@ def _subsample(data: Batch, samples: Optional[int], seed: int) -> Batch:
     return data.take(index.sort().values.to(data.inputs.device))
 
 
-def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-entropy", rho: float = 0.05,
-                      notions: Sequence[str] = NOTIONS, samples: Optional[int] = None, seed: int = 0,
-                      exact: bool = False, **settings) -> SharpnessReport:
-    """Measure any torch module on (inputs, targets); see `Settings` for the remaining knobs.
+def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-entropy",
+                      spec: Optional[MeasureSpec] = None, chunk_size: int = 4096, **knobs) -> SharpnessReport:
+    """Measure any torch module on (inputs, targets). The knobs are `MeasureSpec`'s (rho, samples,
+    notions, seed, exact, lanczos_iters, ...), as keywords and/or a `spec`.
 
     The module is measured in eval mode (BatchNorm running statistics, no dropout). Bad input raises
     SharpnessInputError (a SamcliError) with one line.
     """
-    config = check_settings(rho, notions, samples, seed, exact, settings)
+    config = build_spec(spec, **knobs)
     if not isinstance(model, nn.Module):
         raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module")
     param = next(iter(model.parameters()), None)
@@ -153,26 +134,32 @@ def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-e
         loss = resolve_loss(loss)
     elif not callable(loss):
         raise SharpnessInputError(f"loss={loss!r} must be a loss name (cross-entropy, mse) or a function")
+    if config.dtype != "model" and param.dtype != getattr(torch, config.dtype):
+        model = copy.deepcopy(model).to(getattr(torch, config.dtype))    # the user's module stays as it was
+        param = next(iter(model.parameters()))
     batch = _as_batch(data).to(param.device, param.dtype)
     _check_against_model(model, loss, batch)
     objective, theta = Objective.from_module(model, loss)
     was_training = model.training
     try:
-        return measure(objective, theta, _subsample(batch, samples, seed), config)
+        return measure(objective, theta, _subsample(batch, config.samples, config.seed), config, chunk_size=chunk_size)
     finally:
         model.train(was_training)
 
 
-def measure_run(run_dir: str | Path, *, rho: float = 0.05, notions: Sequence[str] = NOTIONS,
-                samples: Optional[int] = None, seed: int = 0, exact: bool = False, **settings) -> SharpnessReport:
-    """Measure a run directory's checkpoint on its own training set (config read from the run)."""
-    from ..runs import load_run
+def measure_run(run_dir: str | Path, *, spec: Optional[MeasureSpec] = None, chunk_size: Optional[int] = None,
+                **knobs) -> SharpnessReport:
+    """Measure a run directory's checkpoint on its own training set (config read from the run); the
+    report records the checkpoint's sha256, so it can be matched to the run it measured."""
+    from ..runs import CHECKPOINT, file_sha256, load_run
     from ..task import build_task
+    config = build_spec(spec, **knobs)
     cfg, state = load_run(run_dir)
-    settings.setdefault("chunk_size", cfg.chunk_size)
-    config = check_settings(rho, notions, samples, seed, exact, settings)
+    if config.dtype != "model":
+        cfg = cfg.replace(dtype=config.dtype)
     task = build_task(cfg)
     theta = state["theta"].to(task.theta)
     for name, value in state.get("buffers", {}).items():
-        task.objective.buffers[name].copy_(value)
-    return measure(task.objective, theta, _subsample(task.train, samples, seed), config)
+        task.objective.buffers[name].copy_(value.to(task.objective.buffers[name]))
+    return measure(task.objective, theta, _subsample(task.train, config.samples, config.seed), config,
+                   chunk_size=chunk_size or cfg.chunk_size, checkpoint=file_sha256(Path(run_dir) / CHECKPOINT))

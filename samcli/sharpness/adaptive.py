@@ -12,7 +12,7 @@ Four numbers, all in u space, through the same `Objective.loss`:
                one from rho times the top eigenvector of T H T), limit (rho^2 / 2) lambda_1(T H T);
 - average case E_u L(w + T u) - L(w), u = rho z / ||z|| uniform on the sphere as for R^Avg,
                in antithetic pairs with a standard error, limit (rho^2 / (2 D)) Tr(T H T).
-Both finite-rho values reuse the R^Max / R^Avg algorithms of notions.py on the objective
+Both finite-rho values reuse the R^Max / R^Avg algorithms of finite.py on the objective
 u -> L(w + T u), whose gradient is T grad L and whose Hessian at u = 0 is T H T.
 """
 from __future__ import annotations
@@ -28,6 +28,9 @@ from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import hutchpp
 from ..objective import Batch, Objective
+from ..spec.measure import MeasureSpec
+from .context import MeasureContext
+from .finite import average_direction_monte_carlo, worst_direction_ascent
 from .report import AdaptiveSharpness
 
 
@@ -92,16 +95,15 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
     worst = average = average_stderr = None
     evaluations = 0
     if finite:
-        # imported here: notions.measure is where this notion is called from, and a module-level
-        # import both ways would be a cycle
-        from .notions import Settings, average_direction_monte_carlo, worst_direction_ascent
         scaled = _ScaledObjective(objective, theta, scale)
         origin = torch.zeros_like(theta)
-        settings = Settings(rho=rho, ascent_iters=ascent_iters, ascent_restarts=restarts, ascent_tol=ascent_tol,
-                            directions=directions, chunk_size=chunk_size)
+        settings = MeasureSpec(rho=rho, ascent_iters=ascent_iters, ascent_restarts=restarts, ascent_tol=ascent_tol,
+                               directions=directions)
         v1 = top.eigenvectors[0, 0].to(theta.dtype)
-        worst, evaluations, _, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator)
-        average, average_stderr = average_direction_monte_carlo(scaled, origin, data, loss, settings, generator)
+        worst, evaluations, _, _ = worst_direction_ascent(scaled, origin, data, rho, v1, loss, settings, generator,
+                                                          chunk_size)
+        average, average_stderr = average_direction_monte_carlo(scaled, origin, data, loss, settings, generator,
+                                                                chunk_size)
     return AdaptiveSharpness(
         rho=rho, eta_abs=eta_abs, examples=len(data), parameters=d, loss=loss,
         loss_resolution=torch.finfo(theta.dtype).eps * abs(loss), lambda_1=lam,
@@ -111,3 +113,13 @@ def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: fl
         limit_average=rho ** 2 * trace.value / (2 * d), worst=worst, worst_gradients=evaluations,
         worst_restarts=restarts if finite else 0, average=average, average_stderr=average_stderr,
         directions=2 * max(directions // 2, 2) if finite else 0, seconds=time.perf_counter() - started)
+
+
+def adaptive_notion(ctx: MeasureContext) -> AdaptiveSharpness:
+    """The registry's entry point: adaptive sharpness at spec.adaptive_rho with the spec's precision."""
+    spec = ctx.spec
+    return adaptive_sharpness(
+        ctx.objective, ctx.theta, ctx.data, spec.adaptive_rho, loss=ctx.loss, restarts=spec.ascent_restarts,
+        ascent_iters=spec.ascent_iters, ascent_tol=spec.ascent_tol, directions=spec.directions,
+        lanczos_iters=spec.lanczos_iters, lanczos_tol=spec.lanczos_tol, trace_probes=spec.trace_probes,
+        finite=spec.finite, seed=spec.seed, chunk_size=ctx.chunk_size)

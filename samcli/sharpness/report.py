@@ -1,13 +1,43 @@
-"""What a sharpness measurement returns: frozen values with their diagnostics, never bare numbers."""
+"""What a sharpness measurement returns: frozen values with their diagnostics, never bare numbers.
+
+Each notion's result knows its summary numbers (the keys its registry entry declares as columns) and
+its rows for the terminal table; `SharpnessReport` holds the results by notion name, beside the spec
+it was measured with, the samcli version and the checkpoint it measured, so a stored report can be
+trusted only for exactly what made it.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
+
+from ..spec.measure import NOTIONS, SpecError
+
+Row = tuple[str, str, Optional[float], str]      # (notion, quantity, value, diagnostics)
+
+
+class _Result:
+    """Shared by every notion's result: plain-dict round trip (lists back to tuples)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) and "tuple" in str(kinds.get(k)) else v
+                      for k, v in data.items()})
+
+
+def _restarts(values) -> str:
+    """Each restart's value, the one from rho v_1 first: equal ones climbed to the same point."""
+    if len(values) < 2:
+        return ""
+    return f" (from v_1 {values[0]:.4g}; from random starts {', '.join(f'{v:.4g}' for v in values[1:])})"
 
 
 @dataclass(frozen=True)
-class WorstDirection:
+class WorstDirection(_Result):
     """max_{||v|| <= rho} L(x + v) - L(x); its limit rho^2 lambda_1 / 2."""
     eigenvalues: tuple[float, ...]     # top-k Hessian eigenvalues, largest first (Lanczos)
     residuals: tuple[float, ...]       # ||H v - lambda v|| for each
@@ -22,18 +52,46 @@ class WorstDirection:
     # restarts climbed to the same point (in high dimension a random start's first step lands on g)
     restart_values: tuple[float, ...] = ()
 
+    def summary(self) -> dict[str, float]:
+        out = {"lambda_1": self.eigenvalues[0], "limit_max": self.limit}
+        if self.finite is not None:
+            out["r_max"] = self.finite
+        return out
+
+    def rows(self) -> list[Row]:
+        return [("worst", "lambda_1 (Lanczos)", self.eigenvalues[0],
+                 f"residual {self.residuals[0]:.2g} (error <~ {self.error_bound:.1g}), "
+                 f"{'converged' if self.converged else 'NOT converged'} in {self.lanczos_iterations} its"),
+                ("worst", "limit rho^2 lambda_1 / 2", self.limit, ""),
+                ("worst", "R^Max_rho", self.finite, f"ascent on the sphere, {self.finite_restarts} restarts, "
+                 f"{self.finite_iterations} gradients" + _restarts(self.restart_values))]
+
 
 @dataclass(frozen=True)
-class AscentDirection:
+class AscentDirection(_Result):
     """L(x + rho g/||g||) - L(x) with g the gradient over the measured set."""
     value: float
     rayleigh: float                    # n^T H n, n = g/||g||
     limit: float                       # rho^2 n^T H n / 2
     grad_norm: float
+    alignment: Optional[float] = None  # |cos(g, v_1)|, v_1 the top Hessian eigenvector
+
+    def summary(self) -> dict[str, float]:
+        out = {"r_asc": self.value, "rayleigh": self.rayleigh, "grad_norm": self.grad_norm}
+        if self.alignment is not None:
+            out["alignment"] = self.alignment
+        return out
+
+    def rows(self) -> list[Row]:
+        rows: list[Row] = [("ascent", "R^Asc_rho", self.value, f"||g|| = {self.grad_norm:.3g}"),
+                           ("ascent", "Rayleigh n^T H n", self.rayleigh, "n = g/||g||")]
+        if self.alignment is not None:
+            rows.append(("", "|cos(g, v_1)|", self.alignment, "gradient / top-eigenvector alignment"))
+        return rows
 
 
 @dataclass(frozen=True)
-class AverageDirection:
+class AverageDirection(_Result):
     """E_u L(x + rho u) - L(x), u uniform on the unit sphere; its limit rho^2 Tr(H) / (2D)."""
     trace: float
     trace_stderr: float
@@ -45,9 +103,25 @@ class AverageDirection:
     finite_stderr: Optional[float] = None
     directions: int = 0
 
+    def summary(self) -> dict[str, float]:
+        out = {"trace": self.trace, "trace_stderr": self.trace_stderr, "limit_avg": self.limit}
+        if self.finite is not None:
+            out["r_avg"] = self.finite
+        return out
+
+    def rows(self) -> list[Row]:
+        rows: list[Row] = [
+            ("average", "Tr(H)", self.trace,
+             f"+- {self.trace_stderr:.2g} ({self.trace_method}, {self.trace_matvecs} HVPs)"),
+            ("average", "limit rho^2 Tr / (2D)", self.limit, "")]
+        if self.finite is not None:
+            rows.append(("average", "R^Avg_rho", self.finite,
+                         f"+- {self.finite_stderr:.2g} ({self.directions} directions)"))
+        return rows
+
 
 @dataclass(frozen=True)
-class StochasticNotions:
+class StochasticNotions(_Result):
     """Per-example (stochastic) notions on a sample of examples: E_k lambda_1(grad^2 L_k), E_k R^Asc_k."""
     examples: int
     mean_lambda_1: float
@@ -56,9 +130,17 @@ class StochasticNotions:
     mean_ascent: float
     stderr_ascent: float
 
+    def summary(self) -> dict[str, float]:
+        return {"stoch_lambda_1": self.mean_lambda_1, "stoch_r_asc": self.mean_ascent}
+
+    def rows(self) -> list[Row]:
+        return [("per-example", "E_k lambda_1(H_k)", self.mean_lambda_1,
+                 f"+- {self.stderr_lambda_1:.2g} over {self.examples} examples"),
+                ("per-example", "E_k R^Asc_k", self.mean_ascent, f"+- {self.stderr_ascent:.2g}")]
+
 
 @dataclass(frozen=True)
-class ExactSpectrum:
+class ExactSpectrum(_Result):
     """From the dense float64 Hessian: the ground truth for small models."""
     lambda_1: float
     lambda_m: float                    # smallest eigenvalue above zero_tol * lambda_1
@@ -69,9 +151,16 @@ class ExactSpectrum:
     limit_ascent: float                # rho^2 lambda_M / 2 (the infimum of the ascent notion's limit)
     limit_average: float               # rho^2 Tr / (2D)
 
+    def summary(self) -> dict[str, float]:
+        return {"exact_lambda_1": self.lambda_1, "exact_lambda_m": self.lambda_m, "exact_trace": self.trace}
+
+    def rows(self) -> list[Row]:
+        return [("exact", "lambda_1 / lambda_M / Tr", self.lambda_1,
+                 f"lambda_M {self.lambda_m:.6g}, Tr {self.trace:.6g}, rank {self.rank}")]
+
 
 @dataclass(frozen=True)
-class AdaptiveSharpness:
+class AdaptiveSharpness(_Result):
     """Adaptive (scale-invariant) sharpness at radius rho, T = diag(|w| + eta_abs)."""
     rho: float
     eta_abs: float
@@ -100,13 +189,6 @@ class AdaptiveSharpness:
     directions: int = 0
     seconds: float = 0.0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AdaptiveSharpness":
-        return cls(**data)
-
     def summary(self) -> dict[str, float]:
         """The flat numbers a table shows, prefixed ada_ beside the other notions' keys."""
         out = {"ada_lambda_1": self.lambda_1, "ada_limit_max": self.limit_worst, "ada_trace": self.trace,
@@ -117,64 +199,81 @@ class AdaptiveSharpness:
             out["ada_r_avg"] = self.average
         return out
 
+    def rows(self) -> list[Row]:
+        return [("adaptive", "lambda_1(T H T), T = |w|", self.lambda_1, f"residual {self.lambda_1_residual:.2g}"),
+                ("adaptive", f"R^Max at rho={self.rho:g}", self.worst,
+                 f"{self.worst_restarts} restarts, {self.worst_gradients} gradients"),
+                ("adaptive", "Tr(T H T)", self.trace, f"+- {self.trace_stderr:.2g} ({self.trace_method})"),
+                ("adaptive", f"R^Avg at rho={self.rho:g}", self.average,
+                 f"+- {self.average_stderr:.2g} ({self.directions} directions)"
+                 if self.average_stderr is not None else "")]
+
+
+META = ("rho", "examples", "parameters", "loss", "mode", "seed", "seconds", "notion_seconds", "spec", "spec_hash",
+        "version", "checkpoint")
+
 
 @dataclass(frozen=True)
 class SharpnessReport:
+    """One measurement: each enabled notion's result by name, and what made it."""
     rho: float
     examples: int                      # examples the loss was measured on
     parameters: int
     loss: float
     mode: str                          # "eval": BatchNorm uses running statistics; dropout off
     seed: int
-    worst: Optional[WorstDirection] = None
-    ascent: Optional[AscentDirection] = None
-    average: Optional[AverageDirection] = None
-    alignment: Optional[float] = None  # |cos(g, v_1)|
-    stochastic: Optional[StochasticNotions] = None
-    exact: Optional[ExactSpectrum] = None
+    results: dict = field(default_factory=dict)      # notion name -> its result, in registry order
     seconds: float = 0.0               # wall time of the whole measurement
-    # wall seconds per part: gradient, lanczos (lambda_1 for worst and the alignment), worst, ascent,
-    # average, stochastic, exact; only the parts that ran
+    # wall seconds per part: gradient, lanczos (the top eigenpairs for worst and the alignment), then one
+    # entry per notion; only the parts that ran
     notion_seconds: dict[str, float] = field(default_factory=dict)
-    adaptive: Optional[AdaptiveSharpness] = None      # opt-in: notions including "adaptive"
+    spec: dict = field(default_factory=dict)         # MeasureSpec.to_dict() of the measurement
+    spec_hash: str = ""
+    version: str = ""                  # samcli's version that measured
+    checkpoint: Optional[str] = None   # sha256 of the checkpoint file measured (run directories)
+
+    def __getattr__(self, name: str) -> Any:
+        # report.worst, report.average, report.adaptive ...: the result of the notion of that name
+        # ("stochastic" is the per-example notion's old name); None when it was not measured
+        if name.startswith("__"):
+            raise AttributeError(name)
+        key = {"stochastic": "per-example"}.get(name, name)
+        if key in NOTIONS:
+            return self.__dict__.get("results", {}).get(key)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def alignment(self) -> Optional[float]:
+        ascent = self.results.get("ascent")
+        return ascent.alignment if ascent is not None else None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = {k: getattr(self, k) for k in META}
+        data.update({name: result.to_dict() for name, result in self.results.items()})
+        return data
 
     def summary(self) -> dict[str, float]:
         """The flat numbers a table shows (absent notions are left out)."""
         out: dict[str, float] = {"loss": self.loss}
-        if self.worst:
-            out.update(lambda_1=self.worst.eigenvalues[0], limit_max=self.worst.limit)
-            if self.worst.finite is not None:
-                out["r_max"] = self.worst.finite
-        if self.ascent:
-            out.update(r_asc=self.ascent.value, rayleigh=self.ascent.rayleigh, grad_norm=self.ascent.grad_norm)
-        if self.average:
-            out.update(trace=self.average.trace, trace_stderr=self.average.trace_stderr, limit_avg=self.average.limit)
-            if self.average.finite is not None:
-                out["r_avg"] = self.average.finite
-        if self.alignment is not None:
-            out["alignment"] = self.alignment
-        if self.stochastic:
-            out.update(stoch_lambda_1=self.stochastic.mean_lambda_1, stoch_r_asc=self.stochastic.mean_ascent)
-        if self.adaptive:
-            out.update(self.adaptive.summary())
-        if self.exact:
-            out.update(exact_lambda_1=self.exact.lambda_1, exact_lambda_m=self.exact.lambda_m,
-                       exact_trace=self.exact.trace)
+        for result in self.results.values():
+            out.update(result.summary())
         return out
+
+    def rows(self) -> list[Row]:
+        """Every notion's lines for the terminal table, loss first."""
+        return [("", "loss L(x)", self.loss, "")] + [row for r in self.results.values() for row in r.rows()]
 
     @classmethod
     def from_dict(cls, data: dict) -> "SharpnessReport":
-        parts = {"worst": WorstDirection, "ascent": AscentDirection, "average": AverageDirection,
-                 "stochastic": StochasticNotions, "exact": ExactSpectrum, "adaptive": AdaptiveSharpness}
-        kwargs = dict(data)
-        for key, part in parts.items():
-            if kwargs.get(key) is not None:
-                value = dict(kwargs[key])
-                for name in ("eigenvalues", "residuals", "restart_values"):
-                    if name in value:
-                        value[name] = tuple(value[name])
-                kwargs[key] = part(**value)
-        return cls(**kwargs)
+        """A report as `to_dict` wrote it; a notion that is not registered is a SpecError."""
+        meta = {k: v for k, v in data.items() if k in META}
+        results = {}
+        for name, value in data.items():
+            if name in META:
+                continue
+            if name not in NOTIONS:
+                raise SpecError(f"the report holds notion {name!r}, which is not registered", name)
+            if value is not None:
+                results[name] = NOTIONS[name].result_type().from_dict(value)
+        ordered = {n: results[n] for n in NOTIONS if n in results}
+        return cls(results=ordered, **meta)

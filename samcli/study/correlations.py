@@ -25,12 +25,17 @@ import numpy as np
 import pandas as pd
 
 from ..config import SamcliError
-from .table import NOTIONS, kendall_tau_b
+from ..spec.measure import columns
+from .table import kendall_tau_b
 
-# keys of AdaptiveSharpness.summary() (sharpness/adaptive.py), once the runs frame carries them
-ADAPTIVE_NOTIONS = {"ada_r_max": "adaptive R^Max_rho", "ada_r_avg": "adaptive R^Avg_rho",
-                    "ada_lambda_1": "adaptive lambda_1", "ada_trace": "adaptive Tr"}
-ALL_NOTIONS = {**NOTIONS, **ADAPTIVE_NOTIONS}
+
+def sharpness_measures() -> dict[str, str]:
+    """summary key -> name of every registered notion's number that is correlated with the targets."""
+    return {c.key: c.header for c in columns() if c.correlate}
+
+
+ALL_NOTIONS = sharpness_measures()      # the built-in notions' (a notion registered later: the function)
+ADAPTIVE_NOTIONS = {k: v for k, v in ALL_NOTIONS.items() if k.startswith("ada_")}
 TARGETS = {"test_accuracy": "test accuracy", "loss_gap": "test - train loss", "error_gap": "test - train error"}
 MISSING = "n/a"        # the value of an axis that does not apply to a configuration (rho for SGD)
 
@@ -259,13 +264,14 @@ class CorrelationReport:
 
 
 def correlation_report(runs: pd.DataFrame, axes: Optional[Sequence[str]] = None, *,
-                       notions: Mapping[str, str] = ALL_NOTIONS, targets: Mapping[str, str] = TARGETS,
+                       notions: Optional[Mapping[str, str]] = None, targets: Mapping[str, str] = TARGETS,
                        tolerance: Optional[float] = None, resamples: int = 1000, confidence: float = 0.95,
                        seed: int = 0) -> CorrelationReport:
     """Every correlation of every notion present in `runs` with every target; `axes` are the
     candidate axis columns (default: those `with_axes` added, else method; those that do not vary are
     dropped), `tolerance` the confound check's."""
     axes = runs.attrs.get("axes", ["method"]) if axes is None else axes
+    notions = sharpness_measures() if notions is None else notions
     eligible, note = eligibility(with_gaps(runs))
     axes = tuple(study_axes(runs, axes))
     present = [n for n in notions if n in eligible and eligible[n].notna().any()]
@@ -355,7 +361,7 @@ def _display_granulated(rows: pd.DataFrame) -> pd.DataFrame:
     header = {a: a if a == "overall" else f"{a} [{int(groups[a])}]" for a in axes}
     out = []
     for notion, part in rows.groupby("notion", sort=False):
-        row = {"sharpness notion": ALL_NOTIONS.get(notion, notion)}
+        row = {"sharpness notion": sharpness_measures().get(notion, notion)}
         for _, r in part.iterrows():
             row[header[r["axis"]]] = "-" if math.isnan(r["tau"]) else f"{r['tau']:+.2f}"
         out.append(row)

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import DEFAULT_NOTIONS, SHARPNESS_NOTIONS, ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
+from ..config import ConfigError, TrainConfig, config_hash, load_yaml, set_dotted
+from ..errors import short_repr
+from ..spec.measure import MeasureSpec, SpecError
 from ..data import train_set_size
 from ..methods import method_names, unused_parameters, validate_optimizer
 from .baseline import BaselineError, Ordering, parse_baseline
@@ -278,28 +280,11 @@ def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:
 
 
 def _sharpness(raw: Any, where: str) -> dict:
-    """measure_run keyword arguments; unknown keys refused (they are Settings fields)."""
-    from ..sharpness import Settings
-    raw = dict(raw or {})
-    allowed = ["rho", "samples", "notions", "seed"] + [f.name for f in dataclasses.fields(Settings)
-                                                       if f.name not in ("rho", "notions", "seed", "chunk_size")]
-    unknown = [k for k in raw if k not in allowed]
-    if unknown:
-        raise StudyError(f"{where}: unknown key sharpness.{unknown[0]}; allowed: {', '.join(allowed)}")
-    out = {"rho": 0.05, "samples": None, "notions": list(DEFAULT_NOTIONS), "seed": 0}
-    out.update(raw)
-    if out["samples"] == "all":
-        out["samples"] = None
-    notions = out["notions"]
-    if not isinstance(notions, list) or not notions:
-        raise StudyError(f"{where}: sharpness.notions={notions!r} must be a non-empty list of "
-                         f"{', '.join(SHARPNESS_NOTIONS)}")
-    from ..sharpness import SharpnessInputError, check_settings
-    rest = {k: v for k, v in out.items() if k not in ("rho", "notions", "samples", "seed", "exact")}
-    try:     # the same checks as measure_run, here so a bad value is refused before the first run trains
-        check_settings(out["rho"], notions, out["samples"], out["seed"], out.get("exact", False), rest)
-    except (SharpnessInputError, ConfigError) as err:
-        text = str(err)      # "samples=0 must be ..." reads as the study key sharpness.samples
-        key = text.split("=", 1)[0]
-        raise StudyError(f"{where}: sharpness{'.' if key in out else ': '}{text}") from None
-    return out
+    """The study's MeasureSpec (as its dict: measure_run keywords), checked by the one validator, so a bad
+    knob is refused before the first run trains and a stored report is reused only under this spec."""
+    if raw is not None and not isinstance(raw, dict):
+        raise StudyError(f"{where}: sharpness must be a mapping of measurement settings, got {short_repr(raw)}")
+    try:
+        return MeasureSpec.build(raw or {}, name=lambda knob: f"sharpness.{knob}").to_dict()
+    except SpecError as err:
+        raise StudyError(f"{where}: {err}") from None

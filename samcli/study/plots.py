@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 import pandas as pd
 
-from .correlations import ALL_NOTIONS, with_gaps
+from ..spec.measure import columns
+from .correlations import with_gaps
 
 if TYPE_CHECKING:
     from .rundir import RunRecord
@@ -67,7 +68,8 @@ def sharpness_scatter(runs: pd.DataFrame, path: Path, target: str, target_name: 
     """`target` against each sharpness notion, one panel per notion, one colour per configuration;
     completed runs that missed the stop target are hollow (they are out of the correlations)."""
     runs = with_gaps(runs)
-    notions = [n for n in ALL_NOTIONS if n in runs and runs[n].notna().any()]
+    labels_of = {c.key: c.plot_label for c in columns() if c.correlate}
+    notions = [n for n in labels_of if n in runs and runs[n].notna().any()]
     if not notions or target not in runs or runs[target].isna().all():
         return None
     labels = labels or list(dict.fromkeys(runs["label"]))
@@ -84,7 +86,7 @@ def sharpness_scatter(runs: pd.DataFrame, path: Path, target: str, target_name: 
                 ax.scatter(ok.loc[mine & missed, notion], ok.loc[mine & missed, target], facecolors="none",
                            edgecolors=colours[label], s=28)
         _log_if_spread(ax, ok[notion])
-        ax.set_xlabel(ALL_NOTIONS[notion])
+        ax.set_xlabel(labels_of[notion])
         ax.set_ylabel(target_name)
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()

@@ -28,9 +28,11 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import SHARPNESS_NOTIONS, SamcliError, TrainConfig, config_hash
-from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, read_metrics, read_sharpness, read_summary,
-                    write_sharpness, write_sharpness_skipped)
+from .._version import __version__
+from ..config import SamcliError, TrainConfig, config_hash
+from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, file_sha256, read_metrics, read_sharpness,
+                    read_summary, write_sharpness, write_sharpness_skipped)
+from ..spec.measure import MeasureSpec
 from .grid import RunSpec
 
 FINISHED = ("completed", "diverged")
@@ -135,13 +137,9 @@ def sharpness_file(run_dir: str | Path) -> Optional[dict]:
     return data
 
 
-def _measure_key(sharpness: dict) -> dict:
-    return {"rho": float(sharpness["rho"]), "seed": int(sharpness["seed"]),
-            "notions": sorted(sharpness["notions"])}
-
-
 def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str, str]:
-    """(action, reason): action is done | measure | train | stale (foreign or corrupt: move aside)."""
+    """(action, reason): action is done | measure | train | stale (foreign, corrupt or made by something
+    else than this study states: move aside). `sharpness` is the study's MeasureSpec as a dict."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return "train", ""
@@ -163,7 +161,11 @@ def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str,
         return "train", f"unfinished (status {status})"
     if status not in FINISHED:
         return "stale", f"summary.json has unknown status {status!r}"
-    damage = metrics_problem(run_dir, spec.config, summary) or checkpoint_problem(run_dir, summary)
+    trained_by = (summary.get("versions") or {}).get("samcli") if isinstance(summary.get("versions"), dict) else None
+    if trained_by != __version__:
+        return "stale", f"trained by samcli {trained_by}, not this samcli {__version__}"
+    damage = (metrics_problem(run_dir, spec.config, summary) or checkpoint_problem(run_dir, summary)
+              or data_problem(spec.config, summary))
     if damage:
         return "stale", damage
     sharp = sharpness_file(run_dir)
@@ -174,18 +176,48 @@ def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str,
         return ("done", "") if "skipped" in sharp else ("measure", "diverged run with a sharpness report")
     if "skipped" in sharp:
         return "measure", "completed run without a sharpness report"
-    try:
-        measured = {"rho": float(sharp["rho"]), "seed": int(sharp["seed"]),
-                    "notions": sorted(n for n in SHARPNESS_NOTIONS if sharp.get(n) is not None)}
-    except (KeyError, TypeError, ValueError):
-        return "measure", "sharpness.json is not a sharpness report"
-    if measured != _measure_key(sharpness):
-        return "measure", "measured with other sharpness settings"
+    stale = report_problem(sharp, summary, sharpness)
+    if stale:
+        return "measure", stale
     from ..sharpness import SharpnessReport
     bad = nonfinite_keys(SharpnessReport.from_dict(sharp))
     if bad:
         return "measure", f"sharpness.json holds non-finite {', '.join(bad)}"
     return "done", ""
+
+
+def report_problem(sharp: dict, summary: dict, sharpness: dict) -> str:
+    """Why a stored report is not this study's measurement of this checkpoint ('' when it is): it must
+    carry the study's spec hash, this samcli's version and the sha256 of the run's checkpoint."""
+    wanted = MeasureSpec.build(sharpness)
+    if sharp.get("checkpoint") != summary.get("checkpoint_sha256"):
+        return "sharpness.json measured another checkpoint (copied from another run, or the run was redone)"
+    if sharp.get("spec_hash") != wanted.hash():
+        stored = sharp.get("spec") if isinstance(sharp.get("spec"), dict) else {}
+        changed = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in wanted.to_dict().items()
+                   if k in stored and stored.get(k) != v and not (k == "notions" and sorted(stored[k]) == sorted(v))]
+        return ("measured with other sharpness settings" + (f" ({', '.join(changed)})" if changed else
+                                                            " (no measurement spec stored)"))
+    if sharp.get("version") != __version__:
+        return f"measured by samcli {sharp.get('version')}, not this samcli {__version__}"
+    return ""
+
+
+def data_problem(cfg: TrainConfig, summary: dict) -> str:
+    """Why the run's data are not the data its config gives now ('' when they are, or cannot be loaded
+    here: a data.root only the workers see is checked where the run trains)."""
+    stored = summary.get("data")
+    if not isinstance(stored, dict):
+        return "summary.json records no data fingerprint (written by an older samcli)"
+    from ..task import expected_data_fingerprint
+    try:
+        now = expected_data_fingerprint(cfg)
+    except (SamcliError, OSError):
+        return ""
+    if stored != now:
+        return (f"trained on other data ({stored.get('train')}/{stored.get('test')} examples, fingerprint "
+                f"{stored.get('sha256')}) than the config gives now ({now['train']}/{now['test']}, {now['sha256']})")
+    return ""
 
 
 def evaluation_steps(cfg: TrainConfig, steps_done: int) -> list[int]:
@@ -241,6 +273,8 @@ def checkpoint_problem(run_dir: Path, summary: dict) -> str:
         return "checkpoint.pt does not hold this run's parameters"
     if summary.get("status") == "completed" and not torch.isfinite(theta).all():
         return "checkpoint.pt of a completed run holds non-finite weights"
+    if summary.get("checkpoint_sha256") != file_sha256(run_dir / CHECKPOINT):
+        return "checkpoint.pt is not the checkpoint its summary.json records (its sha256 differs: altered or swapped)"
     return ""
 
 

@@ -18,27 +18,31 @@ from typing import TYPE_CHECKING, Iterable, Optional
 import numpy as np
 import pandas as pd
 
+from ..spec.measure import columns
+
 if TYPE_CHECKING:
     from .grid import Study
     from .rundir import RunRecord
 
-# the table's metrics (run level), in table order; sharpness ones come from SharpnessReport.summary()
-METRICS = ("test_accuracy", "test_loss", "train_loss", "lambda_1", "trace", "r_asc", "r_max", "r_avg",
-           "alignment", "steps", "epochs", "seconds")
-# AdaptiveSharpness.summary() keys (opt-in notion): printed when a run has them
-ADAPTIVE = ("ada_lambda_1", "ada_trace", "ada_r_max", "ada_r_avg")
-# also aggregated (table.csv, study.json, baselines), not printed
-EXTRA_METRICS = ("train_accuracy", "rayleigh", "grad_norm", "stoch_lambda_1", "stoch_r_asc", "sharpness_loss",
-                 "measure_seconds", "train_seconds")
-ALL_METRICS = METRICS + ADAPTIVE + EXTRA_METRICS
-NOTIONS = {"lambda_1": "lambda_1", "trace": "Tr", "r_max": "R^Max_rho", "r_asc": "R^Asc_rho",
-           "r_avg": "R^Avg_rho", "stoch_lambda_1": "E_k lambda_1(H_k)"}
-HEADERS = {"test_accuracy": "test acc", "test_loss": "test loss", "train_loss": "train loss",
-           "lambda_1": "lambda_1", "trace": "Tr", "r_asc": "R^Asc_rho", "r_max": "R^Max_rho",
-           "r_avg": "R^Avg_rho", "alignment": "alignment", "steps": "steps", "epochs": "epochs",
-           "seconds": "seconds", "ada_lambda_1": "ada lambda_1", "ada_trace": "ada Tr", "ada_r_max": "ada R^Max",
-           "ada_r_avg": "ada R^Avg"}
+# the run-level metrics; the sharpness columns come from the notion registry (samcli/spec/measure.py)
+RUN_METRICS = ("test_accuracy", "test_loss", "train_loss")
 ALWAYS = ("steps", "epochs", "seconds")          # aggregated over every run that trained, diverged ones too
+RUN_EXTRA = ("train_accuracy", "sharpness_loss", "measure_seconds", "train_seconds")   # aggregated, not printed
+RUN_HEADERS = {"test_accuracy": "test acc", "test_loss": "test loss", "train_loss": "train loss", "steps": "steps",
+               "epochs": "epochs", "seconds": "seconds"}
+
+
+def all_metrics() -> tuple[str, ...]:
+    """Every metric a study aggregates (table.csv, study.json, baselines), the registry's columns included."""
+    return RUN_METRICS + tuple(c.key for c in columns()) + ALWAYS + RUN_EXTRA
+
+
+def headers() -> dict[str, str]:
+    """Printed header of each metric."""
+    return {**RUN_HEADERS, **{c.key: c.header for c in columns()}}
+
+
+ALL_METRICS = all_metrics()     # the built-in notions' (a notion registered later: all_metrics())
 
 
 def _float(value) -> float:
@@ -58,7 +62,7 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
         final, sharp = r.final or {}, r.sharpness_summary or {}
         row = {"label": r.label, "seed": r.seed, "hash": r.hash, "method": r.method, "status": r.status,
                "reached": _float(r.reached)}
-        for key in ALL_METRICS:
+        for key in all_metrics():
             if key == "steps":
                 value = r.steps
             elif key == "epochs":
@@ -71,14 +75,13 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
                 value = sharp.get(key)
             row[key] = _float(value)
         rows.append(row)
-    columns = ["label", "seed", "hash", "method", "status", "reached", *ALL_METRICS]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=["label", "seed", "hash", "method", "status", "reached", *all_metrics()])
 
 
 def aggregate(runs: pd.DataFrame, labels: Optional[Iterable[str]] = None) -> pd.DataFrame:
     """One row per configuration (index: label), columns <metric>_mean and <metric>_std."""
     labels = list(labels) if labels is not None else list(dict.fromkeys(runs["label"]))
-    metrics = [m for m in ALL_METRICS if m in runs]
+    metrics = [m for m in all_metrics() if m in runs]
     out = []
     for label in labels:
         group = runs[runs["label"] == label]
@@ -152,9 +155,9 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, 'mean ± std', one column per metric (as printed and in table.md); a
     `reached` column (reached / runs) when the study trains to a target, the adaptive notions when
     measured."""
-    metrics = [m for m in METRICS if m not in ALWAYS]
-    metrics += [m for m in ADAPTIVE if table.get(f"{m}_mean", pd.Series(dtype=float)).notna().any()]
-    metrics += list(ALWAYS)
+    shown = [c.key for c in columns() if c.shown and table.get(f"{c.key}_mean", pd.Series(dtype=float)).notna().any()]
+    metrics = [*RUN_METRICS, *shown, *ALWAYS]
+    names = headers()
     targets = "reached" in table and table["reached"].notna().any()
     rows = []
     for label, row in table.iterrows():
@@ -171,7 +174,7 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
                 cell = _fmt(mean) + (f" ± {_fmt(std, 2)}" if not math.isnan(std) else "")
             if not cell and row["completed"] == 0 and metric not in ALWAYS:
                 cell = "diverged" if row["diverged"] else "-"
-            out[HEADERS[metric]] = cell
+            out[names[metric]] = cell
         rows.append(out)
     return pd.DataFrame(rows)
 

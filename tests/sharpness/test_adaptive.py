@@ -166,7 +166,7 @@ def test_adaptive_is_an_opt_in_notion_of_the_report():
 
 def test_ascent_tol_reaches_the_adaptive_ascent():
     """measure() hands Settings.ascent_tol on: with 0 every restart runs until its steps stop gaining."""
-    from samcli.sharpness.notions import Settings, measure
+    from samcli.sharpness import Settings, measure
     objective, theta, data = tiny(nn.ReLU)
     reports = [measure(objective, theta, data, Settings(notions=("adaptive",), stochastic_examples=0, directions=8,
                                                          ascent_iters=50, ascent_tol=tol)).adaptive

@@ -1,4 +1,4 @@
-"""The three sharpness notions (PAPER.md) measured by samcli.sharpness.notions.measure, against ground
+"""The three sharpness notions (PAPER.md) measured by samcli.sharpness.measure, against ground
 truth computed by hand in float64: the dense Hessian of a hand-written loss for a tiny MLP, and closed
 forms for the quadratic L(x) = 0.5 x^T A x."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch.func import functional_call, hessian, vmap
 from samcli.config import SamcliError
 from samcli.models import mlp
 from samcli.objective import Batch, Objective
-from samcli.sharpness.notions import Settings, measure
+from samcli.sharpness import Settings, measure
 
 DT = torch.float64
 RHO = 0.05
@@ -301,7 +301,7 @@ def test_non_finite_parameters_are_refused_in_one_line():
     from samcli.config import SamcliError
     from samcli.models import mlp
     from samcli.objective import Batch, Objective
-    from samcli.sharpness.notions import Settings, measure
+    from samcli.sharpness import Settings, measure
     objective, theta = Objective.from_module(mlp(3, [4], 2).double(), "cross-entropy")
     data = Batch(torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 2, (6,)))
     theta = theta.clone()
@@ -316,7 +316,7 @@ def test_trace_method_follows_the_network_structure(activation, method):
     from samcli.curvature.dense import dense_hessian
     from samcli.models import mlp
     from samcli.objective import Batch, Objective
-    from samcli.sharpness.notions import Settings, measure
+    from samcli.sharpness import Settings, measure
     torch.manual_seed(3)
     objective, theta = Objective.from_module(mlp(4, [6, 5], 3, activation).double(), "cross-entropy")
     data = Batch(torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,)))
@@ -337,7 +337,7 @@ def test_worst_ascent_stops_on_a_relative_gain_near_the_trust_region_maximum(dty
     """ascent_tol ends a restart once a step gains < tol of the estimate: close to the maximum
     (the rest of a linearly converging ascent is about gain r/(1 - r)), in float32 too, where the
     loss's rounding would otherwise pass for gains until the iteration cap."""
-    from samcli.sharpness.notions import worst_direction_ascent
+    from samcli.sharpness.finite import worst_direction_ascent
     objective, data, A, v1 = quadratic()
     x = torch.randn(QD, generator=torch.Generator().manual_seed(4), dtype=DT)
     rho, iters, restarts = 0.1, 200, 3

@@ -9,7 +9,7 @@ from torch import nn
 from samcli.curvature.dense import dense_hessian
 from samcli.models import _BasicBlock, cnn
 from samcli.objective import Batch, Objective
-from samcli.sharpness.notions import Settings, measure
+from samcli.sharpness import Settings, measure
 
 DT = torch.float64
 AVERAGE_ONLY = dict(notions=("average",), finite=False, stochastic_examples=0)

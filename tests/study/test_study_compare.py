@@ -229,7 +229,8 @@ def test_adaptive_sharpness_joins_the_table_and_the_correlations_and_is_reused(t
         assert (result.table[f"{key}_mean"] > 0).all(), key
         assert set(result.correlations.loc[result.correlations["notion"] == key, "runs"]) == {6}
     md = (tmp_path / "ada" / "table.md").read_text()
-    assert "| ada lambda_1 | ada Tr | ada R^Max | ada R^Avg |" in md and "| adaptive Tr |" in md
+    assert "| adaptive lambda_1 | adaptive Tr | adaptive R^Max_rho | adaptive R^Avg_rho |" in md
+    assert "| adaptive Tr |" in md
     events = []
     again = samcli.compare(raw, out=tmp_path / "ada", progress=events.append)
     assert [e.message for e in events if e.kind == "plan"] == ["6 of 6 runs already done"]

@@ -27,7 +27,7 @@ def changed(key: str, value):
                "optimizer.method": "sam", "optimizer.batch_size": 32, "optimizer.m": 8, "optimizer.schedule": "cosine",
                "optimizer.milestones": [0.3, 0.6], "optimizer.momentum": 0.5, "data.label_noise": 0.25,
                "measure.notions": ["worst"], "data.root": "/elsewhere", "data.train_size": 10, "data.test_size": 10,
-               "measure.samples": 100, "optimizer.nesterov": True, "model.channels": [8], "optimizer.sampling": "iid",
+               "measure.samples": 100, "measure.dtype": "float64", "optimizer.nesterov": True, "model.channels": [8], "optimizer.sampling": "iid",
                "stop.train_loss": 0.01, "stop.train_accuracy": 0.9}
     if key in special:
         return special[key]

@@ -106,12 +106,15 @@ def test_reached_count_and_epochs_to_the_target():
 
 def test_table_columns_without_a_target_and_with_adaptive_notions():
     plain = display(aggregate(runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0)])))
-    assert list(plain.columns) == ["configuration", "runs", "test acc", "test loss", "train loss", "lambda_1", "Tr",
-                                   "R^Asc_rho", "R^Max_rho", "R^Avg_rho", "alignment", "steps", "epochs", "seconds"]
+    # the sharpness columns are the notion registry's, grouped by notion in its order
+    assert list(plain.columns) == ["configuration", "runs", "test acc", "test loss", "train loss", "lambda_1",
+                                   "R^Max_rho", "R^Asc_rho", "alignment", "Tr", "R^Avg_rho", "steps", "epochs",
+                                   "seconds"]
     adaptive = runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0, ada_lambda_1=3.0, ada_trace=4.0,
                                   ada_r_max=0.5, ada_r_avg=0.25)])
     shown = display(aggregate(adaptive)).iloc[0]
-    assert (shown["ada lambda_1"], shown["ada Tr"], shown["ada R^Max"], shown["ada R^Avg"]) == ("3", "4", "0.5", "0.25")
+    assert (shown["adaptive lambda_1"], shown["adaptive Tr"], shown["adaptive R^Max_rho"],
+            shown["adaptive R^Avg_rho"]) == ("3", "4", "0.5", "0.25")
     assert list(display(aggregate(adaptive)).columns[-3:]) == ["steps", "epochs", "seconds"]
     assert math.isnan(runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0)])["ada_trace"].item())
 

@@ -10,7 +10,7 @@ from typing import Union
 
 import torch
 
-from ...sharpness.notions import Settings, measure
+from ...sharpness import Settings, measure
 from .. import plots, regimes
 from ..configs import require
 from ..skeleton import Findings, Log, write_table

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ...sharpness.notions import Settings, measure
+from ...sharpness import Settings, measure
 from .. import plots, regimes
 from ..configs import require
 from ..flows import ManifoldFlow
@@ -74,17 +74,16 @@ def _toy_observer(toy: Figure1Toy, measure_at: set[int], rho: float):
     measure points also the sharpness tool: the exact Hessian spectrum at the projection of the iterate onto
     Gamma (what the theorems speak about) and |cos(g, v_1)| at the iterate itself."""
     objective, data = toy.objective(), toy.data()
-    on_gamma = Settings(rho=rho, notions=(), finite=False, stochastic_examples=0, exact=True, chunk_size=2)
-    at_iterate = Settings(rho=rho, notions=("ascent",), finite=False, stochastic_examples=0, lanczos_iters=4,
-                          chunk_size=2)
+    on_gamma = Settings(rho=rho, notions=(), finite=False, stochastic_examples=0, exact=True)
+    at_iterate = Settings(rho=rho, notions=("ascent",), finite=False, stochastic_examples=0, lanczos_iters=4)
 
     def observe(theta, record):
         x = theta.tolist()
         out = {"x1": x[0], "x2": x[1], "x3": x[2], "x4": x[3], "dist_gamma": math.hypot(x[2], x[3])}
         out.update({f"{k}_gamma": v for k, v in toy.on_gamma(x[0], x[1]).items()})
         if record["step"] in measure_at:
-            exact = measure(objective, toy.project(theta), data, on_gamma).exact
-            report = measure(objective, theta, data, at_iterate)
+            exact = measure(objective, toy.project(theta), data, on_gamma, chunk_size=2).exact
+            report = measure(objective, theta, data, at_iterate, chunk_size=2)
             out.update(lambda_1=exact.lambda_1, lambda_m=exact.lambda_m, trace=exact.trace,
                        alignment=report.alignment)
         return out

@@ -16,7 +16,7 @@ from ...data import load_data
 from ...models import build_model
 from ...objective import Batch
 from ...objective import Objective
-from ...sharpness.notions import Settings, measure
+from ...sharpness import Settings, measure
 from ...task import Task, resolve_device
 from ..configs import require
 from ..drift import Regression, output_jacobian
