@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from ._version import __version__
+from . import _version
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import direction_for
@@ -239,7 +239,7 @@ def _summary(cfg, status, step, metrics, started, device, dim) -> dict:
         summary["last_finite"] = {k: v for k, v in finite[-1].items() if k != "batch_loss"} if finite else None
     summary.update({"parameters": dim, "seconds": round(time.perf_counter() - started, 3),
                     "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                    "versions": {"samcli": __version__, "torch": torch.__version__,
+                    "versions": {"samcli": _version.__version__, "torch": torch.__version__,
                                  "python": platform.python_version()}})
     return summary
 

@@ -45,7 +45,10 @@ def _runtime_imports(path: Path, module: str) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                found.add(".".join(base + ([node.module] if node.module else [])))
+                if node.module:
+                    found.add(".".join(base + [node.module]))
+                else:       # `from .. import _version` imports the module samcli._version
+                    found |= {".".join(base + [alias.name]) for alias in node.names}
             elif (node.module or "").startswith("samcli"):
                 found.add(node.module)
         elif isinstance(node, ast.Import):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .._version import __version__
+from .. import _version
 from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..errors import SamcliError
@@ -51,7 +51,7 @@ def measure(objective: Objective, theta: Tensor, data: Batch, spec: MeasureSpec 
         with part(notion.name):
             ctx.results[notion.name] = _user_code(notion)(ctx)
     return SharpnessReport(spec.rho, len(data), objective.dim, ctx.loss, "eval", spec.seed, dict(ctx.results),
-                           time.perf_counter() - started, seconds, spec.to_dict(), spec.hash(), __version__,
+                           time.perf_counter() - started, seconds, spec.to_dict(), spec.hash(), _version.__version__,
                            checkpoint)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .._version import __version__
+from .. import _version
 from ..config import SamcliError, TrainConfig, config_hash
 from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, file_sha256, read_metrics, read_sharpness,
                     read_summary, write_sharpness, write_sharpness_skipped)
@@ -162,8 +162,8 @@ def run_state(run_dir: str | Path, spec: RunSpec, sharpness: dict) -> tuple[str,
     if status not in FINISHED:
         return "stale", f"summary.json has unknown status {status!r}"
     trained_by = (summary.get("versions") or {}).get("samcli") if isinstance(summary.get("versions"), dict) else None
-    if trained_by != __version__:
-        return "stale", f"trained by samcli {trained_by}, not this samcli {__version__}"
+    if trained_by != _version.__version__:
+        return "stale", f"trained by samcli {trained_by}, not this samcli {_version.__version__}"
     damage = (metrics_problem(run_dir, spec.config, summary) or checkpoint_problem(run_dir, summary)
               or data_problem(spec.config, summary))
     if damage:
@@ -198,8 +198,8 @@ def report_problem(sharp: dict, summary: dict, sharpness: dict) -> str:
                    if k in stored and stored.get(k) != v and not (k == "notions" and sorted(stored[k]) == sorted(v))]
         return ("measured with other sharpness settings" + (f" ({', '.join(changed)})" if changed else
                                                             " (no measurement spec stored)"))
-    if sharp.get("version") != __version__:
-        return f"measured by samcli {sharp.get('version')}, not this samcli {__version__}"
+    if sharp.get("version") != _version.__version__:
+        return f"measured by samcli {sharp.get('version')}, not this samcli {_version.__version__}"
     return ""
 
 
