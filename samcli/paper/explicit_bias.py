@@ -7,7 +7,7 @@ approximate minimizers of
     L^Asc_rho(x) = L(x + rho g/||g||),  g = grad L(x)    -> argmin on Gamma of lambda_M / 2 = F2
     L^Avg_rho(x) = E_{u uniform on S^3} L(x + rho u)     -> argmin on Gamma of Tr / (2D) = (F1 + F2)/4
 
-and L_rho / rho^2 tends to those limits' infima (PAPER.md, "The three sharpness notions"; on Gamma
+and L_rho / rho^2 tends to those limits' infima (docs/notions.md, "The rho -> 0 limits"; on Gamma
 H = diag(0, 0, 2 F1, 2 F2), D = 4). So each loss is minimized itself, by L-BFGS with a strong-Wolfe
 line search in float64: fixed-step GD stalls on L^Asc (curvature rho^2/dist^2 near Gamma).
 

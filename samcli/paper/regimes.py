@@ -2,7 +2,7 @@
 
 The theorems state their conditions as "sufficiently small" without constants; a study has to read
 them as numbers to say whether its settings qualify. Those readings live here, once, and every
-verdict prints them beside the settings (PAPER.md, "Main theorems"):
+verdict prints them beside the settings (docs/theorems.md, "Verdicts and regimes"):
 
 - Thm 4.5 (full-batch SAM): rho/eta and eta ln(1/rho) small; stable for eta lambda_1 < 1. Read as
   rho/eta <= 0.3 (the alignment argument's condition: outside it alignment, and with it the

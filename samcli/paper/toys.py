@@ -1,4 +1,4 @@
-"""The paper's analytic toys as tasks of the engine (PAPER.md, "The paper's only experiment").
+"""The paper's analytic toys as tasks of the engine (docs/theorems.md, "figure1").
 
 Each toy is an `Objective` with per-example losses plus its data, wrapped in a `Task`, so
 `samcli.train.train` runs the real update rules on it exactly as it runs them on a network:

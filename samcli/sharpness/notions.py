@@ -1,4 +1,4 @@
-"""The three notions of sharpness (PAPER.md), their rho -> 0 limits, per-example versions, alignment.
+"""The three notions of sharpness (docs/notions.md), their rho -> 0 limits, per-example versions, alignment.
 
 Everything is measured through `Objective.loss`, the same function training descends, with the
 model in eval mode (BatchNorm uses its running statistics, so the loss is a fixed function of

@@ -1,4 +1,4 @@
-"""figure1: the paper's 4-parameter toy (PAPER.md, "The paper's only experiment").
+"""figure1: the paper's 4-parameter toy (docs/theorems.md, "figure1").
 
 GD, full-batch SAM, 1-SAM and GD on the ascent loss from one start: where each ends on the manifold
 of minimizers Gamma, the sharpness along the way, and the gap to each method's limiting flow as
