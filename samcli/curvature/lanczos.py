@@ -11,8 +11,8 @@ convergence is checked without extra products.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -20,6 +20,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class LanczosResult:
+    """Top-k Ritz pairs of S operators with their residuals, error bounds and the products spent."""
     eigenvalues: Tensor     # (S, k) largest first
     eigenvectors: Tensor    # (S, k, D), unit norm, float64
     residuals: Tensor       # (S, k) ||H v - lambda v|| (Ritz estimate)

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -134,6 +134,7 @@ def average_loss(toy: Figure1Toy, x: Tensor, rho: float, directions: Tensor = SP
 
 
 def check_notion(notion: str, rho: float = 1.0) -> None:
+    """Refuse an unknown notion name or a radius rho <= 0 with a SamcliError."""
     if notion not in NOTIONS:
         raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(NOTIONS)}")
     if not rho > 0:
@@ -207,6 +208,7 @@ class BiasResult:
     grad_norm: float                   # ||grad L_rho(end)||: need not vanish (kink of L^Max, inf of L^Asc)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (for JSON)."""
         return dict(self.__dict__)
 
 

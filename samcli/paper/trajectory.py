@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 from torch import Tensor
 
@@ -54,9 +55,11 @@ class Trajectory:
 
     @property
     def theta(self) -> Tensor:
+        """The last recorded parameters."""
         return self.thetas[-1]
 
     def column(self, key: str) -> list:
+        """The value of `key` in every record (None where a record lacks it)."""
         return [r.get(key) for r in self.records]
 
 

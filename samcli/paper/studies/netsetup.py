@@ -14,8 +14,7 @@ from ...config import ConfigError, DataConfig, ModelConfig
 from ...curvature.ggn import per_example_gram
 from ...data import load_data
 from ...models import build_model
-from ...objective import Batch
-from ...objective import Objective
+from ...objective import Batch, Objective
 from ...sharpness.notions import Settings, measure
 from ...task import Task, resolve_device
 from ..configs import require
@@ -26,6 +25,7 @@ from ..trajectory import Trajectory, optimizer_settings, run_trajectory
 
 @dataclass
 class NetworkSetup:
+    """Settings shared by the network studies: data, the MLP, dtype and GD's run to interpolation."""
     positive: list[int] = field(default_factory=lambda: [3])   # mnist1d digits labelled +1
     negative: list[int] = field(default_factory=lambda: [8])   # digits labelled -1 (scalar output: Setting 5.1)
     train_size: int = 256
@@ -44,6 +44,7 @@ class NetworkSetup:
     threads: int = 1                   # torch threads: 1 avoids thread thrashing on small, shared CPUs
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(self.train_size >= 2, "train_size must be >= 2")
         require(not set(self.positive) & set(self.negative) and self.positive and self.negative,
                 "positive and negative must be disjoint, non-empty lists of digits")
@@ -76,12 +77,15 @@ def network_task(cfg: NetworkSetup) -> Task:
 
 
 def sign_accuracy(objective, theta, data) -> float:
+    """The fraction of examples whose output has the sign of its +-1 target."""
     with torch.no_grad():
-        return float((objective.outputs(theta, data.inputs).reshape(-1).sign() == data.targets).to(torch.float64).mean())
+        signs = objective.outputs(theta, data.inputs).reshape(-1).sign()
+        return float((signs == data.targets).to(torch.float64).mean())
 
 
 @dataclass(frozen=True)
 class StartPoint:
+    """GD's interpolating point: the task there, 1-SAM's lr and the curvature measured there."""
     task: Task                 # theta: the interpolating point
     one_sam_lr: float          # lr_scale / max_k ||grad f_k||^2
     max_example_lambda: float  # max_k ||grad f_k||^2: the largest per-example Hessian eigenvalue on Gamma
@@ -141,5 +145,6 @@ def continue_from(task: Task, method: str, lr: float, rho: float, steps: int, me
 
 
 def relative_change(run: Trajectory, key: str) -> float:
+    """(last - first) / |first| of the recorded values of `key` (NaN with fewer than two)."""
     values = [r[key] for r in run.records if r.get(key) is not None]
     return (values[-1] - values[0]) / abs(values[0]) if len(values) >= 2 else math.nan
