@@ -11,7 +11,7 @@ A task is anything that provides per-example losses of (params dict, buffers, in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
@@ -193,6 +193,8 @@ class Objective:
 
     def load_into_module(self, theta: Tensor) -> None:
         """Copy the flat vector `theta` into the module's parameters, in place."""
+        if self.module is None:
+            raise TypeError("load_into_module needs an objective built from a module (Objective.from_module)")
         with torch.no_grad():
             for name, value in self.unflatten(theta).items():
                 self.module.get_parameter(name).copy_(value)
@@ -263,6 +265,8 @@ class Objective:
 
     def outputs(self, theta: Tensor, inputs: Tensor) -> Tensor:
         """The model's outputs f(theta) on `inputs`, with the objective's buffers."""
+        if self.call is None:
+            raise TypeError("outputs needs an objective built from a module (Objective.from_module)")
         return self.call(self.unflatten(theta), self.buffers, inputs)
 
     # ---- full-data passes, chunked so memory stays bounded -----------------------------------
@@ -275,13 +279,15 @@ class Objective:
             if bound is not None:
                 return self._bound_value_and_grad(bound, data, buffers)
             return self._chunk_value_and_grad(theta, data, buffers, None)
-        total_loss, total_grad = None, None
+        total_loss: Optional[Tensor] = None
+        total_grad: Optional[Tensor] = None
         for chunk in data.chunks(chunk_size):
             value, g = self._chunk_value_and_grad(theta, chunk, buffers, len(chunk) / n)
-            if total_grad is None:
+            if total_loss is None or total_grad is None:
                 total_loss, total_grad = value, g
             else:
                 total_loss, total_grad = total_loss + value, total_grad.add_(g)
+        assert total_loss is not None and total_grad is not None    # n > chunk_size: at least one chunk
         return total_loss, total_grad
 
     def value_and_lazy_grad(self, theta: Tensor, data: Batch, chunk_size: int,
@@ -313,7 +319,8 @@ class Objective:
         return value.detach(), self._leaf_gradient(value, leaves)
 
     def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
-                       weight: Optional[float]) -> tuple[Tensor, list[Tensor]]:
+                       weight: Optional[float]) -> tuple[Tensor, Sequence[Tensor]]:
+        leaves: Sequence[Tensor]
         with torch.enable_grad():
             bound = self._bound_entry(theta)
             if bound is not None:
@@ -325,7 +332,7 @@ class Objective:
             return (value if weight is None else value * weight), leaves
 
     @staticmethod
-    def _leaf_gradient(value: Tensor, leaves: list[Tensor]) -> Tensor:
+    def _leaf_gradient(value: Tensor, leaves: Sequence[Tensor]) -> Tensor:
         grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
         return torch.cat([part.reshape(-1) for part in grads])
 
@@ -341,16 +348,17 @@ class Objective:
     @torch.no_grad()
     def evaluate(self, theta: Tensor, data: Batch, chunk_size: int) -> dict[str, float]:
         """Mean loss and (for classification) accuracy over `data`."""
-        total, correct = 0.0, 0
-        classify = self.module is not None and not data.targets.is_floating_point()
+        total, correct = 0.0, 0.0
+        classifies = self.module is not None and not data.targets.is_floating_point()
+        output_loss = self.output_loss if classifies else None      # None: the mean loss only
         for chunk in data.chunks(chunk_size):
-            if classify:
+            if output_loss is not None:
                 outputs = self.outputs(theta, chunk.inputs)
-                total += self.output_loss(outputs, chunk.targets).sum().item()
+                total += output_loss(outputs, chunk.targets).sum().item()
                 correct += (outputs.argmax(-1) == chunk.targets).sum().item()
             else:
                 total += self.per_example_losses(theta, chunk).sum().item()
         result = {"loss": total / len(data)}
-        if classify:
+        if output_loss is not None:
             result["accuracy"] = correct / len(data)
         return result

@@ -200,11 +200,15 @@ def drift_direction(model: Regression, x_s: Tensor, x_t: Tensor, *, at: Optional
     normal component (SAM's oscillation across Gamma) is removed by P and reported apart."""
     point = (x_s if at is None else at).detach()
     project = tangent_projector(model, point)
-    pair = top_eigenpair(model, point, seed=seed) if v1 is None else None
-    if pair is not None and not pair.converged:
-        raise SamcliError(f"Lanczos did not converge for v1 (residual {pair.residual:.2e}); lambda_1 may be "
-                          f"degenerate here, where grad lambda_1 is undefined")
-    direction = pair.vector if pair is not None else v1 / v1.norm()
+    pair = None
+    if v1 is None:
+        pair = top_eigenpair(model, point, seed=seed)
+        if not pair.converged:
+            raise SamcliError(f"Lanczos did not converge for v1 (residual {pair.residual:.2e}); lambda_1 may be "
+                              f"degenerate here, where grad lambda_1 is undefined")
+        direction = pair.vector
+    else:
+        direction = v1 / v1.norm()
     p_lambda = project(grad_lambda_1(model, point, direction))
     p_trace = project(grad_trace(model, point))
     step = (x_t - x_s).detach().to(point.dtype)

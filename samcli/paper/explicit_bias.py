@@ -240,9 +240,9 @@ def minimize(toy: Figure1Toy, notion: str, rho: float, start: Sequence[float] = 
     while not converged and state.get("n_iter", 0) < max_iter:
         before = state.get("n_iter", 0)
         opt.step(closure)
-        value = float(loss_and_grad(toy, notion, to_x(z.detach()), rho)[0]) / rho ** 2
-        converged = state["n_iter"] - before < ROUND or previous - value <= STALL * max(1.0, abs(value))
-        previous = value
+        scaled = float(loss_and_grad(toy, notion, to_x(z.detach()), rho)[0]) / rho ** 2
+        converged = state["n_iter"] - before < ROUND or previous - scaled <= STALL * max(1.0, abs(scaled))
+        previous = scaled
     end = to_x(z.detach())
     value, grad = loss_and_grad(toy, notion, end, rho)
     target_name, limit_name, limit = TARGETS[notion]

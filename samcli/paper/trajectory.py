@@ -84,7 +84,9 @@ def run_trajectory(task: Task, optimizer: dict, steps: int, record_at: Sequence[
         record = {"step": step, **{k: entry[k] for k in ENGINE_KEYS if k in entry}}
         if observe and math.isfinite(entry["train_loss"]):
             record.update(observe(theta, record))
-        out.steps.append(step), out.thetas.append(theta), out.records.append(record)
+        out.steps.append(step)
+        out.thetas.append(theta)
+        out.records.append(record)
 
     config = {"seed": seed, "device": task.train.inputs.device.type, "steps": steps, "eval_every": steps,
               "chunk_size": chunk_size, "optimizer": optimizer}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import torch
 
@@ -40,7 +40,8 @@ def batchsize(cfg: BatchsizeConfig, out: Path, log: Log) -> Findings:
     start = interpolating_point(cfg, log)
     task, lr = start.task, start.one_sam_lr
     n = len(task.train)
-    runs, rows = {}, []
+    runs: dict = {}
+    rows: list[dict[str, Any]] = []
     settings = Settings(rho=cfg.rho, notions=("ascent",), finite=False, stochastic_examples=0,
                         lanczos_iters=min(cfg.lanczos_iters, 40), seed=cfg.seed)
     measure_at = range(cfg.measure_every, cfg.steps + 1, cfg.measure_every)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -31,7 +31,7 @@ class NetworkSetup:
     train_size: int = 256
     test_size: Optional[int] = None    # None: every test example of those digits
     widths: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"           # smooth, as the theory assumes
+    activation: Literal["relu", "tanh", "gelu", "softplus"] = "tanh"   # smooth, as the theory assumes
     dtype: str = "float64"
     device: str = "cpu"
     seed: int = 0
@@ -46,7 +46,7 @@ class NetworkSetup:
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(self.train_size >= 2, "train_size must be >= 2")
-        require(not set(self.positive) & set(self.negative) and self.positive and self.negative,
+        require(not set(self.positive) & set(self.negative) and bool(self.positive) and bool(self.negative),
                 "positive and negative must be disjoint, non-empty lists of digits")
         require(self.gd_lr > 0 and self.lr_scale > 0, "gd_lr and lr_scale must be > 0")
         require(self.gd_steps >= 1, "gd_steps must be >= 1")
@@ -103,7 +103,9 @@ def interpolating_point(cfg: NetworkSetup, log: Log) -> StartPoint:
     theta = run.theta
     norms = per_example_gram(task.objective, theta, task.train).reshape(len(task.train), -1)[:, 0]
     settings = Settings(notions=("worst",), finite=False, stochastic_examples=0, lanczos_iters=cfg.lanczos_iters)
-    lambda_1 = measure(task.objective, theta, task.train, settings).worst.eigenvalues[0]
+    worst = measure(task.objective, theta, task.train, settings).worst
+    assert worst is not None        # measured: "worst" is the one notion asked for
+    lambda_1 = worst.eigenvalues[0]
     info = {"gd_status": run.status, "train_loss": run.records[-1]["train_loss"],
             "test_accuracy": sign_accuracy(task.objective, theta, task.test), "lambda_1": lambda_1,
             "max_k ||grad f_k||^2": float(norms.max()), "mean_k ||grad f_k||^2": float(norms.mean()),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ...config import SamcliError
 from .. import plots, regimes
@@ -180,7 +181,7 @@ def _alignment_ladder(cfg: NetworkConfig, start: StartPoint, main: Trajectory, l
     """SAM's |cos(g, v_1)| on a ladder of rho/eta: the main run (after its first tau interval), and one short
     run per extra rung from the main run's end point, where Phase I is long over (from the GD point, the
     residual left in GD's slowest directions would dominate g for many steps at small rho)."""
-    rungs = [{"lr": cfg.sam_lr, "rho": cfg.sam_rho, "steps": main.steps[1:],
+    rungs: list[dict[str, Any]] = [{"lr": cfg.sam_lr, "rho": cfg.sam_rho, "steps": main.steps[1:],
               "alignment": [r.get("alignment") for r in main.records[1:]], "judged from step": main.steps[1]}]
     every = cfg.ladder_steps // cfg.ladder_points
     at = [every * (i + 1) for i in range(cfg.ladder_points)]

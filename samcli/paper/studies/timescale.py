@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -53,7 +53,8 @@ def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1To
     toy = toy or Figure1Toy()
     task = toy.task(cfg.start)
     origin = torch.tensor(cfg.start[:2], dtype=torch.float64)
-    rows, curves, verdicts = [], [], []
+    rows: list[dict[str, Any]] = []
+    curves, verdicts = [], []
     lambda_1 = toy.on_gamma(*cfg.start[:2])["lambda_1"]
     for setting in cfg.runs:
         method, lr = setting.method, setting.lr
