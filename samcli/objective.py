@@ -64,7 +64,7 @@ class Batch:
             yield self.take(slice(start, start + size))
 
     def to(self, device=None, dtype=None) -> Batch:
-        """The batch on `device`, floating-point tensors cast to `dtype` (integer targets keep theirs)."""
+        """The batch on `device`, floating-point tensors cast to `dtype` (integer tensors keep theirs)."""
         inputs = self.inputs.to(device=device, dtype=dtype if self.inputs.is_floating_point() else None)
         targets = self.targets.to(device=device, dtype=dtype if self.targets.is_floating_point() else None)
         return Batch(inputs, targets)
