@@ -110,7 +110,8 @@ def best_within_target(rows: list[dict]) -> dict:
 
 def print_lambda(rows: list[dict], best: dict) -> None:
     for r in rows:
-        print(f"    {r['tool']:28s} {r['setting']:14s} {r['seconds']:7.3f} s {r['hvps']:5d} HVPs  rel err {r['rel_error']:.1e}")
+        print(f"    {r['tool']:28s} {r['setting']:14s} {r['seconds']:7.3f} s {r['hvps']:5d} HVPs  "
+              f"rel err {r['rel_error']:.1e}")
     if "samcli lanczos" in best:
         mine = best["samcli lanczos"]["seconds"]
         print("    time to 1e-4, peer / samcli: " + ", ".join(
@@ -148,7 +149,8 @@ def mlp_hvp_cost(objective, theta, data, found: dict, skipped: dict, repeats: in
         py = found["pyhessian"].hessian(model, criterion, data=(x, y), cuda=False)   # its fastest mode
         vs = [torch.randn_like(p) for p in py.params]
         c["pyhessian_hvp_s"], _ = timed(lambda: module.hessian_vector_product(py.gradsH, py.params, vs), repeats)
-        c["pyhessian_setup_s"], _ = timed(lambda: found["pyhessian"].hessian(model, criterion, data=(x, y), cuda=False), 1)
+        c["pyhessian_setup_s"], _ = timed(
+            lambda: found["pyhessian"].hessian(model, criterion, data=(x, y), cuda=False), 1)
     if "hessian-eigenthings" in found:
         he = found["hessian-eigenthings"]
         he_op = he.HessianOperator(model, [(x, y)], he.supervised_loss(criterion))
@@ -165,7 +167,8 @@ def mlp_hvp_cost(objective, theta, data, found: dict, skipped: dict, repeats: in
     return c
 
 
-def mlp_trace_rows(objective, theta, data, tr_ref: float, c: dict, found: dict, skipped: dict, seeds: int) -> list[dict]:
+def mlp_trace_rows(objective, theta, data, tr_ref: float, c: dict, found: dict, skipped: dict,
+                   seeds: int) -> list[dict]:
     """(b): mean |Tr error| and median seconds per tool at equal wall-time budgets."""
     model, x, y, D = objective.module, data.inputs, data.targets, objective.dim
     criterion = nn.CrossEntropyLoss()
@@ -241,7 +244,8 @@ def conv_case(name: str, model_cfg: dict, steps: int, found: dict, skipped: dict
         if all(r is not None for r in runs):
             value, t_backpack = runs[-1][0], statistics.median(t for _, t in runs)
             case.update(backpack_trace=value, backpack_seconds=t_backpack,
-                        rel_diff_vs_backpack=abs(mine.value - value) / abs(value), samcli_over_backpack=t_samcli / t_backpack)
+                        rel_diff_vs_backpack=abs(mine.value - value) / abs(value),
+                        samcli_over_backpack=t_samcli / t_backpack)
             print(f"    BackPACK DiagGGNExact sum = {value:.6f} in {t_backpack:.3f} s: rel diff "
                   f"{case['rel_diff_vs_backpack']:.1e}, samcli / BackPACK time {case['samcli_over_backpack']:.2f}x")
     estimates = []
@@ -383,7 +387,8 @@ def report_lines(record: dict) -> list[str]:
                   f"Reference (float64): lambda_1 = {ref['lambda_1']:.6f}, Tr = {ref['trace']:.4f}.", "",
                   "(a) fastest run with lambda_1 within 1e-4 relative:", ""] + lambda_table(r["a_best_within_1e-4"])
         lines += ["", f"(b) mean |Tr error| over {r['seeds']} seeds at equal wall-time budgets:", "",
-                  "| budget (PyHessian HVPs) | tool | matvecs | mean abs error | median seconds |", "|---|---|---|---|---|"]
+                  "| budget (PyHessian HVPs) | tool | matvecs | mean abs error | median seconds |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {b['budget_pyhessian_hvps']} | {b['tool']} | {b['matvecs']} | {b['mean_abs_error']:.3g} | "
                   f"{b['median_seconds']:.3f} |" for b in r["b_trace"]]
         c = r["c_hvp_cost"]
@@ -397,23 +402,28 @@ def report_lines(record: dict) -> list[str]:
               "| model | D | samcli Tr | samcli s | BackPACK Tr | BackPACK s | rel. diff | samcli / BackPACK time |",
               "|---|---|---|---|---|---|---|---|"]
     for case in record["conv"]:
-        lines.append(f"| {case['model']} | {case['parameters']} | {case['samcli_trace']:.6f} | {case['samcli_seconds']:.2f} | "
-                     + (f"{case['backpack_trace']:.6f} | {case['backpack_seconds']:.2f} | {case['rel_diff_vs_backpack']:.1e} | "
-                        f"**{case['samcli_over_backpack']:.2f}x** |" if "backpack_trace" in case else "skipped | | | |"))
-    lines += ["", "samcli's path: " + "; ".join(f"{c['model']}: {c['samcli_path']}" for c in record["conv"]) + ".", "",
-              "curvlinops' stochastic estimators of Tr(H) for scale (mean |relative error| against the exact value):", "",
-              "| model | tool | HVPs | seeds | mean rel. error | median seconds |", "|---|---|---|---|---|---|"]
+        lines.append(f"| {case['model']} | {case['parameters']} | {case['samcli_trace']:.6f} | "
+                     f"{case['samcli_seconds']:.2f} | "
+                     + (f"{case['backpack_trace']:.6f} | {case['backpack_seconds']:.2f} | "
+                        f"{case['rel_diff_vs_backpack']:.1e} | **{case['samcli_over_backpack']:.2f}x** |"
+                        if "backpack_trace" in case else "skipped | | | |"))
+    lines += ["", "samcli's path: " + "; ".join(f"{c['model']}: {c['samcli_path']}" for c in record["conv"]) + ".",
+              "", "curvlinops' stochastic estimators of Tr(H) for scale (mean |relative error| against the exact "
+              "value):", "", "| model | tool | HVPs | seeds | mean rel. error | median seconds |",
+              "|---|---|---|---|---|---|"]
     lines += [f"| {c['model']} | {e['tool']} | {e['matvecs']} | {e['seeds']} | {e['mean_abs_rel_error']:.2e} | "
               f"{e['median_seconds']:.2f} |" for c in record["conv"] for e in c["trace_estimators"]]
     for case in record["conv"]:
         if "a_best_within_1e_4" in case:
-            lines += ["", f"(e) {case['model']}, D = {case['parameters']}: lambda_1 (float64) = {case['lambda_1']:.6f}; "
+            lines += ["", f"(e) {case['model']}, D = {case['parameters']}: "
+                      f"lambda_1 (float64) = {case['lambda_1']:.6f}; "
                       "fastest run within 1e-4 relative:", ""] + lambda_table(case["a_best_within_1e_4"])
     lines += ["", "(f) tiny instances, float64, 64 examples: trace of the dense Hessian (torch.func.hessian) against "
               "the exact Tr(G):", "", "| model | D | dense Tr(H) | samcli rel. error | BackPACK rel. error |",
               "|---|---|---|---|---|"]
     lines += [f"| {t['model']} | {t['parameters']} | {t['dense_trace']:.10f} | {t['samcli_rel_error']:.1e} | "
-              + (f"{t['backpack_rel_error']:.1e} |" if "backpack_rel_error" in t else "skipped |") for t in record["tiny"]]
+              + (f"{t['backpack_rel_error']:.1e} |" if "backpack_rel_error" in t else "skipped |")
+              for t in record["tiny"]]
     return lines + [""]
 
 

@@ -276,7 +276,8 @@ def measure_loops(steps: int, repeats: int, device: str) -> list[dict]:
 
 
 def loop_table(rows: list[dict]) -> str:
-    lines = ["| loop (batch 1) | ms/step | ratio to sgd (same loop) | ratio to eager | cpu ms/step | cpu ratio to eager |",
+    lines = ["| loop (batch 1) | ms/step | ratio to sgd (same loop) | ratio to eager | cpu ms/step "
+             "| cpu ratio to eager |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['loop']} | {r['ms_per_step']:.3f} | {r['ratio_to_sgd_same_loop']:.2f}x | "
@@ -364,7 +365,8 @@ def main(argv=None) -> int:
           f"Median of {args.repeats} timed steps per method (round-robin in blocks of {args.block}) after "
           f"{args.warmup} warm-up steps; {machine['gpu'] or machine['cpu']}, torch {machine['torch']}, "
           f"threads: {machine['threads']}, "
-          f"device {machine['device']}. A step is the method's direction at a bound parameter vector + finiteness check + "
+          f"device {machine['device']}. A step is the method's direction at a bound parameter vector "
+          f"+ finiteness check + "
           f"`torch.optim.SGD.step`, as in `samcli.train.train`. Load average after the run: "
           f"{machine['load_average_after']} on {machine['cpu_count']} CPUs (numbers from a busy machine are noisy).\n")
     (args.out / "step_time.md").write_text(md)
@@ -372,7 +374,8 @@ def main(argv=None) -> int:
     print(loop_table(loops))
     print(f"m-SAM/SGD (m=1, b=128): {msam:.2f}x factorized, {msam_vmapped:.1f}x vmapped (MLP); "
           f"{msam_cnn:.2f}x, {msam_cnn_vmapped:.1f}x (CNN); 1-SAM b=1 samcli/eager: {one_sam_ratio:.2f}x")
-    print(f"\nSAM/SGD at b=128: {sam:.2f}x wall, {sam_cpu:.2f}x cpu ({verdict} target <= {TARGET}x); full batch: {sam_full:.2f}x")
+    print(f"\nSAM/SGD at b=128: {sam:.2f}x wall, {sam_cpu:.2f}x cpu ({verdict} target <= {TARGET}x); "
+          f"full batch: {sam_full:.2f}x")
     print(f"wrote {args.out / 'step_time.json'} and {args.out / 'step_time.md'}")
     return 0
 

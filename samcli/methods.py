@@ -1,7 +1,7 @@
 """The method registry: each method is one `Method` entry (name, help, parameters, rules, direction).
 
 Config validation, task building, grid expansion, the CLI's help and the paper read this registry,
-so adding a method is one entry in `REGISTRY`. The update rules (see PAPER.md, "Update rules"),
+so adding a method is one entry in `REGISTRY`. The update rules (see docs/methods.md),
 each returning the direction handed to the base optimizer:
   sgd        d = grad L_B(x)                                   (B = all examples: GD)
   sam        d = grad L_B(x + rho g/||g||),  g = grad L_B(x)   (same batch B for both)

@@ -47,6 +47,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], outputs: int) ->
 
 
 def mlp(features: int, widths: list[int], outputs: int, activation=nn.ReLU) -> nn.Sequential:
+    """A flattening MLP: Linear + activation for each width, then a Linear layer to `outputs`."""
     layers: list[nn.Module] = [nn.Flatten()]
     for width in widths:
         layers += [nn.Linear(features, width), activation()]
@@ -64,6 +65,7 @@ def _norm(kind: str, channels: int, dims: int = 2) -> nn.Module:
 
 
 def cnn(in_channels: int, channels: list[int], outputs: int, norm: str, activation=nn.ReLU) -> nn.Sequential:
+    """A 2-D CNN: per width a 3x3 conv, norm, activation, 2x2 max-pool; global average pool, Linear head."""
     layers: list[nn.Module] = []
     for width in channels:
         layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=norm == "none"), _norm(norm, width),
@@ -100,6 +102,7 @@ class DiagLinear(nn.Module):
         self.v = nn.Parameter(torch.full((features, outputs), init))
 
     def forward(self, x):
+        """The outputs x @ (u * v) for a batch x (flattened per example)."""
         return x.flatten(1) @ (self.u * self.v)
 
 

@@ -11,9 +11,10 @@ A task is anything that provides per-example losses of (params dict, buffers, in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +34,15 @@ _run_backward = getattr(getattr(torch.autograd.Variable, "_execution_engine", No
 
 @dataclass(frozen=True)
 class Batch:
+    """Inputs and targets of a set of examples, first dimension the example."""
     inputs: Tensor
     targets: Tensor
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
-    def take(self, index: Tensor | slice) -> "Batch":
+    def take(self, index: Tensor | slice) -> Batch:
+        """The examples at `index` (integer or boolean tensor, or a slice) as a new Batch."""
         if isinstance(index, Tensor) and not index.is_floating_point() and index.dtype != torch.bool:
             # same gather as inputs[index], without the generic indexing machinery
             if index.dim() == 1:        # what the samplers draw: no reshaping (a third of the cost)
@@ -52,20 +55,23 @@ class Batch:
                          targets.reshape((*index.shape, *targets.shape[1:])))
         return Batch(self.inputs[index], self.targets[index])
 
-    def chunks(self, size: int) -> Iterator["Batch"]:
+    def chunks(self, size: int) -> Iterator[Batch]:
+        """Consecutive batches of at most `size` examples covering this one (itself when it fits)."""
         if 0 < len(self) <= size:    # the usual mini-batch: itself, not a sliced copy of its views
             yield self
             return
         for start in range(0, len(self), size):
             yield self.take(slice(start, start + size))
 
-    def to(self, device=None, dtype=None) -> "Batch":
+    def to(self, device=None, dtype=None) -> Batch:
+        """The batch on `device`, floating-point tensors cast to `dtype` (integer tensors keep theirs)."""
         inputs = self.inputs.to(device=device, dtype=dtype if self.inputs.is_floating_point() else None)
         targets = self.targets.to(device=device, dtype=dtype if self.targets.is_floating_point() else None)
         return Batch(inputs, targets)
 
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-example cross-entropy of logits `outputs` against class labels `targets`."""
     return F.cross_entropy(outputs, targets, reduction="none")
 
 
@@ -114,6 +120,7 @@ class StatelessCall:
                 self.slots.append((module.get_submodule(owner), table, attr, canonical[id(tensor)]))
 
     def __call__(self, params: dict[str, Tensor], buffers: dict[str, Tensor], inputs: Tensor) -> Tensor:
+        """The module's outputs on `inputs` with `params` and `buffers` swapped in for the call."""
         saved = []
         try:
             for owner, table, attr, name in self.slots:
@@ -163,7 +170,7 @@ class Objective:
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_module(cls, module: nn.Module, loss: str | Callable = "cross-entropy") -> tuple["Objective", Tensor]:
+    def from_module(cls, module: nn.Module, loss: str | Callable = "cross-entropy") -> tuple[Objective, Tensor]:
         """Wrap a module and a loss; returns the objective and the module's current flat parameters."""
         output_loss = LOSSES[loss] if isinstance(loss, str) else loss
         named = dict(module.named_parameters())
@@ -180,10 +187,14 @@ class Objective:
 
     # ---- flat <-> named ----------------------------------------------------------------------
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """The flat vector `theta` as named views shaped like the module's parameters."""
         pieces = theta.split_with_sizes(self.sizes)      # torch.split's Python dispatch costs as much
         return {n: p.view(s) for n, p, s in zip(self.names, pieces, self._view_shapes)}
 
     def load_into_module(self, theta: Tensor) -> None:
+        """Copy the flat vector `theta` into the module's parameters, in place."""
+        if self.module is None:
+            raise TypeError("load_into_module needs an objective built from a module (Objective.from_module)")
         with torch.no_grad():
             for name, value in self.unflatten(theta).items():
                 self.module.get_parameter(name).copy_(value)
@@ -228,11 +239,13 @@ class Objective:
         return {k: v.requires_grad_(True) for k, v in self.unflatten(theta.detach()).items()}
 
     def set_training(self, training: bool) -> None:
+        """Put the module (if any) in training or eval mode."""
         if self.module is not None:
             self.module.train(training)
 
     # ---- the loss ----------------------------------------------------------------------------
     def per_example_losses(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
+        """The vector of L_k(theta) for the examples of `batch`."""
         return self.named_loss(self.unflatten(theta), batch, buffers, reduce=False)
 
     def named_loss(self, params: dict[str, Tensor], batch: Batch, buffers: Optional[dict] = None,
@@ -247,9 +260,13 @@ class Objective:
         return losses.view(()) if losses.numel() == 1 else losses.mean()
 
     def loss(self, theta: Tensor, batch: Batch, buffers: Optional[dict] = None) -> Tensor:
+        """L(theta): the mean of the per-example losses over `batch`."""
         return self.per_example_losses(theta, batch, buffers).mean()
 
     def outputs(self, theta: Tensor, inputs: Tensor) -> Tensor:
+        """The model's outputs f(theta) on `inputs`, with the objective's buffers."""
+        if self.call is None:
+            raise TypeError("outputs needs an objective built from a module (Objective.from_module)")
         return self.call(self.unflatten(theta), self.buffers, inputs)
 
     # ---- full-data passes, chunked so memory stays bounded -----------------------------------
@@ -262,13 +279,15 @@ class Objective:
             if bound is not None:
                 return self._bound_value_and_grad(bound, data, buffers)
             return self._chunk_value_and_grad(theta, data, buffers, None)
-        total_loss, total_grad = None, None
+        total_loss: Optional[Tensor] = None
+        total_grad: Optional[Tensor] = None
         for chunk in data.chunks(chunk_size):
             value, g = self._chunk_value_and_grad(theta, chunk, buffers, len(chunk) / n)
-            if total_grad is None:
+            if total_loss is None or total_grad is None:
                 total_loss, total_grad = value, g
             else:
                 total_loss, total_grad = total_loss + value, total_grad.add_(g)
+        assert total_loss is not None and total_grad is not None    # n > chunk_size: at least one chunk
         return total_loss, total_grad
 
     def value_and_lazy_grad(self, theta: Tensor, data: Batch, chunk_size: int,
@@ -300,7 +319,8 @@ class Objective:
         return value.detach(), self._leaf_gradient(value, leaves)
 
     def _chunk_forward(self, theta: Tensor, chunk: Batch, buffers: Optional[dict],
-                       weight: Optional[float]) -> tuple[Tensor, list[Tensor]]:
+                       weight: Optional[float]) -> tuple[Tensor, Sequence[Tensor]]:
+        leaves: Sequence[Tensor]
         with torch.enable_grad():
             bound = self._bound_entry(theta)
             if bound is not None:
@@ -312,30 +332,33 @@ class Objective:
             return (value if weight is None else value * weight), leaves
 
     @staticmethod
-    def _leaf_gradient(value: Tensor, leaves: list[Tensor]) -> Tensor:
+    def _leaf_gradient(value: Tensor, leaves: Sequence[Tensor]) -> Tensor:
         grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
         return torch.cat([part.reshape(-1) for part in grads])
 
     def grad(self, theta: Tensor, data: Batch, chunk_size: int, buffers: Optional[dict] = None) -> Tensor:
+        """grad L(theta) over `data`, accumulated chunk by chunk."""
         return self.value_and_grad(theta, data, chunk_size, buffers)[1]
 
     @torch.no_grad()
     def evaluate_loss(self, theta: Tensor, data: Batch, chunk_size: int) -> float:
+        """L(theta) over `data` as a float, chunk by chunk and without a graph."""
         return sum(self.per_example_losses(theta, c).sum().item() for c in data.chunks(chunk_size)) / len(data)
 
     @torch.no_grad()
     def evaluate(self, theta: Tensor, data: Batch, chunk_size: int) -> dict[str, float]:
         """Mean loss and (for classification) accuracy over `data`."""
-        total, correct = 0.0, 0
-        classify = self.module is not None and not data.targets.is_floating_point()
+        total, correct = 0.0, 0.0
+        classifies = self.module is not None and not data.targets.is_floating_point()
+        output_loss = self.output_loss if classifies else None      # None: the mean loss only
         for chunk in data.chunks(chunk_size):
-            if classify:
+            if output_loss is not None:
                 outputs = self.outputs(theta, chunk.inputs)
-                total += self.output_loss(outputs, chunk.targets).sum().item()
+                total += output_loss(outputs, chunk.targets).sum().item()
                 correct += (outputs.argmax(-1) == chunk.targets).sum().item()
             else:
                 total += self.per_example_losses(theta, chunk).sum().item()
         result = {"loss": total / len(data)}
-        if classify:
+        if output_loss is not None:
             result["accuracy"] = correct / len(data)
         return result

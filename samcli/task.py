@@ -16,6 +16,7 @@ from .objective import Batch, Objective
 
 @dataclass
 class Task:
+    """What training and measurement need: the objective, initial parameters, train and test data."""
     objective: Objective
     theta: Tensor            # initial flat parameters
     train: Batch
@@ -24,6 +25,7 @@ class Task:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for 'auto', 'cpu' or 'cuda' (refused when no CUDA device is visible)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -32,6 +34,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_task(cfg: TrainConfig) -> Task:
+    """The model, data and objective a TrainConfig describes, validated, on its device and dtype."""
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     splits = load_data(cfg.data, seed=cfg.seed)
     n = len(splits.train)

@@ -1,6 +1,6 @@
 """Update rules (samcli.methods) against hand computations, closed forms and finite differences.
 
-PAPER.md, "Update rules": sgd, sam, usam, msam (m-sharpness), ascent-gd (exact gradient of the
+docs/methods.md: sgd, sam, usam, msam (m-sharpness), ascent-gd (exact gradient of the
 ascent-direction loss), the g = 0 guard, and BatchNorm statistics from the unperturbed pass only.
 """
 from __future__ import annotations

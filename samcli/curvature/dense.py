@@ -25,18 +25,20 @@ def dense_hessian(objective: Objective, theta: Tensor, data: Batch, chunk_size: 
     # functional_call swaps in every parameter and buffer, so float64 inputs give float64 arithmetic.
     total = torch.zeros(objective.dim, objective.dim, dtype=torch.float64, device=theta.device)
     for chunk in data64.chunks(chunk_size):
-        total += hessian(lambda t: objective.loss(t, chunk, buffers))(theta64) * (len(chunk) / len(data))
+        total += hessian(lambda t, chunk=chunk: objective.loss(t, chunk, buffers))(theta64) * (len(chunk) / len(data))
     return total
 
 
 @dataclass(frozen=True)
 class Spectrum:
+    """The eigendecomposition of a dense Hessian and the spectral quantities the notions need."""
     eigenvalues: Tensor      # ascending, float64
     eigenvectors: Tensor     # columns
     zero_tol: float          # eigenvalues <= zero_tol * lambda_1 count as zero
 
     @property
     def lambda_1(self) -> float:
+        """The largest eigenvalue."""
         return self.eigenvalues[-1].item()
 
     @property
@@ -47,13 +49,16 @@ class Spectrum:
 
     @property
     def rank(self) -> int:
+        """The number of eigenvalues above zero_tol * lambda_1."""
         return int((self.eigenvalues > self.zero_tol * max(self.lambda_1, 0.0)).sum())
 
     @property
     def trace(self) -> float:
+        """The sum of all eigenvalues."""
         return self.eigenvalues.sum().item()
 
 
 def spectrum(matrix: Tensor, zero_tol: float = 1e-6) -> Spectrum:
+    """The float64 eigendecomposition (ascending) of a symmetric matrix, with its zero tolerance."""
     values, vectors = torch.linalg.eigh(matrix.to(torch.float64))
     return Spectrum(values, vectors, zero_tol)

@@ -36,6 +36,7 @@ class HessianOperator:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """The operator's shape (D, D)."""
         return (self.dim, self.dim)
 
     def _gradient_graphs(self):
@@ -56,6 +57,7 @@ class HessianOperator:
             yield from graphs
 
     def matvec(self, v: Tensor) -> Tensor:
+        """H v for one vector v of length D, in the parameters' dtype."""
         self.matvecs += 1
         v = v.to(self.theta.dtype)      # callers may keep their vectors in float64
         out = torch.zeros_like(self.theta)

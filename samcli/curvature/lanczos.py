@@ -11,8 +11,8 @@ convergence is checked without extra products.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -20,6 +20,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class LanczosResult:
+    """Top-k Ritz pairs of S operators with their residuals, error bounds and the products spent."""
     eigenvalues: Tensor     # (S, k) largest first
     eigenvectors: Tensor    # (S, k, D), unit norm, float64
     residuals: Tensor       # (S, k) ||H v - lambda v|| (Ritz estimate)
@@ -38,6 +39,8 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, *, k: int = 1, batch: 
     eigenvalues accurate to far better than 1e-4.
     """
     max_iter = min(max_iter, dim)
+    if max_iter < 1:
+        raise ValueError(f"lanczos needs max_iter >= 1 and dim >= 1 (got max_iter={max_iter}, dim={dim})")
     q = start.to(torch.float64) if start is not None else torch.randn(
         batch, dim, generator=generator, dtype=torch.float64).to(device)
     q = q / q.norm(dim=1, keepdim=True)
@@ -62,6 +65,7 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, *, k: int = 1, batch: 
         if bool(result.converged.all()) or exhausted:
             break
         q = w.div_(beta.clamp_min(1e-300).unsqueeze(1))
+    assert result is not None       # the loop ran at least once (max_iter >= 1)
     # the Ritz vectors, O(S j D), only once at the end
     return replace(result, eigenvectors=torch.einsum("sjk,sjd->skd", result.eigenvectors, basis[:, :result.iterations]))
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class TraceEstimate:
+    """A trace estimate, its standard error, the path that produced it and the products it cost."""
     value: float
     stderr: float           # standard error of the stochastic part (0 for an exact value)
     method: str             # "ggn+block-hutchinson", "hutch++" or "exact"
@@ -29,6 +30,7 @@ class TraceEstimate:
 
 
 def rademacher(count: int, dim: int, generator: torch.Generator, dtype, device) -> Tensor:
+    """`count` random sign vectors of length `dim` (entries +-1) drawn from `generator`."""
     return (torch.randint(0, 2, (count, dim), generator=generator) * 2 - 1).to(dtype=dtype, device=device)
 
 

@@ -8,8 +8,9 @@ reads its settings from the packaged paper/configs/NAME.yaml.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 from ..config import ConfigError
 from .configs import load_study_config
@@ -27,7 +28,8 @@ STUDIES = {s.name: s for s in [
           Figure1Config, figure1),
     Study("bias", "Thm 4.2 / Table 1: minimizers of L^Max, L^Asc, L^Avg (line search) go to argmin F1, F2, F1+F2 "
           "as rho shrinks", BiasConfig, bias),
-    Study("quadratic", "full-batch SAM on 0.5 x^T A x: ||x_t|| -> eta rho lambda_1/(2 - eta lambda_1), direction -> v_1",
+    Study("quadratic",
+          "full-batch SAM on 0.5 x^T A x: ||x_t|| -> eta rho lambda_1/(2 - eta lambda_1), direction -> v_1",
           QuadraticConfig, quadratic_study),
     Study("timescale", "drift along the manifold scales with eta rho^2 t: halving rho needs 4x the steps",
           TimescaleConfig, timescale),
@@ -41,6 +43,7 @@ STUDIES = {s.name: s for s in [
 
 
 def study_named(name: str) -> Study:
+    """The registered study called `name`; an unknown name is a ConfigError listing the studies."""
     if name not in STUDIES:
         raise ConfigError(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all (see --list)")
     return STUDIES[name]

@@ -6,9 +6,10 @@ unreadable file is a ConfigError, never a silent fall-back to the defaults.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..config import ConfigError, apply_override, build_dataclass, load_yaml
 
@@ -25,6 +26,7 @@ def packaged_config(name: str) -> Path:
 
 def load_study_config(cls, name: str, path: Optional[Path] = None, quick: bool = False,
                       overrides: Sequence[str] = ()):
+    """A study's config dataclass from its YAML (packaged or `path`), quick part and overrides, validated."""
     path = Path(path) if path is not None else packaged_config(name)
     raw = load_yaml(path)
     quick_part = raw.pop("quick", None) or {}

@@ -27,8 +27,9 @@ c^2 <= ab makes Delta lambda_1 / Delta Tr = a/c for SAM at least c/b for 1-SAM (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -38,7 +39,6 @@ from ..config import SamcliError
 from ..curvature.lanczos import lanczos
 from ..objective import Batch, Objective, squared_error
 from .toys import Figure1Toy
-
 
 # ---- Setting 5.1 ---------------------------------------------------------------------------------------
 
@@ -50,13 +50,15 @@ class Regression:
 
     @property
     def examples(self) -> int:
+        """The number of training examples n."""
         return self.targets.shape[0]
 
     def loss(self, x: Tensor) -> Tensor:
+        """L(x) = (1/n) sum_k 1/2 ||f_k(x) - y_k||^2."""
         return 0.5 * (self.outputs(x) - self.targets).pow(2).sum() / self.examples
 
     @classmethod
-    def from_objective(cls, objective: Objective, data: Batch) -> "Regression":
+    def from_objective(cls, objective: Objective, data: Batch) -> Regression:
         """A model task trained with loss "mse" on `data` (the same loss as objective.loss, tested)."""
         if objective.module is None or objective.output_loss is not squared_error:
             raise SamcliError("the drift directions need Setting 5.1: a model objective with loss 'mse'")
@@ -89,7 +91,8 @@ class TangentProjector:
     normal_basis: Tensor
 
     @classmethod
-    def from_jacobian(cls, J: Tensor, rank_tol: float = 1e-10) -> "TangentProjector":
+    def from_jacobian(cls, J: Tensor, rank_tol: float = 1e-10) -> TangentProjector:
+        """The projector onto the null space of J (Gamma's tangent space), from a reduced QR of J^T."""
         m, dim = J.shape
         if m >= dim:
             raise SamcliError(f"{m} outputs but only {dim} parameters: Gamma has no tangent space "
@@ -102,22 +105,26 @@ class TangentProjector:
         return cls(q)
 
     def __call__(self, v: Tensor) -> Tensor:
+        """P v: v minus its component in the row space of J."""
         q = self.normal_basis
         return v - q @ (q.T @ v.to(q.dtype))
 
 
 def tangent_projector(model: Regression, x: Tensor) -> TangentProjector:
+    """The tangent projector of Gamma at x, from the output Jacobian there."""
     return TangentProjector.from_jacobian(output_jacobian(model, x.detach()))
 
 
 # ---- the two regularizers' gradients ---------------------------------------------------------------------
 
 def hessian_vector_product(model: Regression, x: Tensor, v: Tensor) -> Tensor:
+    """H(x) v for the regression loss, by forward-over-reverse differentiation."""
     return jvp(grad(model.loss), (x.detach(),), (v.to(x.dtype),))[1]
 
 
 @dataclass(frozen=True)
 class TopEigenpair:
+    """lambda_1 and v_1 of H at a point, with the Lanczos residual and whether it converged."""
     value: float
     vector: Tensor           # unit norm
     residual: float          # ||H v - lambda v||
@@ -159,6 +166,7 @@ def cosine(a: Tensor, b: Tensor) -> float:
 
 @dataclass(frozen=True)
 class DriftDirection:
+    """How a run's drift along Gamma compares with the two limiting flows at one point."""
     cos_lambda_1: float      # cos(P (x_t - x_s), -P grad lambda_1): near 1 for full-batch SAM (Thm 4.5)
     cos_trace: float         # cos(P (x_t - x_s), -P grad Tr): near 1 for 1-SAM (Thm 5.4)
     a: float                 # ||P grad lambda_1||^2
@@ -180,6 +188,7 @@ class DriftDirection:
         return (-self.c / 2, -self.b / 2)
 
     def to_dict(self) -> dict:
+        """The fields and the two flows' rates as a plain dict (for JSON)."""
         return {**self.__dict__, "sam_rates": self.sam_rates, "one_sam_rates": self.one_sam_rates}
 
 
@@ -191,11 +200,15 @@ def drift_direction(model: Regression, x_s: Tensor, x_t: Tensor, *, at: Optional
     normal component (SAM's oscillation across Gamma) is removed by P and reported apart."""
     point = (x_s if at is None else at).detach()
     project = tangent_projector(model, point)
-    pair = top_eigenpair(model, point, seed=seed) if v1 is None else None
-    if pair is not None and not pair.converged:
-        raise SamcliError(f"Lanczos did not converge for v1 (residual {pair.residual:.2e}); lambda_1 may be "
-                          f"degenerate here, where grad lambda_1 is undefined")
-    direction = pair.vector if pair is not None else v1 / v1.norm()
+    pair = None
+    if v1 is None:
+        pair = top_eigenpair(model, point, seed=seed)
+        if not pair.converged:
+            raise SamcliError(f"Lanczos did not converge for v1 (residual {pair.residual:.2e}); lambda_1 may be "
+                              f"degenerate here, where grad lambda_1 is undefined")
+        direction = pair.vector
+    else:
+        direction = v1 / v1.norm()
     p_lambda = project(grad_lambda_1(model, point, direction))
     p_trace = project(grad_trace(model, point))
     step = (x_t - x_s).detach().to(point.dtype)

@@ -7,7 +7,7 @@ approximate minimizers of
     L^Asc_rho(x) = L(x + rho g/||g||),  g = grad L(x)    -> argmin on Gamma of lambda_M / 2 = F2
     L^Avg_rho(x) = E_{u uniform on S^3} L(x + rho u)     -> argmin on Gamma of Tr / (2D) = (F1 + F2)/4
 
-and L_rho / rho^2 tends to those limits' infima (PAPER.md, "The three sharpness notions"; on Gamma
+and L_rho / rho^2 tends to those limits' infima (docs/notions.md, "The rho -> 0 limits"; on Gamma
 H = diag(0, 0, 2 F1, 2 F2), D = 4). So each loss is minimized itself, by L-BFGS with a strong-Wolfe
 line search in float64: fixed-step GD stalls on L^Asc (curvature rho^2/dist^2 near Gamma).
 
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -134,6 +134,7 @@ def average_loss(toy: Figure1Toy, x: Tensor, rho: float, directions: Tensor = SP
 
 
 def check_notion(notion: str, rho: float = 1.0) -> None:
+    """Refuse an unknown notion name or a radius rho <= 0 with a SamcliError."""
     if notion not in NOTIONS:
         raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(NOTIONS)}")
     if not rho > 0:
@@ -207,6 +208,7 @@ class BiasResult:
     grad_norm: float                   # ||grad L_rho(end)||: need not vanish (kink of L^Max, inf of L^Asc)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (for JSON)."""
         return dict(self.__dict__)
 
 
@@ -238,9 +240,9 @@ def minimize(toy: Figure1Toy, notion: str, rho: float, start: Sequence[float] = 
     while not converged and state.get("n_iter", 0) < max_iter:
         before = state.get("n_iter", 0)
         opt.step(closure)
-        value = float(loss_and_grad(toy, notion, to_x(z.detach()), rho)[0]) / rho ** 2
-        converged = state["n_iter"] - before < ROUND or previous - value <= STALL * max(1.0, abs(value))
-        previous = value
+        scaled = float(loss_and_grad(toy, notion, to_x(z.detach()), rho)[0]) / rho ** 2
+        converged = state["n_iter"] - before < ROUND or previous - scaled <= STALL * max(1.0, abs(scaled))
+        previous = scaled
     end = to_x(z.detach())
     value, grad = loss_and_grad(toy, notion, end, rho)
     target_name, limit_name, limit = TARGETS[notion]

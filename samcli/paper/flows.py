@@ -15,8 +15,9 @@ loss that training descends (torch.func.hessian), and grad S is its derivative b
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -65,14 +66,17 @@ class ManifoldFlow:
         return torch.stack([r if r is not None else torch.zeros_like(x) for r in rows])
 
     def hessian(self, x: Tensor) -> Tensor:
+        """The dense float64 Hessian H(x) of the objective over its data."""
         with torch.enable_grad():
             leaf = x.detach().to(torch.float64).requires_grad_(True)
             return self._hessian_graph(leaf).detach()
 
     def value(self, x: Tensor) -> float:
+        """The regularizer S(H(x)) (lambda_1, lambda_M or Tr) at x."""
         return float(_regularizer_value(self.hessian(x), self.regularizer, self.zero_tol))
 
     def tangent_basis(self, x: Tensor) -> Tensor:
+        """An orthonormal basis (columns) of the null space of H(x): Gamma's tangent space at x."""
         values, vectors = torch.linalg.eigh(self.hessian(x))
         null = values.abs() <= self.zero_tol * values.abs().max().clamp_min(1e-300)
         return vectors[:, null]
@@ -113,7 +117,7 @@ class ManifoldFlow:
         x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         return self.project(x) if self.project is not None else x
 
-    def integrate(self, x0: Tensor, taus: Sequence[float], dt: float = 0.01) -> "FlowPath":
+    def integrate(self, x0: Tensor, taus: Sequence[float], dt: float = 0.01) -> FlowPath:
         """X(tau) at each requested tau (ascending, >= 0) by RK4 with steps of at most dt."""
         taus = sorted(float(t) for t in taus)
         if taus and taus[0] < 0:
@@ -132,6 +136,7 @@ class ManifoldFlow:
 
 @dataclass(frozen=True)
 class FlowPath:
+    """A limiting flow's points at the requested tau, for one regularizer."""
     regularizer: str
     taus: tuple[float, ...]
     points: Tensor           # (len(taus), D), float64

@@ -23,6 +23,7 @@ def _save(fig, path: Path) -> list[str]:
 # ---- figure1 ------------------------------------------------------------------------------------------
 
 def figure1_trajectories(path: Path, toy, runs, flows, minimizers, cfg) -> list[str]:
+    """Each run's (x1, x2) path over contours of F1, F2 and F1 + F2, flows dashed; the file names."""
     xs = [float(t[0]) for run in runs.values() for t in run.thetas] + [p[0] for p in minimizers.values()]
     ys = [float(t[1]) for run in runs.values() for t in run.thetas] + [p[1] for p in minimizers.values()]
     pad_x, pad_y = 0.2 * (max(xs) - min(xs) + 0.2), 0.2 * (max(ys) - min(ys) + 0.2)
@@ -65,6 +66,7 @@ def figure1_trajectories(path: Path, toy, runs, flows, minimizers, cfg) -> list[
 
 
 def figure1_sharpness(path: Path, runs, tau_per_step: float) -> list[str]:
+    """lambda_1, lambda_M, Tr and the alignment of each run against tau; the file names."""
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     keys = [("lambda_1", "lambda_1 (sharpness tool, exact)"), ("lambda_m", "lambda_M"), ("trace", "Tr(H)"),
             ("alignment", "|cos(g, v_1)|")]
@@ -87,6 +89,7 @@ def figure1_sharpness(path: Path, runs, tau_per_step: float) -> list[str]:
 
 
 def figure1_gap(path: Path, rows, pairs) -> list[str]:
+    """Each method's gap |Phi(x_t) - X(tau)| to its flow for every (lr, rho) pair; the file names."""
     methods = sorted({r["method"] for r in rows}, reverse=True)
     fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 4.2), squeeze=False)
     for ax, method in zip(axes[0], methods):
@@ -104,6 +107,7 @@ def figure1_gap(path: Path, rows, pairs) -> list[str]:
 # ---- quadratic ------------------------------------------------------------------------------------------
 
 def quadratic_convergence(path: Path, cases) -> list[str]:
+    """The radius error and 1 - |cos(x_t, v_1)| against the step for each case; the file names."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for case in cases:
         steps = np.array(case["steps"])
@@ -122,6 +126,7 @@ def quadratic_convergence(path: Path, cases) -> list[str]:
 # ---- timescale -----------------------------------------------------------------------------------------
 
 def timescale_drift(path: Path, curves, target: float) -> list[str]:
+    """Drift along Gamma against steps and tau for each method and rho; the file names."""
     methods = sorted({c["method"] for c in curves}, reverse=True)
     fig, axes = plt.subplots(len(methods), 2, figsize=(12, 4 * len(methods)), squeeze=False)
     for row, method in zip(axes, methods):
@@ -142,6 +147,7 @@ def timescale_drift(path: Path, curves, target: float) -> list[str]:
 # ---- network / batch size ------------------------------------------------------------------------------
 
 def network_curves(path: Path, runs: dict, keys, title: str, labels=None, colors=None) -> list[str]:
+    """The recorded `keys` of each run against the step, one panel per key; the file names."""
     cols = min(3, len(keys))
     rows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
@@ -166,9 +172,11 @@ def network_curves(path: Path, runs: dict, keys, title: str, labels=None, colors
 
 
 def batchsize_summary(path: Path, rows) -> list[str]:
+    """Tr, lambda_1 and both alignments against the batch size; the file names."""
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.0))
     xs = [r["n_batch"] for r in rows]
-    for ax, (key, name) in zip(axes, [("lambda_1", "lambda_1"), ("trace", "Tr(H)"), ("alignment", "|cos(g, v_1)| full data"),
+    for ax, (key, name) in zip(axes, [("lambda_1", "lambda_1"), ("trace", "Tr(H)"),
+                                       ("alignment", "|cos(g, v_1)| full data"),
                                        ("batch_alignment", "E_B |cos(g_B, v_1(H_B))|")]):
         ax.plot(xs, [r[key] for r in rows], "o-", label="end")
         if key in ("lambda_1", "trace"):
@@ -214,6 +222,7 @@ def network_study(path: Path, runs: dict, drift_rows, tau_per_step: float, title
 
 
 def alignment_ladder(path: Path, rungs, boundary: float) -> list[str]:
+    """SAM's |cos(g, v_1)| along each rung of the rho/eta ladder; the file names."""
     fig, ax = plt.subplots(1, 1, figsize=(7.5, 4.6))
     for rung in rungs:
         inside = rung["rho/eta"] <= boundary

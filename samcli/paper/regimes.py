@@ -2,7 +2,7 @@
 
 The theorems state their conditions as "sufficiently small" without constants; a study has to read
 them as numbers to say whether its settings qualify. Those readings live here, once, and every
-verdict prints them beside the settings (PAPER.md, "Main theorems"):
+verdict prints them beside the settings (docs/theorems.md, "Verdicts and regimes"):
 
 - Thm 4.5 (full-batch SAM): rho/eta and eta ln(1/rho) small; stable for eta lambda_1 < 1. Read as
   rho/eta <= 0.3 (the alignment argument's condition: outside it alignment, and with it the
@@ -28,6 +28,7 @@ ONE_SAM_LOG_MAX = 1.0
 
 @dataclass(frozen=True)
 class Regime:
+    """A theorem, its condition in words, the settings used and whether they satisfy the condition."""
     theorem: str
     condition: str
     settings: dict = field(default_factory=dict)
@@ -41,6 +42,7 @@ class Regime:
 
 
 def full_batch_sam(eta: float, rho: float, lambda_1: float, theorem: str = "Thm 4.5") -> Regime:
+    """Thm 4.5's regime: rho/eta <= 0.3, eta ln(1/rho) <= 0.5 and eta lambda_1 < 1."""
     settings = {"eta": eta, "rho": rho, "rho/eta": rho / eta, "eta ln(1/rho)": eta * math.log(1 / rho),
                 "eta lambda_1": eta * lambda_1}
     ok = (rho / eta <= RHO_OVER_ETA_MAX and eta * math.log(1 / rho) <= SAM_ETA_LOG_MAX and eta * lambda_1 < 1)
@@ -49,6 +51,7 @@ def full_batch_sam(eta: float, rho: float, lambda_1: float, theorem: str = "Thm 
 
 
 def one_sam(eta: float, rho: float, max_example_lambda: float, theorem: str = "Thm 5.4") -> Regime:
+    """Thm 5.4's regime: (eta + rho) ln(1/(eta rho)) <= 1 and eta max_k lambda_1(H_k) < 1."""
     size = (eta + rho) * math.log(1 / (eta * rho))
     settings = {"eta": eta, "rho": rho, "(eta+rho) ln(1/(eta rho))": size,
                 "eta max_k lambda_1(H_k)": eta * max_example_lambda}
@@ -58,6 +61,7 @@ def one_sam(eta: float, rho: float, max_example_lambda: float, theorem: str = "T
 
 
 def quadratic(eta: float, rho: float, eigenvalues) -> Regime:
+    """Thm 4.8's regime: A positive definite with a unique top eigenvalue and eta lambda_1 < 1."""
     values = sorted(eigenvalues, reverse=True)
     ok = values[-1] > 0 and (len(values) == 1 or values[0] > values[1]) and eta * values[0] < 1
     return Regime("Thm 4.8", "A positive definite with a unique top eigenvalue; eta lambda_1 < 1",
@@ -79,4 +83,5 @@ def observation(**settings) -> Regime:
     return Regime("- (no claim of the paper)", "", settings, None)
 
 
-__all__ = ["Regime", "full_batch_sam", "one_sam", "quadratic", "limit", "precondition", "observation", "RHO_OVER_ETA_MAX"]
+__all__ = ["Regime", "full_batch_sam", "one_sam", "quadratic", "limit", "precondition", "observation",
+           "RHO_OVER_ETA_MAX"]

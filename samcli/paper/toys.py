@@ -1,4 +1,4 @@
-"""The paper's analytic toys as tasks of the engine (PAPER.md, "The paper's only experiment").
+"""The paper's analytic toys as tasks of the engine (docs/theorems.md, "figure1").
 
 Each toy is an `Objective` with per-example losses plus its data, wrapped in a `Task`, so
 `samcli.train.train` runs the real update rules on it exactly as it runs them on a network:
@@ -12,8 +12,9 @@ Each toy is an `Objective` with per-example losses plus its data, wrapped in a `
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -45,12 +46,14 @@ def builtin_F2(x1: Tensor, x2: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Figure1Toy:
+    """The figure-1 toy L = F1 x3^2 + F2 x4^2 for plane functions F1 > F2 > 0."""
     F1: PlaneFn = builtin_F1
     F2: PlaneFn = builtin_F2
     name: str = "builtin"
 
     # -- the task ------------------------------------------------------------------------------------
     def objective(self) -> Objective:
+        """The toy as an Objective with two examples, L_0 = 2 F1 x3^2 and L_1 = 2 F2 x4^2."""
         F1, F2 = self.F1, self.F2
 
         def per_example(params, buffers, inputs, targets):
@@ -64,9 +67,11 @@ class Figure1Toy:
 
     @staticmethod
     def data(dtype=DT) -> Batch:
+        """The toy's data set: the example ids 0 and 1 (targets unused)."""
         return Batch(torch.tensor([0.0, 1.0], dtype=dtype), torch.zeros(2, dtype=dtype))
 
     def task(self, start: Sequence[float], dtype=DT) -> Task:
+        """The toy as a Task started at the 4-vector `start`."""
         theta = torch.as_tensor(list(start), dtype=dtype)
         if theta.shape != (4,):
             raise SamcliError(f"the figure-1 start must be 4 numbers (x1, x2, x3, x4), got {list(start)}")
@@ -75,6 +80,7 @@ class Figure1Toy:
 
     # -- closed forms on Gamma ------------------------------------------------------------------------
     def values(self, x1, x2) -> tuple[Tensor, Tensor]:
+        """F1 and F2 at (x1, x2), in float64."""
         x1, x2 = torch.as_tensor(x1, dtype=DT), torch.as_tensor(x2, dtype=DT)
         return self.F1(x1, x2), self.F2(x1, x2)
 
@@ -101,6 +107,7 @@ class Figure1Toy:
         return float(x[0]), float(x[1])
 
     def minimizers(self, start=(0.0, 0.0)) -> dict[str, tuple[float, float]]:
+        """The minimizers over the plane of F1, F2 and F1 + F2, found from `start`."""
         return {"argmin F1": self.argmin("F1", start), "argmin F2": self.argmin("F2", start),
                 "argmin F1+F2": self.argmin("F1+F2", start)}
 
@@ -150,19 +157,23 @@ def _lbfgs(fn: Callable[[Tensor], Tensor], start, steps: int) -> Tensor:
 
 @dataclass(frozen=True)
 class Quadratic:
+    """L(x) = 0.5 x^T A x with A's eigendecomposition, as D rank-one examples."""
     A: Tensor             # (D, D) symmetric positive definite
     eigenvalues: Tensor   # descending
     eigenvectors: Tensor  # columns, matching eigenvalues
 
     @property
     def lambda_1(self) -> float:
+        """The top eigenvalue of A."""
         return float(self.eigenvalues[0])
 
     @property
     def v1(self) -> Tensor:
+        """The top eigenvector of A."""
         return self.eigenvectors[:, 0]
 
     def objective(self) -> Objective:
+        """The quadratic as an Objective whose example k is 0.5 (a_k . x)^2."""
         def per_example(params, buffers, inputs, targets):
             return 0.5 * (inputs @ params["x"]) ** 2
         return Objective(per_example, {"x": torch.Size([self.A.shape[0]])}, {})
@@ -174,6 +185,7 @@ class Quadratic:
         return Batch(rows.contiguous(), torch.zeros(d, dtype=DT))
 
     def task(self, start: Tensor) -> Task:
+        """The quadratic as a Task started at `start`."""
         data = self.data()
         return Task(self.objective(), start.to(DT).clone(), data, data.take(slice(0, 0)), 0)
 
@@ -197,11 +209,13 @@ def quadratic(eigenvalues: Sequence[float], seed: int = 0) -> Quadratic:
 
 
 def random_unit(dim: int, seed: int) -> Tensor:
+    """A seeded random unit vector of length `dim` in float64."""
     z = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=DT)
     return z / z.norm()
 
 
 def angle_cos(a: Tensor, b: Tensor) -> float:
+    """|cos| of the angle between a and b."""
     return abs(float(a @ b) / (float(a.norm()) * float(b.norm()) + 1e-300))
 
 

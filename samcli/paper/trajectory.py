@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 from torch import Tensor
 
@@ -54,9 +55,11 @@ class Trajectory:
 
     @property
     def theta(self) -> Tensor:
+        """The last recorded parameters."""
         return self.thetas[-1]
 
     def column(self, key: str) -> list:
+        """The value of `key` in every record (None where a record lacks it)."""
         return [r.get(key) for r in self.records]
 
 
@@ -81,7 +84,9 @@ def run_trajectory(task: Task, optimizer: dict, steps: int, record_at: Sequence[
         record = {"step": step, **{k: entry[k] for k in ENGINE_KEYS if k in entry}}
         if observe and math.isfinite(entry["train_loss"]):
             record.update(observe(theta, record))
-        out.steps.append(step), out.thetas.append(theta), out.records.append(record)
+        out.steps.append(step)
+        out.thetas.append(theta)
+        out.records.append(record)
 
     config = {"seed": seed, "device": task.train.inputs.device.type, "steps": steps, "eval_every": steps,
               "chunk_size": chunk_size, "optimizer": optimizer}

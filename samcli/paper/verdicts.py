@@ -18,6 +18,7 @@ OUTSIDE = "outside the theorem's regime"
 
 @dataclass(frozen=True)
 class Verdict:
+    """One checked prediction: claim, theorem, condition, settings, criterion, measurement, status."""
     id: str
     claim: str                 # the prediction, in words
     theorem: str               # where it comes from in the paper (theorem, corollary, figure); "-": none
@@ -31,19 +32,24 @@ class Verdict:
 
     @property
     def status(self) -> str:
+        """PASS, FAIL, or open when the verdict is reported but not judged."""
         return "open" if self.passed is None else ("PASS" if self.passed else "FAIL")
 
     @property
     def regime_text(self) -> str:
+        """Whether the settings satisfy the theorem's condition, in words ('' when none applies)."""
         return {True: "in the theorem's regime", False: OUTSIDE, None: ""}[self.in_regime]
 
     def measured_text(self) -> str:
+        """The measured numbers as 'key = value; ...'."""
         return "; ".join(f"{k} = {fmt(x)}" for k, x in self.measured.items())
 
     def settings_text(self) -> str:
+        """The settings as 'key value, ...'."""
         return ", ".join(f"{k} {fmt(x)}" for k, x in self.settings.items())
 
     def claim_text(self) -> str:
+        """The claim with its note in parentheses."""
         return self.claim + (f" ({self.note})" if self.note else "")
 
     def condition_text(self) -> str:
@@ -63,6 +69,7 @@ class Verdict:
         return {**dataclasses.asdict(self), "status": self.status, "regime": self.regime_text}
 
     def markdown_row(self) -> str:
+        """The verdict as one row of a Markdown table."""
         cells = (f"**{self.status}**", self.claim_text(), self.theorem, self.condition_text(), self.criterion,
                  self.measured_text())
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -78,6 +85,7 @@ def judged(in_regime: Optional[bool], passed: bool) -> Optional[bool]:
 
 
 def count(verdicts) -> dict[str, int]:
+    """How many verdicts are PASS, FAIL and open."""
     return {status: sum(v.status == status for v in verdicts) for status in ("PASS", "FAIL", "open")}
 
 

@@ -134,7 +134,7 @@ def test_ascent_loss_and_its_gradient_against_papers_formula():
     leaf = x.clone().requires_grad_(True)
     value = eb.ascent_loss(BUILTIN, leaf, rho)
     assert float(value.detach()) == pytest.approx(float(by_hand_loss(x + rho * n)), rel=1e-14)
-    # PAPER.md: grad = g' + (rho/||g||) H (I - n n^T) g',  g' = grad L at x + rho n
+    # docs/methods.md (ascent-gd): grad = g' + (rho/||g||) H (I - n n^T) g',  g' = grad L at x + rho n
     H = torch.func.hessian(by_hand_loss)(x)
     g_prime = torch.func.grad(by_hand_loss)(x + rho * n)
     expected = g_prime + (rho / g.norm()) * H @ (g_prime - n * (n @ g_prime))

@@ -1,4 +1,4 @@
-"""The three sharpness notions (PAPER.md) measured by samcli.sharpness.measure, against ground
+"""The three sharpness notions (docs/notions.md) measured by samcli.sharpness.measure, against ground
 truth computed by hand in float64: the dense Hessian of a hand-written loss for a tiny MLP, and closed
 forms for the quadratic L(x) = 0.5 x^T A x."""
 from __future__ import annotations

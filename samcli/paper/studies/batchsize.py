@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import torch
 
@@ -19,6 +19,7 @@ from .netsetup import NetworkSetup, continue_from, interpolating_point, relative
 
 @dataclass
 class BatchsizeConfig(NetworkSetup):
+    """The batchsize study's settings: the network setup plus SAM's rho, steps and batch sizes."""
     rho: float = 0.1                   # lr: 1-SAM's (lr_scale / max_k ||grad f_k||^2), so b = 1 is stable
     steps: int = 3000
     measure_every: int = 500
@@ -26,6 +27,7 @@ class BatchsizeConfig(NetworkSetup):
     align_batches: int = 8             # random batches for E_B |cos(g_B, v_1(H_B))|
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         super().validate()
         require(self.rho > 0 and self.steps >= 1 and self.measure_every >= 1, "rho > 0, steps and measure_every >= 1")
         for b in self.batch_sizes:
@@ -34,10 +36,12 @@ class BatchsizeConfig(NetworkSetup):
 
 
 def batchsize(cfg: BatchsizeConfig, out: Path, log: Log) -> Findings:
+    """Run SAM at each batch size from the interpolating point and report Tr, lambda_1, alignment."""
     start = interpolating_point(cfg, log)
     task, lr = start.task, start.one_sam_lr
     n = len(task.train)
-    runs, rows = {}, []
+    runs: dict = {}
+    rows: list[dict[str, Any]] = []
     settings = Settings(rho=cfg.rho, notions=("ascent",), finite=False, stochastic_examples=0,
                         lanczos_iters=min(cfg.lanczos_iters, 40), seed=cfg.seed)
     measure_at = range(cfg.measure_every, cfg.steps + 1, cfg.measure_every)
@@ -61,7 +65,8 @@ def batchsize(cfg: BatchsizeConfig, out: Path, log: Log) -> Findings:
                      "lambda_1_start": first.get("lambda_1"), "lambda_1": last.get("lambda_1"),
                      "lambda_1 change": relative_change(run, "lambda_1"), "trace_start": first.get("trace_ggn"),
                      "trace": last.get("trace_ggn"), "Tr change": relative_change(run, "trace_ggn"),
-                     "alignment": last.get("alignment"), "batch_alignment": sum(cosines) / len(cosines) if cosines else None,
+                     "alignment": last.get("alignment"),
+                     "batch_alignment": sum(cosines) / len(cosines) if cosines else None,
                      "train_loss": last.get("train_loss"), "test_accuracy": last.get("test_accuracy"),
                      "seconds": run.seconds})
     files = write_table(out, "by_batch_size", rows) + write_table(out, "setup", [start.info])
@@ -75,7 +80,8 @@ def batchsize(cfg: BatchsizeConfig, out: Path, log: Log) -> Findings:
         regimes.precondition("Setting 5.1", gd_lr=cfg.gd_lr, gd_steps=cfg.gd_steps).verdict(
             "setup-interpolation", "GD reaches an interpolating point", f"train loss <= {cfg.interpolation_loss:g}",
             {"train loss": loss}, loss <= cfg.interpolation_loss),
-        open_case.verdict("trace-vs-batch-size", "how Tr(H) after SAM depends on the batch size", "reported, not judged",
+        open_case.verdict("trace-vs-batch-size", "how Tr(H) after SAM depends on the batch size",
+                          "reported, not judged",
                           {"batch sizes from lowest to highest Tr": order_tr,
                            **{f"Tr change b={r['batch_size']}": r["Tr change"] for r in rows}}, None),
         open_case.verdict("lambda1-vs-batch-size", "how lambda_1 after SAM depends on the batch size",
@@ -86,7 +92,8 @@ def batchsize(cfg: BatchsizeConfig, out: Path, log: Log) -> Findings:
                           "eigenvector (Example 5.8: can fail for b >= 2)", "reported, not judged",
                           {f"b={r['batch_size']}": r["batch_alignment"] for r in rows}, None),
     ]
-    files += plots.network_curves(out / "curves.png", runs, [("lambda_1", "lambda_1"), ("trace_ggn", "Tr(H) (Gauss-Newton, exact)"),
+    files += plots.network_curves(out / "curves.png", runs, [("lambda_1", "lambda_1"),
+                                                             ("trace_ggn", "Tr(H) (Gauss-Newton, exact)"),
                                   ("alignment", "|cos(g, v_1)| full data"), ("test_accuracy", "test accuracy")],
                                   f"SAM by batch size from one interpolating point: lr {lr:.3g}, rho {cfg.rho}",
                                   labels={k: k for k in runs}, colors={})

@@ -26,6 +26,7 @@ LOSSES = {"max": "L^Max_rho (worst direction)", "asc": "L^Asc_rho (ascent direct
 
 @dataclass
 class BiasConfig:
+    """The bias study's settings: radii, start point, notions, L-BFGS budget and tolerances."""
     rhos: list[float] = field(default_factory=lambda: [0.3, 0.1, 0.05, 0.02])
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.3, 0.3])
     notions: list[str] = field(default_factory=lambda: list(NOTIONS))
@@ -35,14 +36,16 @@ class BiasConfig:
     threads: int = 1
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")
         require(len(self.rhos) >= 1 and all(r > 0 for r in self.rhos), "rhos must list radii > 0")
-        require(all(n in NOTIONS for n in self.notions) and self.notions,
+        require(all(n in NOTIONS for n in self.notions) and bool(self.notions),
                 f"notions must be among {', '.join(NOTIONS)}")
         require(self.max_iter >= 1, "max_iter must be >= 1")
 
 
 def bias(cfg: BiasConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
+    """Minimize each sharpness-aware loss of the toy for shrinking rho and judge its explicit bias."""
     toy = toy or Figure1Toy()
     rhos = sorted(cfg.rhos, reverse=True)
     log(f"bias: minimizing {', '.join(LOSSES[n] for n in cfg.notions)} by L-BFGS at rho {rhos}")

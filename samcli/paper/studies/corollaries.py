@@ -28,8 +28,8 @@ from typing import Optional
 import torch
 from torch.func import grad, vmap
 
-from .. import plots, regimes
 from ...config import SamcliError
+from .. import plots, regimes
 from ..configs import require
 from ..drift import Regression, output_jacobian
 from ..explicit_bias import max_loss, toy_loss
@@ -42,6 +42,7 @@ from .netsetup import NetworkSetup, interpolating_point
 
 @dataclass
 class CorollariesConfig:
+    """The corollaries study's settings: the (eta, rho) sequences, step counts and tolerances."""
     quad_eigenvalues: list[float] = field(default_factory=lambda: [10.0, 8.0, 6.0, 4.5, 3.0, 2.0])
     quad_pairs: list[list[float]] = field(default_factory=lambda: [[0.08, 0.024], [0.04, 0.012], [0.02, 0.006]])
     quad_steps: int = 1500
@@ -70,6 +71,7 @@ class CorollariesConfig:
     threads: int = 1
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         for name in ("quad_pairs", "sam_pairs", "one_sam_pairs", "phase1_pairs", "gap_pairs"):
             pairs = getattr(self, name)
             require(len(pairs) >= 2 and all(len(p) == 2 and p[0] > 0 and 0 < p[1] < 1 for p in pairs),
@@ -83,6 +85,7 @@ class CorollariesConfig:
 
 
 def corollaries(cfg: CorollariesConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
+    """Check Cor 4.6, Cor 5.6, Phase I, SAM's rate and Thm 5.3; the verdicts, tables and plots."""
     toy = toy or Figure1Toy()
     bands = _quadratic_band(cfg, log) + _toy_bands(cfg, toy, log)
     phase1 = _phase1(cfg, toy, log)
@@ -233,7 +236,7 @@ def _phase1(cfg: CorollariesConfig, toy: Figure1Toy, log: Log) -> list[dict]:
     for eta, rho in cfg.phase1_pairs:
         log(f"corollaries: Phase I length, lr {eta}, rho {rho}")
 
-        def observe(theta, record):
+        def observe(theta, record, eta=eta, rho=rho):
             x = theta.to(DT)
             lam = toy.on_gamma(float(x[0]), float(x[1]))["lambda_1"]
             return {"dist": float(x[2:].norm()), "radius": eta * rho * lam / (2 - eta * lam)}
@@ -362,6 +365,7 @@ def _thm53_verdicts(cfg: CorollariesConfig, rows: list[dict]) -> list:
     out.append(regime.verdict(
         "thm53-stochastic-average", "the stochastic average-direction sharpness (= R^Avg: u is drawn apart from k) "
         "tends to rho^2 Tr / (2D)", "|ratio - 1| <= 3 standard errors of the Monte Carlo estimate at the smallest rho",
-        {"ratio by rho": [r["average 2D / (rho^2 Tr)"] for r in rows], "stderr by rho": [r["average stderr"] for r in rows]},
+        {"ratio by rho": [r["average 2D / (rho^2 Tr)"] for r in rows],
+         "stderr by rho": [r["average stderr"] for r in rows]},
         error <= 3 * last["average stderr"]))
     return out

@@ -1,4 +1,4 @@
-"""figure1: the paper's 4-parameter toy (PAPER.md, "The paper's only experiment").
+"""figure1: the paper's 4-parameter toy (docs/theorems.md, "figure1").
 
 GD, full-batch SAM, 1-SAM and GD on the ascent loss from one start: where each ends on the manifold
 of minimizers Gamma, the sharpness along the way, and the gap to each method's limiting flow as
@@ -43,6 +43,7 @@ class InRegimeSam:
 
 @dataclass
 class Figure1Config:
+    """The figure1 study's settings: start, lr, rho, steps, the in-regime SAM run and tolerances."""
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.3, 0.3])
     lr: float = 0.04
     rho: float = 0.15
@@ -60,6 +61,7 @@ class Figure1Config:
     threads: int = 1                   # torch threads (0: torch's default; 1 is fastest for a 4-parameter toy)
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")
         require(self.lr > 0 and self.rho > 0, "lr and rho must be > 0")
         require(self.steps >= 2 and self.record_every >= 1, "steps must be >= 2 and record_every >= 1")
@@ -91,6 +93,7 @@ def _toy_observer(toy: Figure1Toy, measure_at: set[int], rho: float):
 
 
 def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
+    """Run every method on the toy, integrate their flows and judge where each ends; the findings."""
     toy = toy or Figure1Toy()
     minimizers = toy.minimizers((cfg.start[0], cfg.start[1]))
     runs = _runs(cfg, toy, log)
@@ -106,8 +109,8 @@ def figure1(cfg: Figure1Config, out: Path, log: Log, toy: Optional[Figure1Toy] =
     files += write_table(out, "ascent_gd_sweep", sweep)
     verdicts = (_endpoint_verdicts(cfg, toy, runs, extra["sam-in-regime"], minimizers, sweep)
                 + _gap_verdicts(cfg, toy, gap_rows) + _assumption_verdicts(toy, runs))
-    files += plots.figure1_trajectories(out / "trajectories.png", toy, {**runs, "sam-in-regime": extra["sam-in-regime"]},
-                                        flows, minimizers, cfg)
+    files += plots.figure1_trajectories(out / "trajectories.png", toy,
+                                        {**runs, "sam-in-regime": extra["sam-in-regime"]}, flows, minimizers, cfg)
     files += plots.figure1_sharpness(out / "sharpness.png", runs, eta_rho2)
     files += plots.figure1_gap(out / "flow_gap.png", gap_rows, cfg.gap.pairs)
     trajectories = {method: {"steps": run.steps, "x": [t.tolist() for t in run.thetas]} for method, run in runs.items()}
@@ -298,7 +301,8 @@ def _endpoint_verdicts(cfg: Figure1Config, toy: Figure1Toy, runs: dict[str, Traj
     one_last = one.records[-1]
     last_measured = sam_in.records[-1]
     verdicts.append(regimes.Regime("Thm 4.5 and Thm 5.4 (their end points)", "each method in its regime",
-                                   {"SAM eta": inside.lr, "SAM rho": inside.rho, "1-SAM eta": cfg.lr, "1-SAM rho": cfg.rho},
+                                   {"SAM eta": inside.lr, "SAM rho": inside.rho,
+                                    "1-SAM eta": cfg.lr, "1-SAM rho": cfg.rho},
                                    sam_in_regime.in_regime and one_regime.in_regime).verdict(
         "sam-vs-1sam-regularizers", "full-batch SAM ends with the lower lambda_1, 1-SAM with the lower Tr",
         "lambda_1(SAM) < lambda_1(1-SAM) and Tr(1-SAM) < Tr(SAM), at the end points",
@@ -330,7 +334,8 @@ def _gap_verdicts(cfg: Figure1Config, toy: Figure1Toy, gap_rows: list[dict]) -> 
             per_rate = [w / (math.sqrt(lr) + rho) for (lr, rho), w in zip(cfg.gap.pairs, worst)]
             verdicts.append(regime.verdict(
                 "flow-gap-rate-sam-1", "1-SAM's gap to its flow is O~(sqrt(eta) + rho)",
-                "max gap / (sqrt(eta) + rho) grows at most 25% along the shrinking pairs (its O-constant stays bounded)",
+                "max gap / (sqrt(eta) + rho) grows at most 25% along the shrinking pairs "
+                "(its O-constant stays bounded)",
                 {"gap / (sqrt(eta) + rho)": per_rate}, max(per_rate[1:]) <= 1.25 * per_rate[0], pairs=cfg.gap.pairs))
     return verdicts
 

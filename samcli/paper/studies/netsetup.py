@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -14,8 +14,7 @@ from ...config import ConfigError, DataConfig, ModelConfig
 from ...curvature.ggn import per_example_gram
 from ...data import load_data
 from ...models import build_model
-from ...objective import Batch
-from ...objective import Objective
+from ...objective import Batch, Objective
 from ...sharpness import Settings, measure
 from ...task import Task, resolve_device
 from ..configs import require
@@ -26,12 +25,13 @@ from ..trajectory import Trajectory, optimizer_settings, run_trajectory
 
 @dataclass
 class NetworkSetup:
+    """Settings shared by the network studies: data, the MLP, dtype and GD's run to interpolation."""
     positive: list[int] = field(default_factory=lambda: [3])   # mnist1d digits labelled +1
     negative: list[int] = field(default_factory=lambda: [8])   # digits labelled -1 (scalar output: Setting 5.1)
     train_size: int = 256
     test_size: Optional[int] = None    # None: every test example of those digits
     widths: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"           # smooth, as the theory assumes
+    activation: Literal["relu", "tanh", "gelu", "softplus"] = "tanh"   # smooth, as the theory assumes
     dtype: str = "float64"
     device: str = "cpu"
     seed: int = 0
@@ -44,8 +44,9 @@ class NetworkSetup:
     threads: int = 1                   # torch threads: 1 avoids thread thrashing on small, shared CPUs
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(self.train_size >= 2, "train_size must be >= 2")
-        require(not set(self.positive) & set(self.negative) and self.positive and self.negative,
+        require(not set(self.positive) & set(self.negative) and bool(self.positive) and bool(self.negative),
                 "positive and negative must be disjoint, non-empty lists of digits")
         require(self.gd_lr > 0 and self.lr_scale > 0, "gd_lr and lr_scale must be > 0")
         require(self.gd_steps >= 1, "gd_steps must be >= 1")
@@ -76,12 +77,15 @@ def network_task(cfg: NetworkSetup) -> Task:
 
 
 def sign_accuracy(objective, theta, data) -> float:
+    """The fraction of examples whose output has the sign of its +-1 target."""
     with torch.no_grad():
-        return float((objective.outputs(theta, data.inputs).reshape(-1).sign() == data.targets).to(torch.float64).mean())
+        signs = objective.outputs(theta, data.inputs).reshape(-1).sign()
+        return float((signs == data.targets).to(torch.float64).mean())
 
 
 @dataclass(frozen=True)
 class StartPoint:
+    """GD's interpolating point: the task there, 1-SAM's lr and the curvature measured there."""
     task: Task                 # theta: the interpolating point
     one_sam_lr: float          # lr_scale / max_k ||grad f_k||^2
     max_example_lambda: float  # max_k ||grad f_k||^2: the largest per-example Hessian eigenvalue on Gamma
@@ -99,7 +103,9 @@ def interpolating_point(cfg: NetworkSetup, log: Log) -> StartPoint:
     theta = run.theta
     norms = per_example_gram(task.objective, theta, task.train).reshape(len(task.train), -1)[:, 0]
     settings = Settings(notions=("worst",), finite=False, stochastic_examples=0, lanczos_iters=cfg.lanczos_iters)
-    lambda_1 = measure(task.objective, theta, task.train, settings).worst.eigenvalues[0]
+    worst = measure(task.objective, theta, task.train, settings).worst
+    assert worst is not None        # measured: "worst" is the one notion asked for
+    lambda_1 = worst.eigenvalues[0]
     info = {"gd_status": run.status, "train_loss": run.records[-1]["train_loss"],
             "test_accuracy": sign_accuracy(task.objective, theta, task.test), "lambda_1": lambda_1,
             "max_k ||grad f_k||^2": float(norms.max()), "mean_k ||grad f_k||^2": float(norms.mean()),
@@ -141,5 +147,6 @@ def continue_from(task: Task, method: str, lr: float, rho: float, steps: int, me
 
 
 def relative_change(run: Trajectory, key: str) -> float:
+    """(last - first) / |first| of the recorded values of `key` (NaN with fewer than two)."""
     values = [r[key] for r in run.records if r.get(key) is not None]
     return (values[-1] - values[0]) / abs(values[0]) if len(values) >= 2 else math.nan

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ...config import SamcliError
 from .. import plots, regimes
@@ -31,6 +32,7 @@ from .netsetup import NetworkSetup, StartPoint, continue_from, interpolating_poi
 
 @dataclass
 class NetworkConfig(NetworkSetup):
+    """The network study's settings: SAM's (lr, rho), the tau ladder, alignment ladder, tolerances."""
     sam_lr: float = 0.05               # eta lambda_1 about 0.45 at the interpolating point
     sam_rho: float = 0.015             # rho/eta = 0.3; 1-SAM's rho follows from equal eta rho^2
     taus: list[float] = field(default_factory=lambda: [0.025, 0.05, 0.1, 0.15, 0.2])
@@ -44,6 +46,7 @@ class NetworkConfig(NetworkSetup):
     angle_growth: float = 0.25         # angle(g, v_1) / rho may grow at most this much as rho shrinks
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         super().validate()
         require(self.sam_lr > 0 and self.sam_rho > 0, "sam_lr and sam_rho must be > 0")
         require(len(self.taus) >= 2 and all(t > 0 for t in self.taus) and self.taus == sorted(self.taus),
@@ -55,6 +58,7 @@ class NetworkConfig(NetworkSetup):
 
 
 def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:
+    """Run SAM and 1-SAM from the interpolating point and judge drift, ratio and alignment."""
     start = interpolating_point(cfg, log)
     eta_1 = start.one_sam_lr
     rho_1 = cfg.sam_rho * math.sqrt(cfg.sam_lr / eta_1)            # equal eta rho^2
@@ -177,7 +181,7 @@ def _alignment_ladder(cfg: NetworkConfig, start: StartPoint, main: Trajectory, l
     """SAM's |cos(g, v_1)| on a ladder of rho/eta: the main run (after its first tau interval), and one short
     run per extra rung from the main run's end point, where Phase I is long over (from the GD point, the
     residual left in GD's slowest directions would dominate g for many steps at small rho)."""
-    rungs = [{"lr": cfg.sam_lr, "rho": cfg.sam_rho, "steps": main.steps[1:],
+    rungs: list[dict[str, Any]] = [{"lr": cfg.sam_lr, "rho": cfg.sam_rho, "steps": main.steps[1:],
               "alignment": [r.get("alignment") for r in main.records[1:]], "judged from step": main.steps[1]}]
     every = cfg.ladder_steps // cfg.ladder_points
     at = [every * (i + 1) for i in range(cfg.ladder_points)]
@@ -185,7 +189,8 @@ def _alignment_ladder(cfg: NetworkConfig, start: StartPoint, main: Trajectory, l
         log(f"network: alignment rung rho/eta = {rho / lr:.3g} (SAM lr {lr}, rho {rho}, {cfg.ladder_steps} steps)")
         run = continue_from(replace(start.task, theta=main.theta), "sam-full", lr, rho, at[-1], at, seed=cfg.seed,
                             lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes)
-        rungs.append({"lr": lr, "rho": rho, "steps": run.steps[1:], "alignment": [r.get("alignment") for r in run.records[1:]],
+        rungs.append({"lr": lr, "rho": rho, "steps": run.steps[1:],
+                      "alignment": [r.get("alignment") for r in run.records[1:]],
                       "judged from step": at[len(at) // 2]})
     for rung in rungs:
         rung["rho/eta"] = rung["rho"] / rung["lr"]
@@ -242,6 +247,7 @@ def _observations(cfg: NetworkConfig, start: StartPoint, runs: dict, summary: li
             "reported, not judged", {"SAM": by["sam-full"]["Tr change"], "1-SAM": by["sam-1"]["Tr change"]}, None),
         regimes.observation().verdict(
             "test-accuracy", "test accuracy beside the sharpness changes", "reported, not judged",
-            {LABELS[m]: by[m]["test acc end"] for m in runs} | {"at the interpolating point": start.info["test_accuracy"]},
+            {LABELS[m]: by[m]["test acc end"] for m in runs}
+            | {"at the interpolating point": start.info["test_accuracy"]},
             None),
     ]

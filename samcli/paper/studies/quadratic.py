@@ -14,6 +14,7 @@ from ..trajectory import optimizer_settings, record_schedule, run_trajectory
 
 @dataclass
 class QuadraticCase:
+    """One quadratic: the eigenvalues of A, lr, rho and the seed of its eigenvectors."""
     eigenvalues: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.45, 0.3, 0.2])
     lr: float = 0.5
     rho: float = 0.1
@@ -22,6 +23,7 @@ class QuadraticCase:
 
 @dataclass
 class QuadraticConfig:
+    """The quadratic study's settings: its cases, steps, grad_eps and tolerances."""
     cases: list[QuadraticCase] = field(default_factory=lambda: [
         QuadraticCase(lr=0.3, rho=0.1), QuadraticCase(lr=0.6, rho=0.05, seed=1),
         QuadraticCase(eigenvalues=[2.0, 1.5, 1.0, 0.7, 0.5, 0.4, 0.3, 0.25], lr=0.45, rho=0.2, seed=2)])
@@ -34,6 +36,7 @@ class QuadraticConfig:
     threads: int = 1
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(self.steps >= 2, "steps must be >= 2")
         require(len(self.cases) >= 1, "cases must list at least one case")
         for i, case in enumerate(self.cases):
@@ -41,6 +44,7 @@ class QuadraticConfig:
 
 
 def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:
+    """Run full-batch SAM on each quadratic and judge its radius and direction (Thm 4.8)."""
     rows, curves, verdicts = [], [], []
     for i, case in enumerate(cfg.cases):
         quad = quadratic(case.eigenvalues, seed=case.seed)
@@ -50,7 +54,7 @@ def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:
         log(f"quadratic: case {i} (D={len(case.eigenvalues)}, lr {case.lr}, rho {case.rho}, "
             f"eta lambda_1 = {case.lr * lam1:.3g}), {cfg.steps} steps")
 
-        def observe(theta, record):
+        def observe(theta, record, v1=v1):
             return {"norm": float(theta.norm()), "cos": angle_cos(theta, v1)}
         record_at = record_schedule(cfg.steps - 1, cfg.record_every) + [cfg.steps]
         run = run_trajectory(quad.task(start), optimizer_settings("sam-full", case.lr, case.rho, grad_eps=cfg.grad_eps),
@@ -58,7 +62,8 @@ def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:
         x_t, x_prev = run.thetas[-1], run.thetas[-2]
         norm, cos = float(x_t.norm()), angle_cos(x_t, v1)
         rel = abs(norm - predicted) / predicted
-        row = {"case": i, "D": len(case.eigenvalues), "lambda_1": lam1, "lambda_2": float(quad.eigenvalues[1]) if len(case.eigenvalues) > 1 else None,
+        lam2 = float(quad.eigenvalues[1]) if len(case.eigenvalues) > 1 else None
+        row = {"case": i, "D": len(case.eigenvalues), "lambda_1": lam1, "lambda_2": lam2,
                "lr": case.lr, "rho": case.rho, "eta_lambda_1": case.lr * lam1, "steps": run.steps[-1],
                "predicted_norm": predicted, "measured_norm": norm, "measured_norm_prev": float(x_prev.norm()),
                "relative_error": rel, "one_minus_abs_cos": 1 - cos,
@@ -68,7 +73,8 @@ def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:
                        "steps": run.steps, "norms": run.column("norm"), "cosines": run.column("cos")})
         regime = regimes.quadratic(case.lr, case.rho, case.eigenvalues)
         verdicts.append(regime.verdict(
-            f"radius-case{i}", f"||x_t|| -> eta rho lambda_1 / (2 - eta lambda_1) (case {i}: lr {case.lr}, rho {case.rho}, "
+            f"radius-case{i}",
+            f"||x_t|| -> eta rho lambda_1 / (2 - eta lambda_1) (case {i}: lr {case.lr}, rho {case.rho}, "
             f"lambda_1 {lam1:g})", f"relative error <= {cfg.tol_radius:g}",
             {"predicted": f"{predicted:.15g}", "measured": f"{norm:.15g}", "relative error": rel},
             run.status == "completed" and rel <= cfg.tol_radius, steps=cfg.steps))

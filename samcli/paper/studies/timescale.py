@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -19,6 +19,7 @@ from ..trajectory import LABELS, METHODS, optimizer_settings, record_schedule, r
 
 @dataclass
 class TimescaleRun:
+    """One method's runs: its lr and the radii rho to compare."""
     method: str = "sam-full"
     lr: float = 0.08
     rhos: list[float] = field(default_factory=lambda: [0.024, 0.012])
@@ -26,6 +27,7 @@ class TimescaleRun:
 
 @dataclass
 class TimescaleConfig:
+    """The timescale study's settings: start, runs, the drift to reach and the ratio tolerance."""
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.001, 0.001])
     # each method in its theorem's regime: SAM at rho/eta <= 0.3, 1-SAM at (eta + rho) ln(1/(eta rho)) <= 1
     runs: list[TimescaleRun] = field(default_factory=lambda: [
@@ -38,6 +40,7 @@ class TimescaleConfig:
     threads: int = 1
 
     def validate(self) -> None:
+        """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers")
         for i, run in enumerate(self.runs):
             require(len(run.rhos) >= 2 and all(r > 0 for r in run.rhos), f"runs[{i}].rhos must list >= 2 radii > 0")
@@ -46,10 +49,12 @@ class TimescaleConfig:
 
 
 def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
+    """Count the steps each run needs to drift a fixed distance and judge the 1/(eta rho^2) scaling."""
     toy = toy or Figure1Toy()
     task = toy.task(cfg.start)
     origin = torch.tensor(cfg.start[:2], dtype=torch.float64)
-    rows, curves, verdicts = [], [], []
+    rows: list[dict[str, Any]] = []
+    curves, verdicts = [], []
     lambda_1 = toy.on_gamma(*cfg.start[:2])["lambda_1"]
     for setting in cfg.runs:
         method, lr = setting.method, setting.lr
@@ -77,7 +82,8 @@ def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1To
         ratios = {}
         for big, small in zip(mine, mine[1:]):
             expected = (big["rho"] / small["rho"]) ** 2
-            ratios[f"steps(rho={small['rho']:g}) / steps(rho={big['rho']:g})"] = small["steps_to_drift"] / big["steps_to_drift"]
+            key = f"steps(rho={small['rho']:g}) / steps(rho={big['rho']:g})"
+            ratios[key] = small["steps_to_drift"] / big["steps_to_drift"]
             big["expected_ratio_next"] = expected
         ok = all(abs(v / ((mine[i]["rho"] / mine[i + 1]["rho"]) ** 2) - 1) <= cfg.tol_ratio
                  for i, v in enumerate(ratios.values()))
