@@ -10,7 +10,7 @@ import sys
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Sequence
 
 import typer
 from typer.core import TyperGroup
@@ -41,11 +41,11 @@ class _SamcliGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:                    # a caller of its own: the exceptions are theirs
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except _CLICK_ERROR as err:
-            if not standalone_mode:
-                raise
             if type(err).__name__ == "NoArgsIsHelpError":      # `samcli` alone: the help, as Click does
                 text = err.format_message()
                 if text.strip():
@@ -59,9 +59,7 @@ class _SamcliGroup(TyperGroup):
         except typer.Abort:
             render.error("aborted")
             sys.exit(1)
-        if standalone_mode:
-            sys.exit(code if isinstance(code, int) else 0)
-        return code
+        sys.exit(code if isinstance(code, int) else 0)
 
     def _path(self, err, argv: list[str]) -> str:
         """`samcli COMMAND`, the words a user types, whatever the program was started as."""
@@ -208,7 +206,7 @@ SHARPNESS_OPTIONS = {"rho": "--rho", "samples": "--samples", "notions": "--notio
 SHARPNESS_INTERRUPTED = "interrupted: nothing was written (a sharpness.json already there is unchanged)"
 
 
-def _settings(items: List[str]) -> dict:
+def _settings(items: Sequence[str]) -> dict:
     """--set key=value items as the measurement's keyword arguments (values read as YAML)."""
     knobs: dict = {}
     for item in items:
@@ -217,7 +215,7 @@ def _settings(items: List[str]) -> dict:
 
 
 def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
-               as_json: bool, settings: List[str] = ()) -> None:
+               as_json: bool, settings: Sequence[str] = ()) -> None:
     from .study.rundir import measure_and_record
     count = None if samples == "all" else _int(samples, "--samples", "all")
     report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,

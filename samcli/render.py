@@ -248,7 +248,8 @@ def os_error_message(err: Exception) -> str:
     a file that is not UTF-8), naming the path."""
     if isinstance(err, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
-    where = f" {err.filename}" if getattr(err, "filename", None) else ""
+    filename = getattr(err, "filename", None)
+    where = f" {filename}" if filename else ""
     return f"cannot use{where}: {getattr(err, 'strerror', None) or type(err).__name__}; check the path and its permissions"
 
 
