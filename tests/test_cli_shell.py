@@ -226,6 +226,13 @@ def test_dash_h_is_help_on_every_command(command):
     assert short.stdout == long.stdout and "Usage:" in short.stdout and "-h" in short.stdout
 
 
+def test_samcli_alone_prints_the_help_and_exits_2():
+    result = invoke([])
+    assert result.exit_code == 2 and result.stderr == ""
+    assert all(name in result.stdout for name in ("train", "sharpness", "compare", "reproduce", "--version"))
+    assert "measure-sharpness" not in result.stdout            # hidden: the original design's name
+
+
 def test_help_shows_the_defaults():
     def help_text(command):
         result = invoke([command, "--help"], env={"COLUMNS": "200"})
