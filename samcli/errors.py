@@ -38,7 +38,14 @@ class ConfigError(SamcliError, ValueError):
     pass
 
 
-_NO_VALUE = object()
+class _NoValue:
+    """`SettingError(key, problem)` without a value; one object, also after pickling."""
+
+    def __reduce__(self):
+        return "_NO_VALUE"
+
+
+_NO_VALUE = _NoValue()
 
 
 class SettingError(ConfigError):
@@ -48,6 +55,9 @@ class SettingError(ConfigError):
     def __init__(self, key: str, problem: str, value: object = _NO_VALUE):
         self.key, self.problem, self.value = key, problem, value
         super().__init__(self._render(key))
+
+    def __reduce__(self):          # a run in another process raises it; pickle rebuilds it from its parts
+        return type(self), (self.key, self.problem, self.value)
 
     def _render(self, name: str) -> str:
         shown = "" if self.value is _NO_VALUE else f"={short_repr(self.value)}"

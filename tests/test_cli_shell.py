@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,9 @@ def test_a_setting_error_speaks_python_and_command_line():
     assert str(SettingError("directions", "must be > 0 (without a value)")) == "directions must be > 0 (without a value)"
     assert str(SettingError("rho", "must be > 0", "x" * 300)).count("x") < 80
     assert ConfigError("plain").cli_message() == "plain"
+    for sent in (err, SettingError("directions", "must be > 0")):      # from a run in another process
+        back = pickle.loads(pickle.dumps(sent))
+        assert type(back) is SettingError and str(back) == str(sent) and back.cli_message() == sent.cli_message()
 
 
 @pytest.mark.parametrize("key, value, problem, args, expected", [
