@@ -49,8 +49,6 @@ def print_json(value) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-
-
 def sharpness_table(report) -> Table:
     """A SharpnessReport as one rich table: each number beside its diagnostics, seconds per part below."""
     table = Table(title=f"sharpness at rho={report.rho} on {report.examples} examples, D={report.parameters} "
@@ -271,7 +269,7 @@ def usage_message(err, command: str) -> str:
     see = f"; see '{command} --help'"
     ctx = getattr(err, "ctx", None)
     if kind == "NoSuchOption":
-        names = _option_names(ctx.command) if ctx is not None else []
+        names = [*_option_names(ctx.command), *ctx.help_option_names] if ctx is not None else []
         near = near_miss(err.option_name, names)
         return f"{command} has no option {err.option_name}" + (f" (did you mean {near}?)" if near else "") + see
     if kind == "MissingParameter" and param is not None:

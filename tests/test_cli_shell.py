@@ -66,6 +66,7 @@ def run_dir(tmp_path_factory):
     (["train", "--lrr", "0.1"], ["samcli train has no option --lrr (did you mean --lr?)"]),
     (["train", "--LR", "0.1"], ["has no option --LR (did you mean --lr?)"]),
     (["train", "--qiuet"], ["(did you mean --quiet?)"]),
+    (["sharpness", "--hepl"], ["(did you mean --help?)"]),
     (["reproduce", "--lisst"], ["samcli reproduce has no option --lisst (did you mean --list?)"]),
     (["train", "-x"], ["samcli train has no option -x;"]),
     (["trian"], ["samcli has no command 'trian' (did you mean train?)", "train, sharpness, compare, reproduce"]),
