@@ -1,50 +1,120 @@
-"""The command line: each command parses its arguments, calls one engine function and renders the result."""
+"""The command line: each command parses its arguments, calls one engine function and hands the result
+to render.py. Bad input of every kind (the engine's SamcliErrors, the file system's errors, Click's own
+parsing errors) is one line on stderr and exit code 2; Ctrl-C and SIGTERM are exit code 130."""
 from __future__ import annotations
 
+import functools
 import json
 import signal
+import sys
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Mapping, Optional, Sequence
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from typer.core import TyperGroup
 
+from . import render
+from ._version import __version__
 from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
+from .errors import short_repr
 from .methods import get_method, method_names
-from .render import sharpness_table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Typer vendors its own copy of Click in some versions: find its ClickException by name, not by import
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_DEFAULTS = TrainConfig()
+
+
+class _SamcliGroup(TyperGroup):
+    """The root command: Click's own usage errors (a typo in an option, a value of the wrong type, an
+    unknown command) in samcli's one-line format instead of Click's boxed usage text."""
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            raise SamcliError(render.unknown_command(name, self.list_commands(ctx)))
+        return super().resolve_command(ctx, args)
+
+    def list_commands(self, ctx) -> list[str]:
+        return [name for name, cmd in self.commands.items() if not cmd.hidden]
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:                    # a caller of its own: the exceptions are theirs
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except _CLICK_ERROR as err:
+            if type(err).__name__ == "NoArgsIsHelpError":      # `samcli` alone: the help, as Click does
+                text = err.format_message()
+                if text.strip():
+                    print(text)
+                sys.exit(2)
+            render.error(render.usage_message(err, self._path(err, argv)))
+            sys.exit(2)
+        except SamcliError as err:
+            render.error(str(err))
+            sys.exit(2)
+        except typer.Abort:
+            render.error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def _path(self, err, argv: list[str]) -> str:
+        """`samcli COMMAND`, the words a user types, whatever the program was started as."""
+        names, ctx = [], getattr(err, "ctx", None)
+        while ctx is not None and ctx.parent is not None:
+            names.append(ctx.info_name)
+            ctx = ctx.parent
+        if not names and argv and argv[0] in self.commands:
+            names = [argv[0]]
+        return " ".join(["samcli", *reversed(names)])
+
+
+app = typer.Typer(cls=_SamcliGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare.")
-console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"samcli {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print samcli's version and exit.")) -> None:
     """Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare."""
 
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, exit code 2, no traceback."""
-    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    render.error(message)
     raise typer.Exit(2)
 
 
-def fail_on_os_error(err: Exception) -> None:
-    """A file-system error the engine did not foresee (a file where a directory should be, no
-    permission, a file that is not UTF-8): one line naming the path, exit code 2."""
-    if isinstance(err, UnicodeDecodeError):
-        fail(f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8")
-    where = f" {err.filename}" if getattr(err, "filename", None) else ""
-    fail(f"cannot use{where}: {err.strerror or type(err).__name__}; check the path and its permissions")
-
-
-def warn(line: Optional[str]) -> None:
-    """A line the user must see even with --quiet or --json (stderr, so --json stays parseable)."""
-    if line:
-        console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+def one_line_errors(interrupted: str, options: Optional[Mapping[str, str]] = None):
+    """The one place a command's failures become exit codes: a SamcliError is its one line (in command-line
+    words: `options` maps the settings this command has options for to them, see errors.SettingError) and
+    exit 2; a file-system error names the path, exit 2; Ctrl-C warns `interrupted` and exits 130."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except SamcliError as err:
+                fail(err.cli_message(options))
+            except BrokenPipeError:                 # stdout closed (`| head`): Typer ends quietly
+                raise
+            except (OSError, UnicodeDecodeError) as err:
+                fail(render.os_error_message(err))
+            except KeyboardInterrupt:
+                render.warn(interrupted)
+                raise typer.Exit(130) from None
+        return run
+    return decorate
 
 
 @contextmanager
@@ -65,39 +135,42 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def progress_bar(quiet: bool):
-    """A rich progress bar with the live batch loss, or nothing when quiet."""
-    if quiet:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=True)
-    task_id = bar.add_task("training", total=None, loss="-")
-
-    def update(step: int, total: int, loss: float) -> None:
-        bar.update(task_id, completed=step, total=total, loss=f"{loss:.4f}")
-    return bar, update
+def _default(key: str) -> str:
+    """The built-in default of a config key, for --help (a YAML file or --set may change it)."""
+    node = _DEFAULTS
+    for part in key.split("."):
+        node = getattr(node, part)
+    return str(node)
 
 
 @app.command()
+@one_line_errors(interrupted="interrupted: the metrics so far and a summary marked 'interrupted' (with the step) "
+                             "are in the run directory")
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML train config (defaults apply to missing keys)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.rho=0.1 (repeatable)."),
-    dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ..."),
-    model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear."),
+    dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ...",
+                                          show_default=_default("data.name")),
+    model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear.",
+                                        show_default=_default("model.name")),
     method: Optional[str] = typer.Option(None, help="optimizer.method: " + "; ".join(
-                                              f"{name}: {get_method(name).help}" for name in method_names())),
-    rho: Optional[float] = typer.Option(None, help="optimizer.rho, the SAM radius."),
-    m: Optional[int] = typer.Option(None, help="optimizer.m, the msam group size."),
-    batch_size: Optional[str] = typer.Option(None, help="optimizer.batch_size: an integer or 'full'."),
-    lr: Optional[float] = typer.Option(None, help="optimizer.lr."),
-    momentum: Optional[float] = typer.Option(None, help="optimizer.momentum."),
-    steps: Optional[int] = typer.Option(None, help="Number of update steps."),
-    seed: Optional[int] = typer.Option(None, help="Seed for initialization, data order and sampling."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    dtype: Optional[str] = typer.Option(None, help="float32 or float64."),
-    loss: Optional[str] = typer.Option(None, help="cross-entropy or mse."),
-    out: Optional[Path] = typer.Option(None, help="Run directory (default: results/runs/<name>)."),
+                                              f"{name}: {get_method(name).help}" for name in method_names()),
+                                         show_default=_default("optimizer.method")),
+    rho: Optional[float] = typer.Option(None, help="optimizer.rho, the SAM radius.",
+                                        show_default=_default("optimizer.rho")),
+    m: Optional[int] = typer.Option(None, help="optimizer.m, the msam group size (required by msam)."),
+    batch_size: Optional[str] = typer.Option(None, help="optimizer.batch_size: an integer or 'full'.",
+                                             show_default=_default("optimizer.batch_size")),
+    lr: Optional[float] = typer.Option(None, help="optimizer.lr.", show_default=_default("optimizer.lr")),
+    momentum: Optional[float] = typer.Option(None, help="optimizer.momentum.",
+                                             show_default=_default("optimizer.momentum")),
+    steps: Optional[int] = typer.Option(None, help="Number of update steps.", show_default=_default("steps")),
+    seed: Optional[int] = typer.Option(None, help="Seed for initialization, data order and sampling.",
+                                       show_default=_default("seed")),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda.", show_default=_default("device")),
+    dtype: Optional[str] = typer.Option(None, help="float32 or float64.", show_default=_default("dtype")),
+    loss: Optional[str] = typer.Option(None, help="cross-entropy or mse.", show_default=_default("loss")),
+    out: Optional[Path] = typer.Option(None, help="Run directory.", show_default="results/runs/<name>"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (its files, "
                                                               "sharpness.json included, are removed first)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -106,71 +179,64 @@ def train(
     """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
     Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted (Ctrl-C, SIGTERM)."""
     from .train import halt_line, train as run_training
-    try:
-        raw = load_yaml(config) if config else {}
-        flags = {"data.name": dataset, "model.name": model, "optimizer.method": method, "optimizer.rho": rho,
-                 "optimizer.m": m, "optimizer.lr": lr, "optimizer.momentum": momentum, "steps": steps,
-                 "seed": seed, "device": device, "dtype": dtype, "loss": loss}
-        if batch_size is not None:
-            flags["optimizer.batch_size"] = batch_size if batch_size == "full" else _int(batch_size, "--batch-size")
-        for key, value in flags.items():
-            if value is not None:
-                apply_override(raw, f"{key}={json.dumps(value)}")
-        for item in set_:
-            apply_override(raw, item)
-        cfg = TrainConfig.from_dict(raw)
-        bar, update = progress_bar(quiet or as_json)
-        with bar or nullcontext(), sigterm_as_interrupt():
-            result = run_training(cfg, out, progress=update, overwrite=overwrite)
-    except SamcliError as err:
-        fail(str(err))
-    except (OSError, UnicodeDecodeError) as err:
-        fail_on_os_error(err)
-    except KeyboardInterrupt:
-        warn("interrupted: the metrics so far and a summary marked 'interrupted' (with the step) are in the "
-             "run directory")
-        raise typer.Exit(130)
-    warn(halt_line(result.summary))
-    if as_json:
-        print(json.dumps({"run_dir": str(result.run_dir), **result.summary}, indent=2))
-    elif not quiet and result.status == "completed":
-        final = result.summary["final"]
-        acc = final.get("test_accuracy")
-        console.print(f"{result.status}: train loss {final.get('train_loss', float('nan')):.4g}"
-                      + (f", test accuracy {acc:.4f}" if acc is not None else "")
-                      + f" in {result.summary['seconds']:.1f}s -> {escape(str(result.run_dir))}")
+    raw = load_yaml(config) if config else {}
+    flags = {"data.name": dataset, "model.name": model, "optimizer.method": method, "optimizer.rho": rho,
+             "optimizer.m": m, "optimizer.lr": lr, "optimizer.momentum": momentum, "steps": steps,
+             "seed": seed, "device": device, "dtype": dtype, "loss": loss}
+    if batch_size is not None:
+        flags["optimizer.batch_size"] = batch_size if batch_size == "full" else _int(batch_size, "--batch-size")
+    for key, value in flags.items():
+        if value is not None:
+            apply_override(raw, f"{key}={json.dumps(value)}")
+    for item in set_:
+        apply_override(raw, item)
+    cfg = TrainConfig.from_dict(raw)
+    bar, update = render.train_progress(quiet or as_json)
+    with bar or nullcontext(), sigterm_as_interrupt():
+        result = run_training(cfg, out, progress=update, overwrite=overwrite)
+    render.warn(halt_line(result.summary))
+    render.train_result(result, quiet, as_json)
     if result.status == "diverged":
         raise typer.Exit(1)
 
 
+# the sharpness settings that have options of their own: an error about one names the option, not --set
+SHARPNESS_OPTIONS = {"rho": "--rho", "samples": "--samples", "notions": "--notions", "exact": "--exact",
+                     "seed": "--seed"}
+SHARPNESS_INTERRUPTED = "interrupted: nothing was written (a sharpness.json already there is unchanged)"
+
+
+def _settings(items: Sequence[str]) -> dict:
+    """--set key=value items as the measurement's keyword arguments (values read as YAML)."""
+    knobs: dict = {}
+    for item in items:
+        apply_override(knobs, item)
+    for key, value in knobs.items():
+        if key in SHARPNESS_OPTIONS:        # one knob, one way in: else which of the two values holds?
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            raise SamcliError(f"--set {key}=... sets a knob that has its own option; pass "
+                              f"{SHARPNESS_OPTIONS[key]} {shown} instead")
+    return knobs
+
+
 def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
-               as_json: bool, settings: List[str] = ()) -> None:
+               as_json: bool, settings: Sequence[str] = ()) -> None:
     from .study.rundir import measure_and_record
-    try:
-        count = None if samples == "all" else _int(samples, "--samples", "all")
-        knobs: dict = {}
-        for item in settings:
-            apply_override(knobs, item)
-        report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,
-                                                      samples=count, seed=seed, exact=exact, **knobs)
-    except SamcliError as err:
-        fail(str(err))
-    except (OSError, UnicodeDecodeError) as err:
-        fail_on_os_error(err)
-    warn(warning)
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        console.print(sharpness_table(report), soft_wrap=True)
-        console.print(f"written to {written}")
+    count = None if samples == "all" else _int(samples, "--samples", "all")
+    report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,
+                                                  samples=count, seed=seed, exact=exact, **_settings(settings))
+    render.warn(warning)
+    render.sharpness_result(report, written, as_json)
 
 
 @app.command()
+@one_line_errors(interrupted=SHARPNESS_INTERRUPTED, options=SHARPNESS_OPTIONS)
 def sharpness(
     run_dir: Path = typer.Argument(..., help="A run directory written by `samcli train`."),
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
-    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable; default the first three)."),
+    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable).",
+                                      show_default=" ".join(DEFAULT_NOTIONS)),
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -182,6 +248,7 @@ def sharpness(
 
 
 @app.command("measure-sharpness", hidden=True)
+@one_line_errors(interrupted=SHARPNESS_INTERRUPTED, options=SHARPNESS_OPTIONS)
 def measure_sharpness_alias(
     run_dir: Path = typer.Argument(...), rho: float = typer.Option(0.05), samples: str = typer.Option("all"),
     notions: List[str] = typer.Option([], "--notions"), exact: bool = typer.Option(False, "--exact"),
@@ -195,17 +262,18 @@ def _int(text: str, flag: str, word: str = "full") -> int:
     try:
         return int(text)
     except ValueError:
-        fail(f"{flag}={text!r} must be an integer or {word!r}")
+        raise SamcliError(f"{flag}={short_repr(text)} must be an integer or {word!r}") from None
 
 
 # ---- compare: a study of many runs (samcli/study) ----------------------------------------------
 
 @app.command()
+@one_line_errors(interrupted="interrupted: finished runs are kept; run the same command again to resume")
 def compare(
     study: Optional[Path] = typer.Argument(None, help="Study YAML (default: the study embedded in samcli)."),
     from_: Optional[Path] = typer.Option(None, "--from", help="Re-render tables and plots from a study directory "
                                                                "(no training)."),
-    out: Optional[Path] = typer.Option(None, help="Study directory (default results/studies/<name>)."),
+    out: Optional[Path] = typer.Option(None, help="Study directory.", show_default="results/studies/<name>"),
     executor: str = typer.Option("local", help="local (processes on this machine) or ray."),
     jobs: Optional[int] = typer.Option(None, help="Local executor: runs at once, each in its own process with "
                                                   "cores/N torch threads (default: one per core, at most 4, on a "
@@ -228,106 +296,27 @@ def compare(
     from .study import compare as run_study, load_study, render_from
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
-    try:
-        if from_ is not None:
-            result = render_from(from_, baseline=baseline, update_baseline=update_baseline)
-        else:
-            spec = load_study(study)
-            display = None if quiet or as_json else _StudyProgress(spec.name)
-            with display.bar if display else nullcontext():
-                result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
-                                   baseline=baseline, update_baseline=update_baseline, wait=wait)
-    except SamcliError as err:
-        fail(str(err))
-    except (OSError, UnicodeDecodeError) as err:
-        fail_on_os_error(err)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished runs are kept; run the same command again to resume")
-        raise typer.Exit(130)
-    if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+    if from_ is not None:
+        result = render_from(from_, baseline=baseline, update_baseline=update_baseline)
     else:
-        _print_compare(result, baseline)
-    diverged = int(result.table["diverged"].sum()) if "diverged" in result.table else 0
-    warn(f"{diverged} run(s) diverged; the table counts them and the notes say where" if diverged else None)
-    if result.failed_runs:
-        console.print(f"{result.failed_runs} run(s) failed; see the notes above", highlight=False)
+        spec = load_study(study)
+        display = None if quiet or as_json else render.StudyProgress(spec.name)
+        with display.bar if display else nullcontext():
+            result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
+                               baseline=baseline, update_baseline=update_baseline, wait=wait)
+    if as_json:
+        render.print_json(result.to_json())
+    else:
+        render.compare_result(result, baseline)
+    render.compare_outcome(result)
     if result.baseline_ok is False or result.failed_runs:
         raise typer.Exit(1)
-
-
-def _print_compare(result, baseline: Optional[Path]) -> None:
-    from .study.baseline import display_diff
-    from .study.correlations import sections
-    from .study.table import display as display_table
-    stdout = Console()
-    if not stdout.is_terminal:
-        stdout = Console(width=max(stdout.width, 240))
-    stdout.print(_frame_table(display_table(result.table), f"study {result.name}"))
-    stdout.print(result.caption, highlight=False)
-    for heading, frame, lines in sections(result.report):
-        if frame is not None:
-            stdout.print(_frame_table(frame, heading))
-        else:
-            stdout.print(f"{heading}:", highlight=False)
-        for line in lines:
-            stdout.print(escape(line), highlight=False)
-    for note in result.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    console.print("written: " + ", ".join(str(f) for f in result.files), highlight=False, soft_wrap=True)
-    if result.baseline_written is not None:
-        console.print(f"baseline written to {result.baseline_written}", highlight=False)
-    if result.baseline_diff is not None:
-        stdout.print(_frame_table(display_diff(result.baseline_diff), f"baseline {baseline}"))
-        console.print("baseline: all checks hold" if result.baseline_ok else "baseline: REGRESSION", highlight=False)
-
-
-def _frame_table(frame, title: str):
-    from rich.table import Table
-    table = Table(title=title)
-    for i, column in enumerate(frame.columns):
-        table.add_column(str(column), justify="left" if i == 0 else "right")
-    for _, row in frame.iterrows():
-        table.add_row(*[str(v) for v in row])
-    return table
-
-
-class _StudyProgress:
-    """Rich display: the study's bar (runs done of all) and one bar per run in progress."""
-
-    def __init__(self, name: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=True)
-        self.study = self.bar.add_task(f"study {name}: runs", total=None, note="")
-        self.runs: dict = {}
-
-    def __call__(self, event) -> None:
-        bar, kind = self.bar, event.kind
-        if kind == "plan":
-            bar.update(self.study, total=event.total, completed=event.step, note=event.message)
-        elif kind == "note":
-            bar.console.print(f"note: {event.message}", highlight=False, soft_wrap=True)
-        elif kind == "start" and event.run not in self.runs:
-            self.runs[event.run] = bar.add_task(f"  {event.label} seed {event.seed}", total=None,
-                                                note=event.message or "training")
-        elif kind == "step" and event.run in self.runs:
-            bar.update(self.runs[event.run], completed=event.step, total=event.total, note="training")
-        elif kind == "measure" and event.run in self.runs:
-            bar.update(self.runs[event.run], note="measuring sharpness")
-        elif kind == "done":
-            task = self.runs.pop(event.run, None)
-            if task is not None:
-                bar.remove_task(task)
-            bar.advance(self.study)
-            bar.update(self.study, note=f"last: {event.label} seed {event.seed} {event.status}")
-            if event.status == "failed":
-                bar.console.print(f"{event.label} seed {event.seed} failed: {event.message}", highlight=False)
 
 
 # ---- reproduce: the paper's predictions (samcli/paper) -------------------------------------------
 
 @app.command()
+@one_line_errors(interrupted="interrupted: each study that finished has its directory under --out")
 def reproduce(
     name: Optional[str] = typer.Argument(None, help="Study name (see --list), or all."),
     list_: bool = typer.Option(False, "--list", help="List the studies and exit."),
@@ -345,37 +334,16 @@ def reproduce(
         for study in paper.STUDIES.values():
             print(f"{study.name:12s} {study.summary}")
         if name is None and not list_:
-            console.print("give a study name (or all) to run it", highlight=False)
+            render.info("give a study name (or all) to run it")
         return
     chatty = not (quiet or as_json)
-    log = (lambda message: console.print(message, highlight=False)) if chatty else (lambda message: None)
-
-    def show(result) -> None:
-        if chatty:
-            console.print(_verdict_table(result))
-            console.print(f"{result.name}: {result.seconds:.1f} s -> {escape(str(result.out_dir))}", highlight=False)
-    try:
-        results = paper.reproduce(name, out, quick=quick, config=config, overrides=set_, log=log, on_result=show)
-    except SamcliError as err:
-        fail(str(err))
-    except (OSError, UnicodeDecodeError) as err:
-        fail_on_os_error(err)
+    results = paper.reproduce(name, out, quick=quick, config=config, overrides=set_,
+                              log=render.info if chatty else (lambda message: None),
+                              on_result=render.reproduce_result if chatty else (lambda result: None))
     if as_json:
-        print(json.dumps([r.summary() for r in results], indent=2, default=str))
+        render.print_json([r.summary() for r in results])
     if not all(r.ok for r in results):
         raise typer.Exit(1)
-
-
-def _verdict_table(result):
-    from rich.table import Table
-    table = Table(title=f"reproduce {result.name}" + (" (quick)" if result.quick else ""), show_lines=False)
-    for column in ("verdict", "prediction", "theorem, condition, settings", "measured"):
-        table.add_column(column)
-    colors = {"PASS": "green", "FAIL": "red", "open": "yellow"}
-    for v in result.verdicts:
-        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim_text()),
-                      escape(f"{v.theorem}: {v.condition_text().replace('**', '')}"), escape(v.measured_text()))
-    return table
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import ConfigError, SamcliError, unknown_choice  # noqa: F401  (SamcliError: re-exported)
+from .errors import ConfigError, SamcliError, near_miss, short_repr, unknown_choice  # noqa: F401  (re-exports)
 from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
 from .methods import get_method, validate_optimizer
 
@@ -224,7 +224,7 @@ def build_dataclass(cls, raw: Any, prefix: str):
     if isinstance(raw, cls):
         return raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {short_repr(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in raw if k not in names]
@@ -257,32 +257,35 @@ def _coerce(hint, value, key: str):
                 return _coerce(option, value, key)
             except ConfigError as err:
                 errors.append(err)
-        raise ConfigError(f"{key}={value!r} is not allowed; expected {_describe(hint)}")
+        raise ConfigError(f"{key}={short_repr(value)} is not allowed; expected {_describe(hint)}")
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+            near = near_miss(value, map(str, allowed))
+            did_you_mean = f" (did you mean {near}?)" if near else ""
+            raise ConfigError(f"{key}={short_repr(value)} is not allowed{did_you_mean}; "
+                              f"choose one of {', '.join(map(str, allowed))}")
         return value
     if origin is list:
         (inner,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} must be a list of {inner.__name__}")
+            raise ConfigError(f"{key}={short_repr(value)} must be a list of {inner.__name__}")
         return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be true or false")
+            raise ConfigError(f"{key}={short_repr(value)} must be true or false")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r} must be an integer")
+            raise ConfigError(f"{key}={short_repr(value)} must be an integer")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} must be a number")
+            raise ConfigError(f"{key}={short_repr(value)} must be a number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} must be a string")
+            raise ConfigError(f"{key}={short_repr(value)} must be a string")
         return value
     return value
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import SamcliError
 from ..objective import Batch, Objective, resolve_loss
-from ..spec.measure import MeasureSpec, SpecError, default_notions
+from ..spec.measure import MeasureSpec, default_notions
 from .measure import measure
 from .report import SharpnessReport
 
@@ -36,10 +36,7 @@ def build_spec(spec: Optional[MeasureSpec] = None, **knobs) -> MeasureSpec:
     """The MeasureSpec of a call's keywords (on top of `spec` when one is passed), every knob checked."""
     if spec is not None and not isinstance(spec, MeasureSpec):
         raise SharpnessInputError(f"spec is a {type(spec).__name__}; pass a samcli.MeasureSpec or keywords")
-    try:
-        return MeasureSpec.build(knobs, base=spec)
-    except SpecError as err:
-        raise SharpnessInputError(str(err)) from None
+    return MeasureSpec.build(knobs, base=spec)       # a SpecError names the knob, in Python or CLI words
 
 
 def _as_batch(data) -> Batch:

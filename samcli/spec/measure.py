@@ -27,11 +27,21 @@ INT_MAX = 2 ** 63 - 1      # torch.manual_seed and every counter here are 64-bit
 
 
 class SpecError(ConfigError):
-    """A measurement knob with a wrong name, type or range; `key` is the knob's name."""
+    """A measurement knob with a wrong name, type or range. `key` is the knob; on the command line
+    the error names the option (`--rho=0 must be > 0`) or `--set key=...`, in Python the keyword or
+    the config key it came through (`sharpness.rho=0 must be > 0`)."""
 
-    def __init__(self, message: str, key: str = ""):
+    def __init__(self, message: str, key: str = "", cli: str = ""):
         super().__init__(message)
-        self.key = key
+        self.key, self.cli = key, cli          # cli: the message with "{}" where the knob's name goes
+
+    def __reduce__(self):          # a run in another process raises it; pickle rebuilds it from its parts
+        return type(self), (str(self), self.key, self.cli)
+
+    def cli_message(self, options: Optional[Mapping[str, str]] = None) -> str:
+        if not self.cli:
+            return str(self)
+        return self.cli.format((options or {}).get(self.key) or f"--set {self.key}")
 
 
 # ---- the notion registry ---------------------------------------------------------------------------
@@ -240,8 +250,10 @@ class MeasureSpec:
         for key in raw:
             if key not in knobs:
                 close = _close(str(key), knobs)
-                raise SpecError(f"unknown {kind} {name(str(key))}" + (f" (did you mean {name(close)}?)" if close else "")
-                                + f"; allowed keys here: {', '.join(knobs)}", str(key))
+                hint = f" (did you mean {{}}?)" if close else ""
+                allowed = f"; allowed keys here: {', '.join(knobs)}"
+                raise SpecError(f"unknown {kind} {name(str(key))}" + hint.format(name(close or "")) + allowed,
+                                str(key), "unknown measurement setting {}" + hint.format(f"--set {close}") + allowed)
         if raw.get("samples") == "all":
             raw["samples"] = None
         if "notions" in raw:
@@ -251,7 +263,8 @@ class MeasureSpec:
                 continue
             problem = cls.RULES[key](value)
             if problem:
-                raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key)
+                shown = short_repr(value).replace("{", "{{").replace("}", "}}")
+                raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key, "{}=" + f"{shown} {problem}")
         values = {**(dataclasses.asdict(base) if base is not None else {}), **raw}
         for key in ("k", "lanczos_iters", "trace_probes", "ascent_iters", "ascent_restarts", "directions",
                     "stochastic_examples", "seed"):
