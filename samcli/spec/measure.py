@@ -247,13 +247,16 @@ class MeasureSpec:
         interface that was used spells a knob in its messages (sharpness.rho, measure.rho, --rho)."""
         raw = dict(raw or {})
         knobs = [f.name for f in dataclasses.fields(cls)]
+        # keywords and `samcli sharpness --set` spell knobs bare: only their errors get command-line words
+        # (an error from a study file or a config's measure: section names the key as the file has it)
+        cli = name("rho") == "rho"
         for key in raw:
             if key not in knobs:
                 close = _close(str(key), knobs)
                 hint = f" (did you mean {{}}?)" if close else ""
                 allowed = f"; allowed keys here: {', '.join(knobs)}"
                 raise SpecError(f"unknown {kind} {name(str(key))}" + hint.format(name(close or "")) + allowed,
-                                str(key), "unknown measurement setting {}" + hint.format(f"--set {close}") + allowed)
+                                str(key), cli and "unknown measurement setting {}" + hint.format(f"--set {close}") + allowed)
         if raw.get("samples") == "all":
             raw["samples"] = None
         if "notions" in raw:
@@ -264,7 +267,7 @@ class MeasureSpec:
             problem = cls.RULES[key](value)
             if problem:
                 shown = short_repr(value).replace("{", "{{").replace("}", "}}")
-                raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key, "{}=" + f"{shown} {problem}")
+                raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key, cli and "{}=" + f"{shown} {problem}")
         values = {**(dataclasses.asdict(base) if base is not None else {}), **raw}
         for key in ("k", "lanczos_iters", "trace_probes", "ascent_iters", "ascent_restarts", "directions",
                     "stochastic_examples", "seed"):
