@@ -8,9 +8,10 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -148,7 +149,7 @@ def _default(key: str) -> str:
                              "are in the run directory")
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML train config (defaults apply to missing keys)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.rho=0.1 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set optimizer.rho=0.1 (repeatable)."),
     dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ...",
                                           show_default=_default("data.name")),
     model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear.",
@@ -178,7 +179,8 @@ def train(
 ):
     """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
     Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted (Ctrl-C, SIGTERM)."""
-    from .train import halt_line, train as run_training
+    from .train import halt_line
+    from .train import train as run_training
     raw = load_yaml(config) if config else {}
     flags = {"data.name": dataset, "model.name": model, "optimizer.method": method, "optimizer.rho": rho,
              "optimizer.m": m, "optimizer.lr": lr, "optimizer.momentum": momentum, "steps": steps,
@@ -219,7 +221,7 @@ def _settings(items: Sequence[str]) -> dict:
     return knobs
 
 
-def _sharpness(run_dir: Path, rho: float, samples: str, notions: List[str], exact: bool, seed: int,
+def _sharpness(run_dir: Path, rho: float, samples: str, notions: list[str], exact: bool, seed: int,
                as_json: bool, settings: Sequence[str] = ()) -> None:
     from .study.rundir import measure_and_record
     count = None if samples == "all" else _int(samples, "--samples", "all")
@@ -235,12 +237,12 @@ def sharpness(
     run_dir: Path = typer.Argument(..., help="A run directory written by `samcli train`."),
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
-    notions: List[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable).",
+    notions: list[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable).",
                                       show_default=" ".join(DEFAULT_NOTIONS)),
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-    set_: List[str] = typer.Option([], "--set", help="A measurement setting, e.g. --set ascent_restarts=1 "
+    set_: list[str] = typer.Option([], "--set", help="A measurement setting, e.g. --set ascent_restarts=1 "
                                                      "(repeatable; the keys of samcli.sharpness.Settings)."),
 ):
     """Measure a trained run by the three notions of sharpness; writes sharpness.json."""
@@ -251,7 +253,7 @@ def sharpness(
 @one_line_errors(interrupted=SHARPNESS_INTERRUPTED, options=SHARPNESS_OPTIONS)
 def measure_sharpness_alias(
     run_dir: Path = typer.Argument(...), rho: float = typer.Option(0.05), samples: str = typer.Option("all"),
-    notions: List[str] = typer.Option([], "--notions"), exact: bool = typer.Option(False, "--exact"),
+    notions: list[str] = typer.Option([], "--notions"), exact: bool = typer.Option(False, "--exact"),
     seed: int = typer.Option(0), as_json: bool = typer.Option(False, "--json"),
 ):
     """Same as `samcli sharpness` (the name in the original design)."""
@@ -293,7 +295,8 @@ def compare(
     tau-b with bootstrap intervals, granulated Kendall per hyperparameter axis); write table.csv, table.md,
     study.json, plots. Exit code 0: every run completed or diverged; 1: a run failed or the baseline regressed;
     2: bad input (nothing trained); 130: interrupted (finished runs are kept)."""
-    from .study import compare as run_study, load_study, render_from
+    from .study import compare as run_study
+    from .study import load_study, render_from
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
     if from_ is not None:
@@ -323,7 +326,7 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="Small settings (seconds; for tests): the config's quick: section."),
     out: Path = typer.Option(Path("results/paper"), help="Base directory; each study writes OUT/NAME/."),
     config: Optional[Path] = typer.Option(None, help="Study YAML (default: the packaged NAME.yaml); one study only."),
-    set_: List[str] = typer.Option([], "--set", help="Override a study config key: --set rho=0.1 (one study only)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a study config key: --set rho=0.1 (one study only)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
 ):

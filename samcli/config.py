@@ -19,8 +19,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError, SamcliError, near_miss, short_repr, unknown_choice  # noqa: F401  (re-exports)
-from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
 from .methods import get_method, validate_optimizer
+from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
 
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn", "resnet", "linear", "diag-linear")
@@ -132,16 +132,16 @@ class TrainConfig:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict | None) -> "TrainConfig":
+    def from_dict(cls, raw: dict | None) -> TrainConfig:
         if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in ("cross-entropy", "mse"):
-            from .objective import resolve_loss      # cross_entropy, CrossEntropy ... (lazy: objective needs torch)
+            from .objective import resolve_loss  # cross_entropy, CrossEntropy ... (lazy: objective needs torch)
             raw = {**raw, "loss": resolve_loss(raw["loss"])}
         cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "TrainConfig":
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         raw = load_yaml(path)
         for item in overrides or []:
             apply_override(raw, item)
@@ -150,7 +150,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
 
-    def replace(self, **dotted: Any) -> "TrainConfig":
+    def replace(self, **dotted: Any) -> TrainConfig:
         """Copy with dotted-key changes, e.g. cfg.replace(**{"optimizer.rho": 0.1})."""
         raw = self.to_dict()
         for key, value in dotted.items():

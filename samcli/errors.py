@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import difflib
 import reprlib
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Optional
 
 ECHO_LIMIT = 80          # characters of a user's value echoed back in a message
 

@@ -7,8 +7,9 @@ computed, and anything wrong is one SamcliError line, never a raw torch error fr
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn

@@ -264,7 +264,7 @@ class SharpnessReport:
         return [("", "loss L(x)", self.loss, "")] + [row for r in self.results.values() for row in r.rows()]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SharpnessReport":
+    def from_dict(cls, data: dict) -> SharpnessReport:
         """A report as `to_dict` wrote it; a notion that is not registered is a SpecError."""
         meta = {k: v for k, v in data.items() if k in META}
         results = {}

@@ -18,8 +18,9 @@ import hashlib
 import importlib
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from ..errors import ConfigError, short_repr
 
@@ -73,9 +74,9 @@ class Notion:
     needs_lanczos: bool = False      # the shared top-eigenpair run (computed once, timed apart)
     # when the notion runs: by default when it is named in spec.notions; the per-example and exact
     # notions are switched by their own knobs (stochastic_examples, exact), as they always were
-    enabled: Optional[Callable[["MeasureSpec"], bool]] = None
+    enabled: Optional[Callable[[MeasureSpec], bool]] = None
 
-    def is_enabled(self, spec: "MeasureSpec") -> bool:
+    def is_enabled(self, spec: MeasureSpec) -> bool:
         return self.enabled(spec) if self.enabled is not None else self.name in spec.notions
 
     def compute_function(self) -> Callable:
@@ -242,7 +243,7 @@ class MeasureSpec:
     # ---- construction --------------------------------------------------------------------------
     @classmethod
     def build(cls, raw: Optional[Mapping[str, Any]] = None, *, name: Callable[[str], str] = str,
-              base: Optional["MeasureSpec"] = None, kind: str = "measurement setting") -> "MeasureSpec":
+              base: Optional[MeasureSpec] = None, kind: str = "measurement setting") -> MeasureSpec:
         """The spec from plain values, every knob checked (name, type, range); `name(key)` is how the
         interface that was used spells a knob in its messages (sharpness.rho, measure.rho, --rho)."""
         raw = dict(raw or {})
@@ -253,7 +254,7 @@ class MeasureSpec:
         for key in raw:
             if key not in knobs:
                 close = _close(str(key), knobs)
-                hint = f" (did you mean {{}}?)" if close else ""
+                hint = " (did you mean {}?)" if close else ""
                 allowed = f"; allowed keys here: {', '.join(knobs)}"
                 raise SpecError(f"unknown {kind} {name(str(key))}" + hint.format(name(close or "")) + allowed,
                                 str(key), cli and "unknown measurement setting {}" + hint.format(f"--set {close}") + allowed)
@@ -282,7 +283,7 @@ class MeasureSpec:
             values["notions"] = tuple(values["notions"])
         return cls(**values)
 
-    def replace(self, **changes) -> "MeasureSpec":
+    def replace(self, **changes) -> MeasureSpec:
         """A copy with some knobs changed, checked like `build`."""
         return MeasureSpec.build(changes, base=self)
 
@@ -293,7 +294,7 @@ class MeasureSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MeasureSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> MeasureSpec:
         return cls.build(data)
 
     def hash(self) -> str:

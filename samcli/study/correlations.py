@@ -18,8 +18,9 @@ Signs: sharper-is-worse shows as tau < 0 against test accuracy and tau > 0 again
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd

@@ -30,8 +30,19 @@ import yaml
 
 from .. import _version
 from ..config import SamcliError, TrainConfig, config_hash
-from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, file_sha256, read_metrics, read_sharpness,
-                    read_summary, write_sharpness, write_sharpness_skipped)
+from ..runs import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SHARPNESS,
+    SUMMARY,
+    file_sha256,
+    read_metrics,
+    read_sharpness,
+    read_summary,
+    write_sharpness,
+    write_sharpness_skipped,
+)
 from ..spec.measure import MeasureSpec
 from .grid import RunSpec
 
@@ -66,13 +77,13 @@ class RunRecord:
     curve: list = field(default_factory=list)     # every evaluation: step, epoch, train / test loss and accuracy
 
     @classmethod
-    def blank(cls, spec: RunSpec, run_dir: str | Path, status: str = "missing") -> "RunRecord":
+    def blank(cls, spec: RunSpec, run_dir: str | Path, status: str = "missing") -> RunRecord:
         """A record with no results (a run that is missing, untrusted or failed before writing anything)."""
         return cls(spec.label, spec.seed, spec.hash, spec.method, str(run_dir), status,
                    spec.config.to_dict(), spec.overrides)
 
     @classmethod
-    def read(cls, run_dir: str | Path, spec: RunSpec) -> "RunRecord":
+    def read(cls, run_dir: str | Path, spec: RunSpec) -> RunRecord:
         """The record of a run from the files in its directory (missing files leave fields empty)."""
         run_dir = Path(run_dir)
         summary = read_summary(run_dir) or {}
@@ -99,7 +110,7 @@ class RunRecord:
             epochs=target.get("epoch") if reached else final.get("epoch"), curve=curve)
 
     @classmethod
-    def failed(cls, spec: RunSpec, run_dir: str | Path, err: BaseException) -> "RunRecord":
+    def failed(cls, spec: RunSpec, run_dir: str | Path, err: BaseException) -> RunRecord:
         """A run whose training or measuring raised: what its directory holds, marked failed."""
         record = cls.read(run_dir, spec) if Path(run_dir).is_dir() else cls.blank(spec, run_dir)
         return dataclasses.replace(record, status="failed",

@@ -13,7 +13,8 @@ Conventions (stated in the table's caption as well):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable, Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
