@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import ClassVar, Union
 
 import torch
 
 from ...sharpness.notions import Settings, measure
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, POSITIVE, Rule, require
 from ..skeleton import Findings, Log, write_table
 from .netsetup import NetworkSetup, continue_from, interpolating_point, relative_change
 
@@ -24,6 +24,8 @@ class BatchsizeConfig(NetworkSetup):
     measure_every: int = 500
     batch_sizes: list[Union[int, str]] = field(default_factory=lambda: [1, 4, 16, 64, "full"])
     align_batches: int = 8             # random batches for E_B |cos(g_B, v_1(H_B))|
+    RULES: ClassVar[dict[str, Rule]] = {"rho": POSITIVE, "steps": COUNT, "measure_every": COUNT,
+                               "batch_sizes": Rule(lo=1, choices=("full",)), "align_batches": COUNT}
 
     def validate(self) -> None:
         super().validate()

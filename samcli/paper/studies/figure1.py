@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from ...sharpness.notions import Settings, measure
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FINITE, POSITIVE, Rule, SEED, at_least, require
 from ..flows import ManifoldFlow
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
@@ -29,6 +29,7 @@ class GapConfig:
     pairs: list[list[float]] = field(default_factory=lambda: [[0.04, 0.15], [0.028284, 0.106066], [0.02, 0.075]])
     taus: list[float] = field(default_factory=lambda: [0.03, 0.06, 0.09])
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.001, 0.001])
+    RULES: ClassVar[dict[str, Rule]] = {"pairs": POSITIVE, "taus": POSITIVE, "start": FINITE}
 
 
 @dataclass
@@ -39,6 +40,8 @@ class InRegimeSam:
     steps: int = 15000                 # tau = eta rho^2 t = 0.69
     record_every: int = 100
     start: Optional[list[float]] = None   # None: the figure's start
+    RULES: ClassVar[dict[str, Rule]] = {"lr": POSITIVE, "rho": POSITIVE, "steps": COUNT, "record_every": COUNT,
+                               "start": FINITE}
 
 
 @dataclass
@@ -57,7 +60,11 @@ class Figure1Config:
     sam_in_regime: InRegimeSam = field(default_factory=InRegimeSam)
     ascent_lrs: list[float] = field(default_factory=lambda: [0.02, 0.01])   # GD on L^Asc: the caption's eta sweep
     gap: GapConfig = field(default_factory=GapConfig)
-    threads: int = 1                   # torch threads (0: torch's default; 1 is fastest for a 4-parameter toy)
+    threads: int = 1                   # torch threads (>= 1; 1 is fastest for a 4-parameter toy)
+    RULES: ClassVar[dict[str, Rule]] = {
+        "start": FINITE, "lr": POSITIVE, "rho": POSITIVE, "steps": at_least(2), "record_every": COUNT,
+        "measure_points": COUNT, "seed": SEED, "flow_dt": POSITIVE, "tol_sam": POSITIVE, "tol_one_sam": POSITIVE,
+        "tol_gd": POSITIVE, "ascent_lrs": POSITIVE, "threads": COUNT}
 
     def validate(self) -> None:
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from pathlib import Path
 
 from ...config import SamcliError
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FRACTION, NONNEGATIVE, POSITIVE, Rule, at_least, require
 from ..drift import Regression, drift_direction
 from ..skeleton import Findings, Log, write_table
 from ..trajectory import LABELS, Trajectory
@@ -42,6 +43,10 @@ class NetworkConfig(NetworkSetup):
     tol_alignment: float = 0.9         # |cos(g, v_1)| at every measurement in the second half of a rung
     tol_gd_change: float = 0.05        # GD: relative change of lambda_1 and Tr at most this
     angle_growth: float = 0.25         # angle(g, v_1) / rho may grow at most this much as rho shrinks
+    RULES: ClassVar[dict[str, Rule]] = {
+        "sam_lr": POSITIVE, "sam_rho": POSITIVE, "taus": POSITIVE, "gd_control_steps": COUNT,
+        "alignment_ladder": POSITIVE, "ladder_steps": at_least(4), "ladder_points": at_least(2), "tol_cos": FRACTION,
+        "tol_alignment": FRACTION, "tol_gd_change": POSITIVE, "angle_growth": NONNEGATIVE}
 
     def validate(self) -> None:
         super().validate()

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FINITE, POSITIVE, Rule, SEED, at_least, one_of, require
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
 from ..trajectory import LABELS, METHODS, optimizer_settings, record_schedule, run_trajectory
@@ -22,6 +22,7 @@ class TimescaleRun:
     method: str = "sam-full"
     lr: float = 0.08
     rhos: list[float] = field(default_factory=lambda: [0.024, 0.012])
+    RULES: ClassVar[dict[str, Rule]] = {"method": one_of(*METHODS), "lr": POSITIVE, "rhos": POSITIVE}
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TimescaleConfig:
     tol_ratio: float = 0.1             # steps(rho/2) / steps(rho) within 4 (1 +- tol_ratio)
     seed: int = 0
     threads: int = 1
+    RULES: ClassVar[dict[str, Rule]] = {"start": FINITE, "drift": POSITIVE, "max_tau": POSITIVE, "points": at_least(2),
+                               "tol_ratio": POSITIVE, "seed": SEED, "threads": COUNT}
 
     def validate(self) -> None:
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers")
