@@ -71,6 +71,8 @@ class Figure1Config:
         require(self.lr > 0 and self.rho > 0, "lr and rho must be > 0")
         require(self.steps >= 2 and self.record_every >= 1, "steps must be >= 2 and record_every >= 1")
         require(len(self.gap.start) == 4, f"gap.start={self.gap.start} must be 4 numbers")
+        start = self.sam_in_regime.start
+        require(start is None or len(start) == 4, f"sam_in_regime.start={start} must be 4 numbers or null")
         require(all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in self.gap.pairs),
                 f"gap.pairs={self.gap.pairs} must be [lr, rho] pairs of positive numbers")
         require(all(t > 0 for t in self.gap.taus), f"gap.taus={self.gap.taus} must be > 0")
@@ -141,10 +143,15 @@ def _runs(cfg: Figure1Config, toy: Figure1Toy, log: Log) -> dict[str, Trajectory
     return runs
 
 
+def sam_start(cfg: Figure1Config) -> list[float]:
+    """sam_in_regime.start, null meaning the figure's start (an empty list is refused, not read as null)."""
+    return cfg.start if cfg.sam_in_regime.start is None else cfg.sam_in_regime.start
+
+
 def _extra_runs(cfg: Figure1Config, toy: Figure1Toy, log: Log) -> dict[str, Trajectory]:
     """Full-batch SAM inside Thm 4.5's regime, and GD on the ascent loss at the sweep's other lrs."""
     sam = cfg.sam_in_regime
-    task = toy.task(sam.start or cfg.start)
+    task = toy.task(sam_start(cfg))
     log(f"figure1: full-batch SAM in Thm 4.5's regime, {sam.steps} steps (lr {sam.lr}, rho {sam.rho})")
     extra = {"sam-in-regime": run_trajectory(
         task, optimizer_settings("sam-full", sam.lr, sam.rho), sam.steps, record_schedule(sam.steps, sam.record_every),
@@ -238,7 +245,7 @@ def _endpoint_verdicts(cfg: Figure1Config, toy: Figure1Toy, runs: dict[str, Traj
                        minimizers: dict, sweep: list[dict]) -> list[Verdict]:
     verdicts = []
     lambda_0 = toy.on_gamma(*cfg.start[:2])["lambda_1"]        # at the start's (x1, x2)
-    lambda_in = toy.on_gamma(*(cfg.sam_in_regime.start or cfg.start)[:2])["lambda_1"]
+    lambda_in = toy.on_gamma(*sam_start(cfg)[:2])["lambda_1"]
     a = torch.tensor(minimizers["argmin F1"], dtype=torch.float64)
     gd = runs["gd"]
     settled = next((i for i, r in enumerate(gd.records) if r["dist_gamma"] < 1e-6), None)
