@@ -62,7 +62,7 @@ BIG = str(2 ** 70)
 def test_an_integer_beyond_64_bits_is_one_line(tmp_path, monkeypatch, item, fragment):
     monkeypatch.chdir(tmp_path)
     line = refused(["train", "--dataset", "synthetic", "--set", item, "--out", str(tmp_path / "run"), "--quiet"])
-    assert fragment in line and "out of range" in line or "must be in" in line, line
+    assert fragment in line and ("out of range" in line or "must be in" in line), line
     assert not (tmp_path / "run").exists()
 
 
