@@ -70,7 +70,7 @@ def test_metrics_jsonl_over_the_limit(tmp_path, finished):
     run = tmp_path / "run"
     line = the_line(train_under_limit(4096, run, "--steps", "50", "--set", "eval_every=1"))
     assert f"cannot write {run / 'metrics.jsonl'}: File too large" in line, line
-    assert f"marked failed at step" in line and str(run / "summary.json") in line, line
+    assert "marked failed at step" in line and str(run / "summary.json") in line, line
     summary = json.loads((run / "summary.json").read_text())
     records = assert_whole(run)
     assert summary["status"] == "failed" and "final" not in summary
