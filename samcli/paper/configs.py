@@ -121,7 +121,7 @@ def _nested_class(cls: type, name: str) -> Optional[type]:
     hint = typing.get_type_hints(cls)[name]
     while typing.get_origin(hint) is list:
         (hint,) = typing.get_args(hint)
-    return hint if dataclasses.is_dataclass(hint) else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
 def check_rules(cfg: Any, study: str, prefix: str = "") -> None:
