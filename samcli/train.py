@@ -105,6 +105,10 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     keys to the record before it is logged; then the config's target (`stop:`) being reached, or
     `stop(record)` returning True, ends the run there, with status "completed" and the step in the
     summary's "stopped_at" (and, for a target, "target": reached, step, epoch).
+
+    A run file that cannot be written (a full disk, a quota) ends the run: the rest is written where it
+    can be, the summary says "failed" with the "error", and `runs.RunFileError` (a SamcliError, with
+    `.path`) is raised, its one line saying what became of the summary.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     started = time.perf_counter()
@@ -238,7 +242,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
             if fault:
                 # raised from finally: the disk fault outranks an interrupt in flight, whose
                 # "checkpoint written" would no longer be true
-                raise SamcliError(f"{fault}; {marked}; free space and re-run with --overwrite") from None
+                raise fault.noted(f"{marked}; free space and re-run with --overwrite") from None
     return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
 
 

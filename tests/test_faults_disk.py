@@ -92,6 +92,21 @@ def test_checkpoint_over_the_limit(tmp_path, finished):
     assert file_states(finished) == before
 
 
+def test_the_python_api_raises_run_file_error(tmp_path):
+    run = tmp_path / "run"
+    code = ("import json, sys, samcli\n"
+            "from samcli.runs import RunFileError\n"
+            "try:\n"
+            "    samcli.train({'data': {'name': 'synthetic'}, 'steps': 5}, sys.argv[1])\n"
+            "except RunFileError as err:\n"
+            "    print(json.dumps({'path': str(err.path), 'line': str(err)}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300, preexec_fn=limited(4096))
+    caught = json.loads(proc.stdout)
+    assert caught["path"] == str(run / "checkpoint.pt") and "\n" not in caught["line"], caught
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
 def test_config_over_the_limit_trains_nothing(tmp_path):
     run = tmp_path / "run"
     line = the_line(train_under_limit(300, run, "--steps", "5"))       # config.yaml is ~800 bytes
