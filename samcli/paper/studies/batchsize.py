@@ -29,7 +29,6 @@ class BatchsizeConfig(NetworkSetup):
 
     def validate(self) -> None:
         super().validate()
-        require(self.rho > 0 and self.steps >= 1 and self.measure_every >= 1, "rho > 0, steps and measure_every >= 1")
         for b in self.batch_sizes:
             require(b == "full" or (isinstance(b, int) and 1 <= b <= self.train_size),
                     f"batch_sizes entry {b!r} must be 'full' or an integer in [1, train_size]")

@@ -50,12 +50,8 @@ class NetworkSetup:
         "threads": COUNT}
 
     def validate(self) -> None:
-        require(self.train_size >= 2, "train_size must be >= 2")
         require(not set(self.positive) & set(self.negative) and self.positive and self.negative,
                 "positive and negative must be disjoint, non-empty lists of digits")
-        require(self.gd_lr > 0 and self.lr_scale > 0, "gd_lr and lr_scale must be > 0")
-        require(self.gd_steps >= 1, "gd_steps must be >= 1")
-        require(self.dtype in ("float32", "float64"), "dtype must be float32 or float64")
 
 
 def network_task(cfg: NetworkSetup) -> Task:

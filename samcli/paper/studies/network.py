@@ -50,13 +50,8 @@ class NetworkConfig(NetworkSetup):
 
     def validate(self) -> None:
         super().validate()
-        require(self.sam_lr > 0 and self.sam_rho > 0, "sam_lr and sam_rho must be > 0")
-        require(len(self.taus) >= 2 and all(t > 0 for t in self.taus) and self.taus == sorted(self.taus),
-                "taus must be >= 2 increasing flow times > 0")
-        require(all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in self.alignment_ladder),
-                "alignment_ladder must list [lr, rho] pairs of positive numbers")
-        require(self.ladder_steps >= 4 and self.ladder_points >= 2 and self.gd_control_steps >= 1,
-                "ladder_steps >= 4, ladder_points >= 2 and gd_control_steps >= 1")
+        require(len(self.taus) >= 2 and self.taus == sorted(self.taus), "taus must be >= 2 increasing flow times")
+        require(all(len(p) == 2 for p in self.alignment_ladder), "alignment_ladder must list [lr, rho] pairs")
 
 
 def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:
