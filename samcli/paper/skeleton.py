@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,12 +124,13 @@ def write_table(out_dir: Path, name: str, rows: list[dict], digits: int = 4) -> 
     """rows as NAME.csv (full precision) and NAME.md (rounded to `digits`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = _columns(rows)
-    with open(out_dir / f"{name}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    (out_dir / f"{name}.md").write_text(table_markdown(rows, digits))
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=keys)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    write_text(out_dir / f"{name}.csv", handle.getvalue())       # whole, or not at all (a full disk)
+    write_text(out_dir / f"{name}.md", table_markdown(rows, digits))
     return [f"{name}.csv", f"{name}.md"]
 
 
