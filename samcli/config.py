@@ -22,6 +22,7 @@ from .errors import ConfigError, SamcliError, near_miss, short_repr, unknown_cho
 from .methods import get_method, validate_optimizer
 from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
 
+INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn", "resnet", "linear", "diag-linear")
 
@@ -249,6 +250,8 @@ def _coerce(hint, value, key: str):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        if int in options and isinstance(value, int) and not isinstance(value, bool):
+            _in_int_range(value, key)     # say "out of range", not "expected int or null"
         errors = []
         for option in options:
             if option is type(None):
@@ -278,7 +281,7 @@ def _coerce(hint, value, key: str):
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}={short_repr(value)} must be an integer")
-        return value
+        return _in_int_range(value, key)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={short_repr(value)} must be a number")
@@ -287,6 +290,12 @@ def _coerce(hint, value, key: str):
         if not isinstance(value, str):
             raise ConfigError(f"{key}={short_repr(value)} must be a string")
         return value
+    return value
+
+
+def _in_int_range(value: int, key: str) -> int:
+    if not INT_MIN <= value <= INT_MAX:     # torch keeps every count, size and seed in 64 bits
+        raise ConfigError(f"{key}={value} is out of range; an integer setting lies in [-2**63, 2**63 - 1]")
     return value
 
 
@@ -333,6 +342,8 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("data.name", d.name, DATASETS)
     if m.name not in MODELS:
         raise unknown_choice("model.name", m.name, MODELS)
+    for key, seed in (("seed", cfg.seed), ("measure.seed", s.seed)):
+        _require(0 <= seed <= INT_MAX, f"{key}={seed} must be in [0, 2**63 - 1]")
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
     _require(o.rho > 0, f"optimizer.rho={o.rho} must be > 0 (use method sgd for no perturbation)")
     _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")

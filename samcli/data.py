@@ -63,13 +63,33 @@ def train_set_size(cfg: DataConfig) -> int | None:
     return KNOWN_TRAIN_SIZES.get(cfg.name)
 
 
+# (input shape, outputs) of each built-in set, known without loading it: a checkpoint's parameter count
+# is checked against its config's model before any data is read (runs.load_run)
+INPUT_SPECS = {"mnist1d": ((1, 40), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+               "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+               "svhn": ((3, 32, 32), 10)}
+
+
+def input_spec(cfg: DataConfig) -> tuple[tuple[int, ...], int] | None:
+    """(input shape, number of model outputs) of `load_data(cfg)`, or None when unknown without loading."""
+    if cfg.name == "synthetic":
+        return (cfg.dim,), cfg.classes if cfg.task == "classification" else 1
+    return INPUT_SPECS.get(cfg.name)
+
+
+def derived_seed(seed: int, offset: int) -> int:
+    """A seed for one use of the run's seed: torch takes seeds below 2**64, so large run seeds wrap
+    (small ones give exactly seed + offset, as they always did)."""
+    return (seed + offset) % 2 ** 64
+
+
 def _subset(splits: DataSplits, cfg: DataConfig, seed: int) -> DataSplits:
     def take(batch: Batch, size, key: str, salt: int) -> Batch:
         if size is None:
             return batch
         if size > len(batch):
             raise ConfigError(f"data.{key}={size} exceeds the {len(batch)} examples of {cfg.name}; lower it or use null")
-        generator = torch.Generator().manual_seed(seed * 1000 + salt)
+        generator = torch.Generator().manual_seed(derived_seed(seed * 1000, salt))
         return batch.take(torch.randperm(len(batch), generator=generator)[:size].sort().values)
     return DataSplits(take(splits.train, cfg.train_size, "train_size", 1),
                       take(splits.test, cfg.test_size, "test_size", 2),
@@ -83,26 +103,77 @@ def _standardize(train: np.ndarray, test: np.ndarray, axes) -> tuple[torch.Tenso
             torch.as_tensor((test - mean) / std, dtype=torch.float32))
 
 
+def mnist1d_cache() -> Path:
+    """Where the generated MNIST-1D arrays are kept: $SAMCLI_CACHE/mnist1d.npz (default ~/.cache/samcli)."""
+    return Path(os.environ.get("SAMCLI_CACHE", Path.home() / ".cache" / "samcli")) / "mnist1d.npz"
+
+
+class CacheWarning(UserWarning):
+    """A damaged data cache was replaced, or a fresh one could not be kept."""
+
+
+# what the package's default arguments make: anything else in the cache is damage, not data
+MNIST1D_SHAPES = {"x": (4000, 40), "y": (4000,), "x_test": (1000, 40), "y_test": (1000,)}
+
+
+def _read_mnist1d_cache(cache: Path) -> tuple[dict | None, str | None]:
+    """The cached arrays, or (None, why) when the file is missing, truncated, corrupt or not what
+    mnist1d makes (wrong keys, shapes, labels or non-finite signals)."""
+    if not cache.is_file():
+        return None, None
+    try:
+        with np.load(cache, allow_pickle=False) as npz:
+            raw = {k: np.asarray(npz[k]) for k in MNIST1D_SHAPES}
+    except Exception as err:    # zipfile, zlib, numpy and KeyError all mean one thing: unreadable
+        return None, f"it cannot be read ({type(err).__name__})"
+    for key, shape in MNIST1D_SHAPES.items():
+        if raw[key].shape != shape:
+            return None, f"{key} has shape {raw[key].shape}, not {shape}"
+    if not (np.isfinite(raw["x"]).all() and np.isfinite(raw["x_test"]).all()):
+        return None, "its signals are not finite"
+    if any(not np.issubdtype(raw[k].dtype, np.integer) or raw[k].min() < 0 or raw[k].max() > 9 for k in ("y", "y_test")):
+        return None, "its labels are not digits 0-9"
+    return raw, None
+
+
 def _mnist1d() -> DataSplits:
-    """MNIST-1D (Greydanus 2020), generated locally; cached because generation takes seconds."""
-    cache = Path(os.environ.get("SAMCLI_CACHE", Path.home() / ".cache" / "samcli")) / "mnist1d.npz"
-    if cache.is_file():
-        raw = dict(np.load(cache))
-    else:
-        import warnings
-        with warnings.catch_warnings():   # mnist1d's import triggers a torch.jit deprecation warning
-            warnings.simplefilter("ignore")
-            from mnist1d.data import get_dataset_args, make_dataset
-        made = make_dataset(get_dataset_args())   # the package's default, seeded arguments
-        raw = {k: np.asarray(made[k]) for k in ("x", "y", "x_test", "y_test")}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **raw)
-        os.replace(tmp, cache)
+    """MNIST-1D (Greydanus 2020), generated locally; cached because generation takes seconds.
+    A damaged cache is regenerated (with a warning), since the data are a pure function of the
+    package's seeded defaults; only when that fails is it one line naming the cache."""
+    import warnings
+    cache = mnist1d_cache()
+    raw, damage = _read_mnist1d_cache(cache)
+    if raw is None:
+        if damage:
+            warnings.warn(f"the mnist1d cache {cache} is damaged ({damage}); regenerating it", CacheWarning,
+                          stacklevel=3)
+        raw = _make_mnist1d(cache, damage)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **raw)
+            os.replace(tmp, cache)
+        except OSError as err:   # the data are in memory; only the next run pays for generating them again
+            warnings.warn(f"cannot write the mnist1d cache {cache} ({err.strerror or err}); "
+                          "set SAMCLI_CACHE to a writable directory", CacheWarning, stacklevel=3)
     x, x_test = _standardize(raw["x"], raw["x_test"], axes=None)
     # one-channel signals (n, 1, 40): model cnn builds a 1-D conv net on them; mlp flattens them
     return DataSplits(Batch(x[:, None], torch.as_tensor(raw["y"], dtype=torch.long)),
                       Batch(x_test[:, None], torch.as_tensor(raw["y_test"], dtype=torch.long)), 10, (1, 40))
+
+
+def _make_mnist1d(cache: Path, damage: str | None) -> dict:
+    import warnings
+    try:
+        with warnings.catch_warnings():   # mnist1d's import triggers a torch.jit deprecation warning
+            warnings.simplefilter("ignore")
+            from mnist1d.data import get_dataset_args, make_dataset
+        made = make_dataset(get_dataset_args())   # the package's default, seeded arguments
+    except Exception as err:
+        state = f"is damaged ({damage})" if damage else "is missing"
+        raise ConfigError(f"the mnist1d cache {cache} {state} and cannot be regenerated ({type(err).__name__}: "
+                          f"{err}); pip install mnist1d, or put a good mnist1d.npz in $SAMCLI_CACHE") from None
+    return {k: np.asarray(made[k]) for k in MNIST1D_SHAPES}
 
 
 def _digits(seed: int) -> DataSplits:
@@ -120,7 +191,7 @@ def _digits(seed: int) -> DataSplits:
 
 def _synthetic(cfg: DataConfig, seed: int) -> DataSplits:
     """Teacher-student: a random two-layer tanh teacher labels Gaussian inputs."""
-    generator = torch.Generator().manual_seed(10_000 + seed)
+    generator = torch.Generator().manual_seed(derived_seed(seed, 10_000))
     n = cfg.n_train + cfg.n_test
     inputs = torch.randn(n, cfg.dim, generator=generator)
     width = 4 * cfg.dim

@@ -9,6 +9,7 @@ half a summary or checkpoint behind. A new run never lands on an existing one un
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from .config import SamcliError, TrainConfig
+from .config import ConfigError, SamcliError, TrainConfig
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"
 SHARPNESS = "sharpness.json"
@@ -28,13 +29,35 @@ SHARPNESS = "sharpness.json"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, SUMMARY, SHARPNESS)
 
 
+class RunFileError(SamcliError):
+    """A run file could not be written (a full disk, a quota, a file-size limit, no permission).
+    `path` names the file; the message is the one line a user sees."""
+
+    def __init__(self, path: Path, err: OSError):
+        self.path = Path(path)
+        why = err.strerror or str(err) or type(err).__name__
+        hint = ("check the directory's permissions" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+                else "a full disk, a quota or a file-size limit?")
+        super().__init__(f"cannot write {self.path}: {why} ({hint})")
+
+    def noted(self, note: str) -> "RunFileError":
+        """The same fault with what became of the run appended to its line."""
+        noted = RunFileError.__new__(RunFileError)
+        SamcliError.__init__(noted, f"{self}; {note}")
+        noted.path = self.path
+        return noted
+
+
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     # pid and a random suffix: two processes (or two threads) writing one file never share a temporary
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RunFileError(path, err) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -94,20 +117,42 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(path: Path, data: dict) -> None:
-    _atomic(Path(path), lambda tmp: torch.save(data, tmp))
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(data, tmp)
+        except RuntimeError:     # torch's zip writer reports a failed write() as a RuntimeError (iostream error)
+            raise OSError(errno.EIO, "torch.save could not write it") from None
+    _atomic(Path(path), write)
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl; each record is one complete line, flushed on write."""
+    """Append-only metrics.jsonl; each record is one complete line, written to the file as it happens.
+
+    Unbuffered, so a failed write leaves nothing queued to be flushed later; a record the disk took
+    only part of is cut off again, so the file never ends in half a line."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb", buffering=0)
+        except OSError as err:
+            raise RunFileError(self.path, err) from None
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(_clean(record)) + "\n")
-        self._file.flush()
+        data = (json.dumps(_clean(record)) + "\n").encode()
+        start = self._file.tell()
+        try:
+            view = memoryview(data)
+            while view:     # a raw write may take part of the record: the rest, or an error, follows
+                view = view[self._file.write(view):]
+        except OSError as err:
+            try:
+                os.ftruncate(self._file.fileno(), start)
+                self._file.seek(start)
+            except OSError:
+                pass        # read_metrics stops at a torn last line anyway
+            raise RunFileError(self.path, err) from None
 
     def close(self) -> None:
         self._file.close()
@@ -135,7 +180,10 @@ def read_summary(run_dir: Path) -> dict | None:
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:
-    """The resolved config and checkpoint of a finished run (no config re-typed by the user)."""
+    """The resolved config and checkpoint of a finished run (no config re-typed by the user), its
+    schema checked: a config that validates, theta a flat floating-point tensor with exactly as many
+    entries as the config's model has parameters, buffers a mapping of tensors. Anything else is one
+    line naming the file and the field."""
     run_dir = Path(run_dir)
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
@@ -144,7 +192,53 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # a foreign or corrupt file: say so in one line
         raise SamcliError(f"{checkpoint} cannot be read ({type(err).__name__}); re-run the training") from None
-    return TrainConfig.from_dict(state["config"]), state
+    redo = "re-run the training (samcli train --overwrite) to write a whole checkpoint"
+
+    def bad(what: str) -> SamcliError:
+        return SamcliError(f"{checkpoint} {what}; it was not written by this samcli's train: {redo}")
+    if not isinstance(state, dict):
+        raise bad(f"holds a {type(state).__name__}, not a mapping of theta, config and buffers")
+    for key in ("theta", "config"):
+        if key not in state:
+            raise bad(f"has no {key!r} field")
+    if not isinstance(state["config"], dict):
+        raise bad(f"has a config of type {type(state['config']).__name__}, not a mapping")
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+    except ConfigError as err:
+        raise SamcliError(f"{checkpoint} holds an invalid config ({err}); {redo}") from None
+    theta = state["theta"]
+    if not isinstance(theta, torch.Tensor):
+        raise bad(f"stores theta as a {type(theta).__name__}, not a tensor")
+    if theta.dim() != 1 or not theta.is_floating_point():
+        raise bad(f"stores theta as a {theta.dtype} tensor of shape {tuple(theta.shape)}, not a flat float vector")
+    buffers = state.get("buffers", {})
+    if not isinstance(buffers, dict) or not all(isinstance(v, torch.Tensor) for v in buffers.values()):
+        raise bad("has a buffers field that is not a mapping of names to tensors")
+    expected = _model_shapes(cfg)
+    if expected is not None:
+        count, buffer_shapes = expected
+        if theta.numel() != count:
+            raise bad(f"holds {theta.numel()} parameters, but its config's model ({cfg.model.name} on "
+                      f"{cfg.data.name}) has {count}")
+        wrong = [k for k, v in buffers.items() if buffer_shapes.get(k) != tuple(v.shape)]
+        if wrong:
+            raise bad(f"has a buffer {wrong[0]!r} its config's model does not have in that shape")
+    return cfg, state
+
+
+def _model_shapes(cfg: TrainConfig) -> tuple[int, dict[str, tuple]] | None:
+    """(parameter count, buffer shapes) of the config's model, built on the meta device (no memory, no
+    data read); None where the input shape is only known by loading the data."""
+    from .data import input_spec
+    from .models import build_model
+    spec = input_spec(cfg.data)
+    if spec is None:
+        return None
+    with torch.device("meta"):
+        module = build_model(cfg.model, *spec)
+    return (sum(p.numel() for p in module.parameters()),
+            {k: tuple(v.shape) for k, v in module.named_buffers()})
 
 
 def write_sharpness(run_dir: str | Path, report) -> Path:

@@ -19,10 +19,11 @@ import torch
 from . import _version
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
+from .errors import SamcliError
 from .methods import direction_for
 from .objective import Batch
-from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, file_sha256, open_run_dir, save_checkpoint,
-                   write_json, write_yaml)
+from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, RunFileError, file_sha256, open_run_dir,
+                   save_checkpoint, write_json, write_yaml)
 from .task import Task, build_task, data_fingerprint
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
@@ -104,6 +105,10 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     keys to the record before it is logged; then the config's target (`stop:`) being reached, or
     `stop(record)` returning True, ends the run there, with status "completed" and the step in the
     summary's "stopped_at" (and, for a target, "target": reached, step, epoch).
+
+    A run file that cannot be written (a full disk, a quota) ends the run: the rest is written where it
+    can be, the summary says "failed" with the "error", and `runs.RunFileError` (a SamcliError, with
+    `.path`) is raised, its one line saying what became of the summary.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     started = time.perf_counter()
@@ -118,6 +123,11 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     n = len(train_data)
     batch_size = n if o.batch_size == "full" else o.batch_size
 
+    if out is not None and str(out).strip() in ("", "."):
+        # Path("") is Path("."): an unset shell variable ($OUT) would put the run files among whatever the
+        # current directory holds
+        raise SamcliError(f"--out {str(out)!r} is empty or the current directory (an unset shell variable?); "
+                          "pass a run directory such as results/runs/NAME (or the current one by its full path)")
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     log = None
     if write:
@@ -141,9 +151,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
             entry.update(measure_during_training(objective, theta.detach(), train_data, cfg.measure.spec(), chunk))
         if on_record:
             on_record(step, theta.detach().clone(), entry)
-        metrics.append(entry)
         if log:
             log.write(entry)
+        metrics.append(entry)     # after the write: a summary never cites a record metrics.jsonl lacks
         return entry
 
     def evaluation_ends_run(step: int, batch_loss: Optional[float]) -> bool:
@@ -160,6 +170,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         return False
 
     status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
+    fault: Optional[RunFileError] = None
     # plain SGD (no momentum, no weight decay) is x <- x - lr d, exactly what torch.optim.SGD
     # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
     plain = o.momentum == 0 and o.weight_decay == 0
@@ -198,23 +209,43 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except RunFileError as err:     # a full disk or quota: stop, keep what is written, say so in one line
+        fault = err
     except Exception:
         status = "failed"          # an error mid-run: the summary must not claim "completed"
         raise
     finally:
+        if write:
+            log.close()
+            try:
+                save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
+                                                       "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
+            except RunFileError as err:
+                fault = fault or err
+        status = "failed" if fault else status
         summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
         summary["stopped_at"] = stopped_at
         if cfg.stop.active:     # train to a target: whether it was reached, and when (steps and epochs)
             summary["target"] = {"reached": target_at is not None,
                                  "step": target_at["step"] if target_at else None,
                                  "epoch": target_at["epoch"] if target_at else None}
+        if fault:
+            summary["error"] = str(fault)
+        summary["data"] = data_fingerprint(train_data, test_data)
         if write:
-            log.close()
-            save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
-                                                   "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
-            summary["checkpoint_sha256"] = file_sha256(run_dir / CHECKPOINT)    # reuse checks the file against it
-            summary["data"] = data_fingerprint(train_data, test_data)
-            write_json(run_dir / SUMMARY, summary)
+            if not fault:      # reuse checks the checkpoint file against this hash
+                summary["checkpoint_sha256"] = file_sha256(run_dir / CHECKPOINT)
+            try:
+                write_json(run_dir / SUMMARY, summary)
+                marked = f"the run is marked failed at step {step} in {run_dir / SUMMARY}"
+            except RunFileError:
+                if not fault:
+                    raise
+                marked = f"{run_dir / SUMMARY} could not be marked failed either (it still says 'running')"
+            if fault:
+                # raised from finally: the disk fault outranks an interrupt in flight, whose
+                # "checkpoint written" would no longer be true
+                raise fault.noted(f"{marked}; free space and re-run with --overwrite") from None
     return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from ..runs import write_json
+from ..runs import write_json, write_text
 from .verdicts import MARKDOWN_HEADER, Verdict, count, fmt
 
 Log = Callable[[str], None]
@@ -74,10 +75,10 @@ class StudyResult:
 def run_study(study: Study, cfg: Any, out: Path, *, quick: bool, log: Log = quiet, **kwargs) -> StudyResult:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
-    if getattr(cfg, "threads", 0) > 0:      # 0: leave torch's setting; 1 is fastest for the small problems here
+    if getattr(cfg, "threads", 0) > 0:      # a study without the key leaves torch's setting; 1 is fastest here
         torch.set_num_threads(cfg.threads)
     try:
         found = study.body(cfg, out, log, **kwargs)
@@ -85,7 +86,7 @@ def run_study(study: Study, cfg: Any, out: Path, *, quick: bool, log: Log = quie
         torch.set_num_threads(threads_before)
     result = StudyResult(study.name, out, found.verdicts, time.perf_counter() - started, quick,
                          sorted({*found.files, "verdicts.md", "results.json", "config.yaml"}), found.tables)
-    (out / "verdicts.md").write_text(_verdicts_markdown(result))
+    write_text(out / "verdicts.md", _verdicts_markdown(result))
     payload = {"study": result.name, "quick": quick, "seconds": round(result.seconds, 3), "passed": result.ok,
                "config": dataclasses.asdict(cfg), "verdicts": [v.to_dict() for v in result.verdicts],
                "tables": result.tables, **found.extra, "versions": {"torch": torch.__version__}}
@@ -113,7 +114,7 @@ def write_index(results: Sequence[StudyResult], out: Path) -> None:
     lines += [f"| {r.name} | **{v.status}** | {v.claim} | {v.theorem} | {v.regime_text or '-'} | {v.measured_text()} |"
               for r in results for v in r.verdicts]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
     write_json(out / "summary.json", [r.summary() for r in results])
 
 
@@ -123,12 +124,13 @@ def write_table(out_dir: Path, name: str, rows: list[dict], digits: int = 4) -> 
     """rows as NAME.csv (full precision) and NAME.md (rounded to `digits`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = _columns(rows)
-    with open(out_dir / f"{name}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    (out_dir / f"{name}.md").write_text(table_markdown(rows, digits))
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=keys)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    write_text(out_dir / f"{name}.csv", handle.getvalue())       # whole, or not at all (a full disk)
+    write_text(out_dir / f"{name}.md", table_markdown(rows, digits))
     return [f"{name}.csv", f"{name}.md"]
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import torch
 
 from ...sharpness import Settings, measure
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, POSITIVE, Rule, require
 from ..skeleton import Findings, Log, write_table
 from .netsetup import NetworkSetup, continue_from, interpolating_point, relative_change
 
@@ -25,11 +25,12 @@ class BatchsizeConfig(NetworkSetup):
     measure_every: int = 500
     batch_sizes: list[Union[int, str]] = field(default_factory=lambda: [1, 4, 16, 64, "full"])
     align_batches: int = 8             # random batches for E_B |cos(g_B, v_1(H_B))|
+    RULES: ClassVar[dict[str, Rule]] = {"rho": POSITIVE, "steps": COUNT, "measure_every": COUNT,
+                               "batch_sizes": Rule(lo=1, choices=("full",)), "align_batches": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         super().validate()
-        require(self.rho > 0 and self.steps >= 1 and self.measure_every >= 1, "rho > 0, steps and measure_every >= 1")
         for b in self.batch_sizes:
             require(b == "full" or (isinstance(b, int) and 1 <= b <= self.train_size),
                     f"batch_sizes entry {b!r} must be 'full' or an integer in [1, train_size]")

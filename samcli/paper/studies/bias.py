@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FINITE, POSITIVE, Rule, one_of, require
 from ..explicit_bias import NOTIONS, TARGETS, explicit_bias
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
@@ -34,14 +34,15 @@ class BiasConfig:
     tol_distance: float = 1e-3         # end point's (x1, x2) to its target, at the smallest rho
     tol_gap: float = 1e-3              # |L_rho / rho^2 - the limit's infimum|, at the smallest rho
     threads: int = 1
+    RULES: ClassVar[dict[str, Rule]] = {"rhos": POSITIVE, "start": FINITE, "notions": one_of(*NOTIONS), "max_iter": COUNT,
+                               "tol_distance": POSITIVE, "tol_gap": POSITIVE, "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")
-        require(len(self.rhos) >= 1 and all(r > 0 for r in self.rhos), "rhos must list radii > 0")
+        require(len(self.rhos) >= 1, "rhos must list at least one radius")
         require(all(n in NOTIONS for n in self.notions) and bool(self.notions),
                 f"notions must be among {', '.join(NOTIONS)}")
-        require(self.max_iter >= 1, "max_iter must be >= 1")
 
 
 def bias(cfg: BiasConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:

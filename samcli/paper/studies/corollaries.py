@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch.func import grad, vmap
 
 from ...config import SamcliError
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FINITE, NONNEGATIVE, POSITIVE, Rule, SEED, UNIT, at_least, require
 from ..drift import Regression, output_jacobian
 from ..explicit_bias import max_loss, toy_loss
 from ..flows import ManifoldFlow
@@ -69,6 +69,13 @@ class CorollariesConfig:
     tol_trace: float = 0.01            # Thm 5.3: worst and ascent within this (relative) of Tr at the smallest rho
     seed: int = 0
     threads: int = 1
+    RULES: ClassVar[dict[str, Rule]] = {
+        "quad_eigenvalues": POSITIVE, "quad_pairs": POSITIVE, "quad_steps": at_least(4), "toy_offset": FINITE,
+        "sam_pairs": POSITIVE, "one_sam_pairs": POSITIVE, "toy_steps": at_least(4), "points": at_least(2),
+        "growth_tol": NONNEGATIVE, "phase1_pairs": POSITIVE, "phase1_start": FINITE, "phase1_max_steps": COUNT,
+        "phase1_spread": at_least(1), "gap_pairs": POSITIVE, "gap_tau": POSITIVE, "gap_start": FINITE,
+        "network_rhos": UNIT, "gauss_newton_steps": NONNEGATIVE, "directions": COUNT, "tol_trace": POSITIVE,
+        "seed": SEED, "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
@@ -78,9 +85,7 @@ class CorollariesConfig:
                     f"{name} must list >= 2 [lr, rho] pairs with lr > 0 and 0 < rho < 1")
         require(len(self.toy_offset) == 2 and len(self.phase1_start) == 4 and len(self.gap_start) == 4,
                 "toy_offset: 2 numbers; phase1_start and gap_start: 4")
-        require(self.gap_tau > 0, "gap_tau must be > 0")
-        require(self.toy_steps >= 4 and self.quad_steps >= 4 and self.points >= 2, "steps >= 4 and points >= 2")
-        require(len(self.network_rhos) >= 2 and all(0 < r < 1 for r in self.network_rhos), "network_rhos in (0, 1)")
+        require(len(self.network_rhos) >= 2, "network_rhos must list >= 2 radii")
         self.network.validate()
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from ...sharpness import Settings, measure
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FINITE, POSITIVE, Rule, SEED, at_least, require
 from ..flows import ManifoldFlow
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
@@ -29,6 +29,7 @@ class GapConfig:
     pairs: list[list[float]] = field(default_factory=lambda: [[0.04, 0.15], [0.028284, 0.106066], [0.02, 0.075]])
     taus: list[float] = field(default_factory=lambda: [0.03, 0.06, 0.09])
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.001, 0.001])
+    RULES: ClassVar[dict[str, Rule]] = {"pairs": POSITIVE, "taus": POSITIVE, "start": FINITE}
 
 
 @dataclass
@@ -39,6 +40,8 @@ class InRegimeSam:
     steps: int = 15000                 # tau = eta rho^2 t = 0.69
     record_every: int = 100
     start: Optional[list[float]] = None   # None: the figure's start
+    RULES: ClassVar[dict[str, Rule]] = {"lr": POSITIVE, "rho": POSITIVE, "steps": COUNT, "record_every": COUNT,
+                               "start": FINITE}
 
 
 @dataclass
@@ -58,17 +61,19 @@ class Figure1Config:
     sam_in_regime: InRegimeSam = field(default_factory=InRegimeSam)
     ascent_lrs: list[float] = field(default_factory=lambda: [0.02, 0.01])   # GD on L^Asc: the caption's eta sweep
     gap: GapConfig = field(default_factory=GapConfig)
-    threads: int = 1                   # torch threads (0: torch's default; 1 is fastest for a 4-parameter toy)
+    threads: int = 1                   # torch threads (>= 1; 1 is fastest for a 4-parameter toy)
+    RULES: ClassVar[dict[str, Rule]] = {
+        "start": FINITE, "lr": POSITIVE, "rho": POSITIVE, "steps": at_least(2), "record_every": COUNT,
+        "measure_points": COUNT, "seed": SEED, "flow_dt": POSITIVE, "tol_sam": POSITIVE, "tol_one_sam": POSITIVE,
+        "tol_gd": POSITIVE, "ascent_lrs": POSITIVE, "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")
-        require(self.lr > 0 and self.rho > 0, "lr and rho must be > 0")
-        require(self.steps >= 2 and self.record_every >= 1, "steps must be >= 2 and record_every >= 1")
         require(len(self.gap.start) == 4, f"gap.start={self.gap.start} must be 4 numbers")
-        require(all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in self.gap.pairs),
-                f"gap.pairs={self.gap.pairs} must be [lr, rho] pairs of positive numbers")
-        require(all(t > 0 for t in self.gap.taus), f"gap.taus={self.gap.taus} must be > 0")
+        start = self.sam_in_regime.start
+        require(start is None or len(start) == 4, f"sam_in_regime.start={start} must be 4 numbers or null")
+        require(all(len(p) == 2 for p in self.gap.pairs), f"gap.pairs={self.gap.pairs} must be [lr, rho] pairs")
 
 
 def _toy_observer(toy: Figure1Toy, measure_at: set[int], rho: float):
@@ -136,10 +141,15 @@ def _runs(cfg: Figure1Config, toy: Figure1Toy, log: Log) -> dict[str, Trajectory
     return runs
 
 
+def sam_start(cfg: Figure1Config) -> list[float]:
+    """sam_in_regime.start, null meaning the figure's start (an empty list is refused, not read as null)."""
+    return cfg.start if cfg.sam_in_regime.start is None else cfg.sam_in_regime.start
+
+
 def _extra_runs(cfg: Figure1Config, toy: Figure1Toy, log: Log) -> dict[str, Trajectory]:
     """Full-batch SAM inside Thm 4.5's regime, and GD on the ascent loss at the sweep's other lrs."""
     sam = cfg.sam_in_regime
-    task = toy.task(sam.start or cfg.start)
+    task = toy.task(sam_start(cfg))
     log(f"figure1: full-batch SAM in Thm 4.5's regime, {sam.steps} steps (lr {sam.lr}, rho {sam.rho})")
     extra = {"sam-in-regime": run_trajectory(
         task, optimizer_settings("sam-full", sam.lr, sam.rho), sam.steps, record_schedule(sam.steps, sam.record_every),
@@ -233,7 +243,7 @@ def _endpoint_verdicts(cfg: Figure1Config, toy: Figure1Toy, runs: dict[str, Traj
                        minimizers: dict, sweep: list[dict]) -> list[Verdict]:
     verdicts = []
     lambda_0 = toy.on_gamma(*cfg.start[:2])["lambda_1"]        # at the start's (x1, x2)
-    lambda_in = toy.on_gamma(*(cfg.sam_in_regime.start or cfg.start)[:2])["lambda_1"]
+    lambda_in = toy.on_gamma(*sam_start(cfg)[:2])["lambda_1"]
     a = torch.tensor(minimizers["argmin F1"], dtype=torch.float64)
     gd = runs["gd"]
     settled = next((i for i, r in enumerate(gd.records) if r["dist_gamma"] < 1e-6), None)

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 
 from ...config import ConfigError, DataConfig, ModelConfig
 from ...curvature.ggn import per_example_gram
 from ...data import load_data
-from ...models import build_model
+from ...models import ACTIVATIONS, build_model
 from ...objective import Batch, Objective
 from ...sharpness import Settings, measure
 from ...task import Task, resolve_device
-from ..configs import require
+from ..configs import COUNT, POSITIVE, Rule, SEED, at_least, one_of, require
 from ..drift import Regression, output_jacobian
 from ..skeleton import Log
 from ..trajectory import Trajectory, optimizer_settings, run_trajectory
@@ -42,15 +42,17 @@ class NetworkSetup:
     lanczos_iters: int = 60
     trace_probes: int = 4
     threads: int = 1                   # torch threads: 1 avoids thread thrashing on small, shared CPUs
+    RULES: ClassVar[dict[str, Rule]] = {
+        "positive": Rule(lo=0, hi=9), "negative": Rule(lo=0, hi=9), "train_size": at_least(2), "test_size": COUNT,
+        "widths": COUNT, "activation": one_of(*ACTIVATIONS), "dtype": one_of("float32", "float64"),
+        "device": one_of("auto", "cpu", "cuda"), "seed": SEED, "gd_lr": POSITIVE, "gd_steps": COUNT,
+        "interpolation_loss": POSITIVE, "lr_scale": POSITIVE, "lanczos_iters": COUNT, "trace_probes": COUNT,
+        "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
-        require(self.train_size >= 2, "train_size must be >= 2")
         require(not set(self.positive) & set(self.negative) and bool(self.positive) and bool(self.negative),
                 "positive and negative must be disjoint, non-empty lists of digits")
-        require(self.gd_lr > 0 and self.lr_scale > 0, "gd_lr and lr_scale must be > 0")
-        require(self.gd_steps >= 1, "gd_steps must be >= 1")
-        require(self.dtype in ("float32", "float64"), "dtype must be float32 or float64")
 
 
 def network_task(cfg: NetworkSetup) -> Task:

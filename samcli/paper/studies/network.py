@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from pathlib import Path
 from typing import Any
 
 from ...config import SamcliError
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FRACTION, NONNEGATIVE, POSITIVE, Rule, at_least, require
 from ..drift import Regression, drift_direction
 from ..skeleton import Findings, Log, write_table
 from ..trajectory import LABELS, Trajectory
@@ -44,17 +45,16 @@ class NetworkConfig(NetworkSetup):
     tol_alignment: float = 0.9         # |cos(g, v_1)| at every measurement in the second half of a rung
     tol_gd_change: float = 0.05        # GD: relative change of lambda_1 and Tr at most this
     angle_growth: float = 0.25         # angle(g, v_1) / rho may grow at most this much as rho shrinks
+    RULES: ClassVar[dict[str, Rule]] = {
+        "sam_lr": POSITIVE, "sam_rho": POSITIVE, "taus": POSITIVE, "gd_control_steps": COUNT,
+        "alignment_ladder": POSITIVE, "ladder_steps": at_least(4), "ladder_points": at_least(2), "tol_cos": FRACTION,
+        "tol_alignment": FRACTION, "tol_gd_change": POSITIVE, "angle_growth": NONNEGATIVE}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         super().validate()
-        require(self.sam_lr > 0 and self.sam_rho > 0, "sam_lr and sam_rho must be > 0")
-        require(len(self.taus) >= 2 and all(t > 0 for t in self.taus) and self.taus == sorted(self.taus),
-                "taus must be >= 2 increasing flow times > 0")
-        require(all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in self.alignment_ladder),
-                "alignment_ladder must list [lr, rho] pairs of positive numbers")
-        require(self.ladder_steps >= 4 and self.ladder_points >= 2 and self.gd_control_steps >= 1,
-                "ladder_steps >= 4, ladder_points >= 2 and gd_control_steps >= 1")
+        require(len(self.taus) >= 2 and self.taus == sorted(self.taus), "taus must be >= 2 increasing flow times")
+        require(all(len(p) == 2 for p in self.alignment_ladder), "alignment_ladder must list [lr, rho] pairs")
 
 
 def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:

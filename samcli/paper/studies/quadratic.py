@@ -3,10 +3,11 @@ and x_t aligns with +-v_1 (a 2-cycle x_{t+1} = -x_t)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, NONNEGATIVE, POSITIVE, Rule, SEED, at_least, require
 from ..skeleton import Findings, Log, write_table
 from ..toys import angle_cos, quadratic, random_unit
 from ..trajectory import optimizer_settings, record_schedule, run_trajectory
@@ -19,6 +20,7 @@ class QuadraticCase:
     lr: float = 0.5
     rho: float = 0.1
     seed: int = 0                      # seeds the eigenbasis and the start direction
+    RULES: ClassVar[dict[str, Rule]] = {"eigenvalues": POSITIVE, "lr": POSITIVE, "rho": POSITIVE, "seed": SEED}
 
 
 @dataclass
@@ -34,13 +36,13 @@ class QuadraticConfig:
     tol_radius: float = 1e-6           # relative error of ||x_T|| against eta rho lambda_1 / (2 - eta lambda_1)
     tol_direction: float = 1e-6        # on 1 - |cos(x_T, v_1)|
     threads: int = 1
+    RULES: ClassVar[dict[str, Rule]] = {"start_norm": POSITIVE, "steps": at_least(2), "record_every": COUNT,
+                               "grad_eps": NONNEGATIVE, "tol_radius": POSITIVE, "tol_direction": POSITIVE,
+                               "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
-        require(self.steps >= 2, "steps must be >= 2")
         require(len(self.cases) >= 1, "cases must list at least one case")
-        for i, case in enumerate(self.cases):
-            require(case.lr > 0 and case.rho > 0, f"cases[{i}]: lr and rho must be > 0")
 
 
 def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:

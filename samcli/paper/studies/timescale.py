@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from .. import plots, regimes
-from ..configs import require
+from ..configs import COUNT, FINITE, POSITIVE, Rule, SEED, at_least, one_of, require
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
 from ..trajectory import LABELS, METHODS, optimizer_settings, record_schedule, run_trajectory
@@ -23,6 +23,7 @@ class TimescaleRun:
     method: str = "sam-full"
     lr: float = 0.08
     rhos: list[float] = field(default_factory=lambda: [0.024, 0.012])
+    RULES: ClassVar[dict[str, Rule]] = {"method": one_of(*METHODS), "lr": POSITIVE, "rhos": POSITIVE}
 
 
 @dataclass
@@ -38,14 +39,14 @@ class TimescaleConfig:
     tol_ratio: float = 0.1             # steps(rho/2) / steps(rho) within 4 (1 +- tol_ratio)
     seed: int = 0
     threads: int = 1
+    RULES: ClassVar[dict[str, Rule]] = {"start": FINITE, "drift": POSITIVE, "max_tau": POSITIVE, "points": at_least(2),
+                               "tol_ratio": POSITIVE, "seed": SEED, "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers")
         for i, run in enumerate(self.runs):
-            require(len(run.rhos) >= 2 and all(r > 0 for r in run.rhos), f"runs[{i}].rhos must list >= 2 radii > 0")
-            require(run.method in METHODS and run.lr > 0, f"runs[{i}]: method among {', '.join(METHODS)}, lr > 0")
-        require(self.drift > 0 and self.max_tau > 0 and self.points >= 2, "drift, max_tau > 0 and points >= 2")
+            require(len(run.rhos) >= 2, f"runs[{i}].rhos must list >= 2 radii")
 
 
 def timescale(cfg: TimescaleConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
