@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
-from .methods import get_method, method_names
+from .spec.methods import get_method, method_names
 from .render import sharpness_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

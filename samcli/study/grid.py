@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from ..config import DEFAULT_NOTIONS, SHARPNESS_NOTIONS, ConfigError, TrainConfig, set_dotted, config_hash, load_yaml
 from ..data import train_set_size
-from ..methods import method_names, unused_parameters, validate_optimizer
+from ..spec.methods import method_names, unused_parameters, validate_optimizer
 from .baseline import BaselineError, Ordering, parse_baseline
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline",

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from ..methods import method_names, unused_parameters
+from ..spec.methods import method_names, unused_parameters
 from ..runs import write_json, write_text
 from .correlations import CorrelationReport, correlation_report, sections, with_axes
 from .grid import Study
