@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 _LAZY = {"RunResult": ".train", "train": ".train", "SharpnessReport": ".sharpness", "measure_sharpness": ".sharpness",
          "measure_run": ".sharpness", "CompareResult": ".study", "compare": ".study"}
 
-__all__ = ["__version__", "TrainConfig", "ConfigError", "SamcliError", *_LAZY]
+__all__ = ["__version__", "TrainConfig", "ConfigError", "SamcliError", "RunResult", "train", "SharpnessReport",
+           "measure_sharpness", "measure_run", "CompareResult", "compare"]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,7 +39,8 @@ def _scaled_step(g: Gradient, rho: float, eps: float, normalized: bool, norm: Op
         return factor * (scale * tg)
     if isinstance(scale, Tensor) or scale.keys() != g.keys():
         raise TypeError("ascent_step: named gradients take a scale with the same names")
-    tg = {name: scale[name] * v for name, v in g.items()}
-    total = torch.sqrt(sum(v.pow(2).sum() for v in tg.values())) if norm is None else norm
-    factor = rho / (total + eps) if normalized else rho
-    return {name: factor * (scale[name] * v) for name, v in tg.items()}
+    scaled = {name: scale[name] * v for name, v in g.items()}
+    if norm is None:     # ||T g|| over all names: the norm of the per-name norms
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in scaled.values()]))
+    factor = rho / (norm + eps) if normalized else rho
+    return {name: factor * (scale[name] * v) for name, v in scaled.items()}

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
-from .spec.methods import get_method, method_names
 from .render import sharpness_table
+from .spec.methods import get_method, method_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare.")

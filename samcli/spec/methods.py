@@ -17,8 +17,11 @@ from ..errors import ConfigError, unknown_choice
 class OptimizerSettings(Protocol):
     """What validation reads of an optimizer section (config.OptimizerConfig is one): the method, the
     batch size and one attribute per `PARAMETERS` entry, read by name."""
-    method: str
-    batch_size: Union[int, str]
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def batch_size(self) -> Union[int, str]: ...
 
 
 # (settings, method name, training-set size or None) -> the one-line refusal, or None when it holds
