@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Union
 import torch
 from torch import Tensor
 
-from .ascent import ascent_step  # noqa: F401  (re-exported: the step the SAM family shares)
+from .ascent import ascent_step
 from .curvature.hvp import HessianOperator
 from .errors import ConfigError
 from .msam import msam_direction
