@@ -26,11 +26,16 @@ __all__ = ["__version__", "TrainConfig", "ConfigError", "SamcliError", "RunResul
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'samcli' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    try:     # a subpackage (samcli.sharpness ...), reachable after `import samcli` as when it loaded eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module 'samcli' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

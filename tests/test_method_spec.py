@@ -47,7 +47,8 @@ def test_the_package_still_offers_the_engine_by_name():
                        "assert samcli.train is sys.modules['samcli.train'].train and callable(samcli.train)\n"
                        "assert samcli.measure_sharpness.__module__.startswith('samcli.sharpness')\n"
                        "assert samcli.compare.__module__.startswith('samcli.study') and samcli.RunResult\n"
-                       "assert set(samcli.__all__) <= set(dir(samcli))")
+                       "assert set(samcli.__all__) <= set(dir(samcli))\n"
+                       "assert samcli.objective.Objective and samcli.study.grid.Study")
     import samcli
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         samcli.nothing  # noqa: B018
@@ -143,13 +144,14 @@ def _linreg_data():
 def test_a_registered_toy_method_trains_as_its_hand_written_update(sign_sgd):
     """x <- x - lr sign(A_B^T (A_B x - y_B)/|B|) on least squares, batches of 3 in the loop's epoch
     order (read back from a seeded sampler of the same data), every number in float64."""
-    from samcli.train import BatchSampler, train
+    import samcli
+    from samcli.train import BatchSampler
     A, y = _linreg_data()
     x0 = torch.tensor([0.5, -1.0, 2.0], dtype=DT)
     lr, steps = 0.05, 8
     raw = {"device": "cpu", "dtype": "float64", "steps": steps, "eval_every": 4, "seed": 7,
            "data": {"name": "synthetic"}, "optimizer": {"method": "sign-sgd", "lr": lr, "batch_size": 3}}
-    result = train(raw, task=linreg_task(A, y, x0), write=False)
+    result = samcli.train(raw, task=linreg_task(A, y, x0), write=False)
     order = BatchSampler(linreg_task(A, y, x0).train, 3, seed=7)
     x = x0.clone()
     for _ in range(steps):
