@@ -20,7 +20,7 @@ from . import render
 from ._version import __version__
 from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
 from .errors import short_repr
-from .methods import get_method, method_names
+from .spec.methods import get_method, method_names
 
 # Typer vendors its own copy of Click in some versions: find its ClickException by name, not by import
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

@@ -3,7 +3,8 @@
 Every knob a run has lives here, once. `TrainConfig.from_dict` refuses unknown keys, wrong
 types and impossible values with a `ConfigError` naming the key, the value and what is allowed;
 the CLI turns that into one line on stderr and exit code 2. What each optimizer.method reads and
-requires is declared by its entry in the method registry (samcli.methods), which validation asks.
+requires is declared by its spec (samcli/spec/methods.py), which validation asks. Torch-free: nothing
+here, nor below it, imports torch, so a config is validated without loading the engine.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError, SamcliError, near_miss, short_repr, unknown_choice  # noqa: F401  (re-exports)
-from .methods import get_method, validate_optimizer
+from .spec.losses import LOSS_NAMES, resolve_loss
 from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
+from .spec.methods import PARAMETERS, get_method, validate_optimizer
 
 INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
@@ -56,18 +58,19 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    method: str = "sgd"                 # a name in samcli.methods.REGISTRY
+    method: str = "sgd"                 # a name in samcli.spec.methods.METHODS
     lr: float = 0.1
     batch_size: Union[int, Literal["full"]] = 128
-    rho: float = 0.05                   # SAM perturbation radius
-    m: Optional[int] = None             # msam group size; must divide batch_size
+    # the method parameters: their defaults, ranges and rules are in samcli.spec.methods.PARAMETERS
+    rho: float = PARAMETERS["rho"].default           # SAM perturbation radius
+    m: Optional[int] = PARAMETERS["m"].default       # msam group size; must divide batch_size
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine", "step"] = "constant"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
     gamma: float = 0.1                  # step: lr multiplier at each milestone
-    grad_eps: float = 1e-12             # SAM: ascent direction is g / (||g|| + grad_eps)
+    grad_eps: float = PARAMETERS["grad_eps"].default   # SAM: ascent direction is g / (||g|| + grad_eps)
     # epochs: each epoch visits every example once (reshuffled); iid: every batch a uniform random set
     # of b examples, independent across steps (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
     sampling: Literal["epochs", "iid"] = "epochs"
@@ -134,9 +137,8 @@ class TrainConfig:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict | None) -> TrainConfig:
-        if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in ("cross-entropy", "mse"):
-            from .objective import resolve_loss  # cross_entropy, CrossEntropy ... (lazy: objective needs torch)
-            raw = {**raw, "loss": resolve_loss(raw["loss"])}
+        if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in LOSS_NAMES:
+            raw = {**raw, "loss": resolve_loss(raw["loss"])}     # cross_entropy, CrossEntropyLoss ...
         cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg
@@ -345,11 +347,9 @@ def validate(cfg: TrainConfig) -> None:
     for key, seed in (("seed", cfg.seed), ("measure.seed", s.seed)):
         _require(0 <= seed <= INT_MAX, f"{key}={seed} must be in [0, 2**63 - 1]")
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
-    _require(o.rho > 0, f"optimizer.rho={o.rho} must be > 0 (use method sgd for no perturbation)")
     _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
     _require(not o.nesterov or o.momentum > 0, "optimizer.nesterov=true needs optimizer.momentum > 0")
-    _require(o.grad_eps >= 0, f"optimizer.grad_eps={o.grad_eps} must be >= 0")
     _require(cfg.steps >= 1, f"steps={cfg.steps} must be >= 1")
     _require(cfg.eval_every >= 1, f"eval_every={cfg.eval_every} must be >= 1")
     _require(cfg.chunk_size >= 1, f"chunk_size={cfg.chunk_size} must be >= 1")
@@ -365,7 +365,7 @@ def validate(cfg: TrainConfig) -> None:
              f"stop.train_accuracy={st.train_accuracy} must be in (0, 1], or null")
     if isinstance(o.batch_size, int):
         _require(o.batch_size >= 1, f"optimizer.batch_size={o.batch_size} must be >= 1 or 'full'")
-    validate_optimizer(o)    # the method's own rules (samcli.methods)
+    validate_optimizer(o)    # the method's parameters (rho, grad_eps, m) and rules (samcli.spec.methods)
     for name in ("train_size", "test_size"):
         value = getattr(d, name)
         _require(value is None or value >= 1, f"data.{name}={value} must be >= 1 or null")

@@ -1,8 +1,9 @@
-"""The method registry: each method is one `Method` entry (name, help, parameters, rules, direction).
+"""Each method's direction (torch), keyed by the names of samcli/spec/methods.py.
 
-Config validation, task building, grid expansion, the CLI's help and the paper read this registry,
-so adding a method is one entry in `REGISTRY`. The update rules (see docs/methods.md),
-each returning the direction handed to the base optimizer:
+A method is a `MethodSpec` there (name, help, parameters, BatchNorm policy, rules: torch-free, read
+by config validation, grids and the CLI) plus its direction here, one entry in `DIRECTIONS`;
+`register(spec, direction)` adds both. The update rules (see docs/methods.md), each
+returning the direction handed to the base optimizer:
   sgd        d = grad L_B(x)                                   (B = all examples: GD)
   sam        d = grad L_B(x + rho g/||g||),  g = grad L_B(x)   (same batch B for both)
   usam       d = grad L_B(x + rho g)
@@ -11,22 +12,21 @@ each returning the direction handed to the base optimizer:
 
 BatchNorm: the first (unperturbed) pass updates running statistics; every other pass runs on
 throwaway copies of the buffers, so perturbed points never leak into the statistics.
-
-This module sits below config.py (which validates through it), so it never imports config.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import torch
 from torch import Tensor
 
 from .ascent import ascent_step
 from .curvature.hvp import HessianOperator
-from .errors import ConfigError, unknown_choice
+from .errors import ConfigError
 from .msam import msam_direction
 from .objective import Batch, Objective
+from .spec import methods as spec
+from .spec.methods import MethodSpec, batchnorm_refusal, get_method
 
 if TYPE_CHECKING:
     from .config import OptimizerConfig
@@ -51,16 +51,6 @@ class StepResult:
 
 
 Direction = Callable[[Objective, Tensor, Batch, "OptimizerConfig", int], StepResult]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    help: str                          # one line, for the CLI
-    parameters: frozenset[str]         # optimizer.* keys the update reads beyond the base optimizer's
-    direction: Direction
-    batchnorm: bool = True             # False: refused for models with BatchNorm statistics
-
 
 
 # ---- directions ------------------------------------------------------------------------------------
@@ -114,45 +104,31 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
     return StepResult(*msam_direction(objective, theta, batch, cfg.rho, cfg.m, cfg.grad_eps, chunk_size))
 
 
-# ---- the registry ------------------------------------------------------------------------------------
+# ---- the directions, by method name ---------------------------------------------------------------
 
-REGISTRY: dict[str, Method] = {method.name: method for method in (
-    Method("sgd", "gradient descent on the batch loss (batch_size: full gives GD)",
-           frozenset(), _from_gradient(_gradient)),
-    Method("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
-           frozenset({"rho", "grad_eps"}), _from_gradient(_gradient_at_ascent_point(normalized=True))),
-    Method("usam", "gradient at the unnormalized ascent point x + rho g",
-           frozenset({"rho"}), _from_gradient(_gradient_at_ascent_point(normalized=False))),
-    Method("msam", "mean over groups of m examples of each group's SAM gradient (m-sharpness)",
-           frozenset({"rho", "m", "grad_eps"}), _msam, batchnorm=False),
-    Method("ascent-gd", "exact gradient of the ascent-direction loss L(x + rho g/||g||), Jacobian kept",
-           frozenset({"rho", "grad_eps"}), _from_gradient(_ascent_loss_gradient)),
-)}
+DIRECTIONS: dict[str, Direction] = {
+    "sgd": _from_gradient(_gradient),
+    "sam": _from_gradient(_gradient_at_ascent_point(normalized=True)),
+    "usam": _from_gradient(_gradient_at_ascent_point(normalized=False)),
+    "msam": _msam,
+    "ascent-gd": _from_gradient(_ascent_loss_gradient),
+}
 
 
-def method_names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
+def register(method: MethodSpec, direction: Direction) -> MethodSpec:
+    """Add a method: its spec (validation, grids, help read it) and its direction, under one name."""
+    if method.name in DIRECTIONS:
+        raise ConfigError(f"method {method.name!r} has a direction already; pick another name or unregister it first")
+    spec.register(method)
+    DIRECTIONS[method.name] = direction
+    return method
 
 
-def get_method(name: str) -> Method:
-    if name not in REGISTRY:
-        raise unknown_choice("optimizer.method", name, REGISTRY)
-    return REGISTRY[name]
-
-
-def applicable_parameters(name: str) -> set[str]:
-    """The optimizer.* keys the method reads among those some method declares (grid axes)."""
-    return set(get_method(name).parameters)
-
-
-def unused_parameters(name: str) -> set[str]:
-    """Keys other methods declare that this one ignores: a grid drops these axes for it."""
-    return {p for method in REGISTRY.values() for p in method.parameters} - get_method(name).parameters
-
-
-def descent_direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
-                      chunk_size: int) -> StepResult:
-    return direction_for(objective, cfg)(objective, theta, batch, cfg, chunk_size)
+def unregister(name: str) -> None:
+    """Remove a method added by `register` (both halves)."""
+    get_method(name)
+    del spec.METHODS[name]
+    DIRECTIONS.pop(name, None)
 
 
 def direction_for(objective: Objective, cfg: OptimizerConfig) -> Direction:
@@ -160,46 +136,8 @@ def direction_for(objective: Objective, cfg: OptimizerConfig) -> Direction:
     looks it up before its first step, not on every step)."""
     method = get_method(cfg.method)
     if objective.buffers and not method.batchnorm:
-        raise ConfigError(_batchnorm_refusal(method))
-    return method.direction
-
-
-# ---- validation ----------------------------------------------------------------------------------------
-
-def validate_optimizer(cfg: OptimizerConfig, train_size: Optional[int] = None,
-                       has_batchnorm: Optional[bool] = None) -> Method:
-    """The method's own rules for an optimizer section; the training-set size and whether the model
-    has BatchNorm statistics, where known, add the checks that need them."""
-    method = get_method(cfg.method)
-    bs = cfg.batch_size
-    if train_size is not None and isinstance(bs, int) and bs > train_size:
-        raise ConfigError(f"optimizer.batch_size={bs} exceeds the {train_size} training examples; "
-                          "lower it or use 'full'")
-    if "m" in method.parameters:
-        _check_group_size(cfg, method.name, train_size)
-    elif cfg.m is not None:
-        users = sorted(name for name, other in REGISTRY.items() if "m" in other.parameters)
-        raise ConfigError(f"optimizer.m={cfg.m} only applies to method {' or '.join(users)}; "
-                          f"remove it or set method: {users[0]}")
-    if has_batchnorm and not method.batchnorm:
-        raise ConfigError(_batchnorm_refusal(method))
-    return method
-
-
-def _check_group_size(cfg: OptimizerConfig, name: str, train_size: Optional[int]) -> None:
-    m, bs = cfg.m, cfg.batch_size
-    if m is None:
-        raise ConfigError(f"optimizer.m is required for method {name}; set it to a divisor of batch_size")
-    if m < 1:
-        raise ConfigError(f"optimizer.m={m} must be >= 1")
-    if isinstance(bs, int) and bs % m:
-        raise ConfigError(f"optimizer.m={m} does not divide optimizer.batch_size={bs}; pick m that divides it")
-    if bs == "full" and train_size is not None and train_size % m:
-        raise ConfigError(f"optimizer.m={m} does not divide the {train_size} training examples (full batch); "
-                          "pick m that divides it")
-
-
-def _batchnorm_refusal(method: Method) -> str:
-    others = ", ".join(name for name, other in REGISTRY.items() if other.batchnorm)
-    return (f"optimizer.method={method.name} cannot update BatchNorm statistics (its groups run under vmap); "
-            f"use model.norm: group or none, or one of {others}")
+        raise ConfigError(batchnorm_refusal(method))
+    if method.name not in DIRECTIONS:
+        raise ConfigError(f"optimizer.method={method.name} has a spec but no direction; "
+                          "add it with samcli.methods.register(spec, direction)")
+    return DIRECTIONS[method.name]

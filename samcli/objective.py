@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .spec.losses import LOSS_ALIASES, LOSS_NAMES, resolve_loss  # noqa: F401  (re-exported)
+
 PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
 
 
@@ -83,23 +85,7 @@ def squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
     return 0.5 * (outputs - targets.reshape(outputs.shape)).pow(2).flatten(1).sum(1)
 
 
-LOSSES = {"cross-entropy": cross_entropy, "mse": squared_error}
-# other spellings users bring from torch and elsewhere, compared without case, '-', '_', spaces or a "loss" suffix
-LOSS_ALIASES = {"crossentropy": "cross-entropy", "ce": "cross-entropy", "mse": "mse", "squarederror": "mse",
-                "meansquarederror": "mse", "l2": "mse"}
-
-
-def resolve_loss(name: str) -> str:
-    """The LOSSES key a loss name means (cross_entropy, CrossEntropyLoss -> cross-entropy); a name that
-    means none of them raises ConfigError with the near miss."""
-    from .errors import ConfigError, unknown_choice
-    if not isinstance(name, str):
-        raise ConfigError(f"loss={name!r} must be a loss name: {', '.join(LOSSES)}")
-    key = "".join(c for c in name.lower() if c not in "-_ ")
-    key = key[:-4] if key.endswith("loss") and len(key) > 4 else key
-    if key in LOSS_ALIASES:
-        return LOSS_ALIASES[key]
-    raise unknown_choice("loss", name, LOSSES)
+LOSSES = {"cross-entropy": cross_entropy, "mse": squared_error}     # keyed by spec.losses.LOSS_NAMES
 
 
 class StatelessCall:

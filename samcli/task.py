@@ -9,9 +9,9 @@ from torch import Tensor
 
 from .config import ConfigError, TrainConfig
 from .data import load_data
-from .methods import validate_optimizer
 from .models import build_model
 from .objective import Batch, Objective
+from .spec.methods import validate_optimizer
 
 
 @dataclass

@@ -14,11 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from samcli.methods import direction_for
 from samcli.models import mlp
 from samcli.objective import Batch, Objective
 from samcli.task import Task
 
 DT = torch.float64
+
+
+def descent_direction(objective: Objective, theta, batch: Batch, cfg, chunk_size: int):
+    """One step's direction as the training loop takes it: the registered direction of cfg.method."""
+    return direction_for(objective, cfg)(objective, theta, batch, cfg, chunk_size)
 
 # Tiny tensors: intra-op threads only add contention (on a busy 2-core machine a BatchNorm1d
 # forward on 8x4 went from ~0.1 ms to ~100 ms with 2 threads).

@@ -120,14 +120,13 @@ def test_near_misses_get_a_suggestion(raw, hint):
 
 
 def test_a_method_added_to_the_registry_is_accepted_by_validation(monkeypatch):
-    from samcli import methods
-    monkeypatch.setitem(methods.REGISTRY, "fake", methods.Method("fake", "a test method", frozenset({"rho", "m"}),
-                                                                 methods.get_method("msam").direction))
+    from samcli.spec import methods
+    monkeypatch.setitem(methods.METHODS, "fake", methods.MethodSpec("fake", "a test method", frozenset({"rho", "m"})))
     cfg = TrainConfig.from_dict({"optimizer": {"method": "fake", "m": 2, "batch_size": 4}})
     assert cfg.optimizer.method == "fake"
     assert "optimizer.m is required for method fake" in error_of({"optimizer": {"method": "fake", "batch_size": 4}})
     assert "fake" in error_of({"optimizer": {"method": "adam"}})      # listed among the choices
-    monkeypatch.delitem(methods.REGISTRY, "fake")
+    monkeypatch.delitem(methods.METHODS, "fake")
     assert "optimizer.method='fake' is unknown" in error_of({"optimizer": {"method": "fake", "m": 2}})
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from conftest import descent_direction
 from samcli.config import OptimizerConfig
-from samcli.methods import descent_direction
 from samcli.objective import Batch, Objective
 from samcli.sharpness import Settings
 from samcli.sharpness.finite import worst_direction_ascent

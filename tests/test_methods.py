@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import (DT, ModuleRef, assert_close, linreg_grad, linreg_hessian, linreg_loss, linreg_objective,
-                      mlp_batch, sam_closed_form)
-from samcli.config import ConfigError, OptimizerConfig
+from conftest import (DT, ModuleRef, assert_close, descent_direction, linreg_grad, linreg_hessian, linreg_loss,
+                      linreg_objective, mlp_batch, sam_closed_form)
 from samcli import methods
-from samcli.methods import (Method, StepResult, applicable_parameters, ascent_step, descent_direction, get_method,
-                            method_names, unused_parameters, validate_optimizer)
+from samcli.config import ConfigError, OptimizerConfig
+from samcli.methods import StepResult, ascent_step
+from samcli.spec.methods import (MethodSpec, applicable_parameters, get_method, method_names, unused_parameters,
+                                 validate_optimizer)
 from samcli.models import cnn
 from samcli.objective import Batch, Objective
 from samcli.train import BatchSampler
@@ -444,16 +445,24 @@ def test_validate_optimizer_accepts_what_fits():
         get_method("msma")
 
 
-def test_a_new_registry_entry_is_validated_and_stepped_like_the_others(monkeypatch, mlp_setup):
-    """One entry is all a method needs: validation reads its parameters, descent_direction its rule."""
+def test_a_new_registry_entry_is_validated_and_stepped_like_the_others(mlp_setup):
+    """A spec and a direction are all a method needs: validation reads its parameters, the loop its rule."""
     module, objective, theta, batch = mlp_setup
 
     def doubled_gradient(objective, theta, batch, cfg, chunk_size):
         loss, g = objective.value_and_grad(theta, batch, chunk_size)
         return StepResult(2 * cfg.m * g, loss.item(), g.norm().item())
 
-    monkeypatch.setitem(methods.REGISTRY, "fake", Method("fake", "twice m times the gradient", frozenset({"m"}),
-                                                         doubled_gradient, batchnorm=False))
+    methods.register(MethodSpec("fake", "twice m times the gradient", frozenset({"m"}), batchnorm=False),
+                     doubled_gradient)
+    try:
+        _check_the_fake_method(objective, theta, batch)
+    finally:
+        methods.unregister("fake")
+    assert "fake" not in method_names() and "fake" not in methods.DIRECTIONS
+
+
+def _check_the_fake_method(objective, theta, batch):
     assert "fake" in method_names() and applicable_parameters("fake") == {"m"}
     assert "rho" in unused_parameters("fake")
     with pytest.raises(ConfigError, match="optimizer.m is required for method fake"):

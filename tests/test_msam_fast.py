@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DT, ModuleRef, assert_close
+from conftest import DT, ModuleRef, assert_close, descent_direction
 from samcli import msam
 from samcli.config import ConfigError
 from samcli.models import cnn, mlp
@@ -156,9 +156,8 @@ def test_bad_input_is_refused():
 
 @pytest.mark.parametrize("m", [1, 4])
 def test_equals_the_methods_msam_entry(m):
-    """methods.descent_direction's msam (vmapped before this module, factorized once wired to it)."""
+    """The methods' msam direction (vmapped before this module, factorized once wired to it)."""
     from samcli.config import OptimizerConfig
-    from samcli.methods import descent_direction
     build, shape = MODELS["cnn2d"]
     _, objective, theta, batch = setup(build(), shape)
     cfg = OptimizerConfig(method="msam", m=m, rho=RHO, grad_eps=EPS, batch_size=len(batch))

@@ -31,7 +31,7 @@ from ..config import ConfigError, TrainConfig, config_hash, load_yaml, set_dotte
 from ..errors import short_repr
 from ..spec.measure import MeasureSpec, SpecError
 from ..data import train_set_size
-from ..methods import method_names, unused_parameters, validate_optimizer
+from ..spec.methods import method_names, unused_parameters, validate_optimizer
 from .baseline import BaselineError, Ordering, parse_baseline
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline",

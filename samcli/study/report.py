@@ -10,8 +10,8 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from ..methods import method_names, unused_parameters
 from ..runs import write_json, write_text
+from ..spec.methods import method_names, unused_parameters
 from .correlations import CorrelationReport, correlation_report, sections, with_axes
 from .grid import Study
 from .rundir import RunRecord

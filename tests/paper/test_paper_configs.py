@@ -69,6 +69,6 @@ def test_all_refuses_config_and_set(tmp_path):
 
 
 def test_every_paper_method_is_an_engine_method_of_the_registry():
-    from samcli.methods import method_names
     from samcli.paper.trajectory import METHODS
+    from samcli.spec.methods import method_names
     assert {engine for engine, _ in METHODS.values()} <= set(method_names())

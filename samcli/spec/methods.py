@@ -1,0 +1,173 @@
+"""The methods' torch-free half: per method its name, help line, the optimizer keys it reads, its
+BatchNorm policy and its validation rules; per key its default and range.
+
+Config validation, grids (which axes apply), the CLI's help and the paper read this table without
+loading torch. What each method computes, its direction, lives in samcli/methods.py under the same
+name: a method is one `MethodSpec` in `METHODS` here plus one direction in `methods.DIRECTIONS`
+(`samcli.methods.register(spec, direction)` adds both at once, e.g. from a user's script or a test).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Union
+
+from ..errors import ConfigError, unknown_choice
+
+
+class OptimizerSettings(Protocol):
+    """What validation reads of an optimizer section (config.OptimizerConfig is one): the method, the
+    batch size and one attribute per `PARAMETERS` entry, read by name."""
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def batch_size(self) -> Union[int, str]: ...
+
+
+# (settings, method name, training-set size or None) -> the one-line refusal, or None when it holds
+Rule = Callable[[Any, str, Optional[int]], Optional[str]]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """An optimizer.* key that methods read beyond the base optimizer's. With a default it is always
+    set and always range-checked (grids keep it for every method); with default None it is optional:
+    required by the methods that read it, refused with the others."""
+    name: str
+    default: Any
+    help: str
+    minimum: Union[int, float]
+    strict: bool = False               # the minimum itself is refused
+    hint: str = ""                     # how to fix a value below the range, in parentheses
+    required: str = ""                 # default None: how to set it, for a method that reads it
+    rule: Optional[Rule] = None        # checks beyond the range, for the methods that read it
+
+    def range_refusal(self, value: Any) -> Optional[str]:
+        if value > self.minimum if self.strict else value >= self.minimum:
+            return None
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"optimizer.{self.name}={value} must be {'>' if self.strict else '>='} {self.minimum}{hint}"
+
+
+def _groups_divide_the_batch(o: Any, name: str, train_size: Optional[int]) -> Optional[str]:
+    m, bs = o.m, o.batch_size
+    if isinstance(bs, int) and bs % m:
+        return f"optimizer.m={m} does not divide optimizer.batch_size={bs}; pick m that divides it"
+    if bs == "full" and train_size is not None and train_size % m:
+        return (f"optimizer.m={m} does not divide the {train_size} training examples (full batch); "
+                "pick m that divides it")
+    return None
+
+
+PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
+    Parameter("rho", 0.05, "SAM perturbation radius", 0, strict=True, hint="use method sgd for no perturbation"),
+    Parameter("grad_eps", 1e-12, "SAM: the ascent direction is g / (||g|| + grad_eps)", 0),
+    Parameter("m", None, "msam group size; must divide batch_size", 1,
+              required="set it to a divisor of batch_size", rule=_groups_divide_the_batch),
+)}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    help: str                                  # one line, for the CLI
+    parameters: frozenset[str] = frozenset()   # PARAMETERS keys the update reads
+    # BatchNorm: True means the first (unperturbed) pass updates the running statistics and every other
+    # pass runs on throwaway copies; False refuses models with BatchNorm statistics, saying why
+    batchnorm: bool = True
+    batchnorm_reason: str = ""
+    rules: tuple[Rule, ...] = ()               # the method's own checks beyond its parameters'
+
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec("sgd", "gradient descent on the batch loss (batch_size: full gives GD)"),
+    MethodSpec("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
+               frozenset({"rho", "grad_eps"})),
+    MethodSpec("usam", "gradient at the unnormalized ascent point x + rho g", frozenset({"rho"})),
+    MethodSpec("msam", "mean over groups of m examples of each group's SAM gradient (m-sharpness)",
+               frozenset({"rho", "m", "grad_eps"}), batchnorm=False, batchnorm_reason="its groups run under vmap"),
+    MethodSpec("ascent-gd", "exact gradient of the ascent-direction loss L(x + rho g/||g||), Jacobian kept",
+               frozenset({"rho", "grad_eps"})),
+)}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add a method's spec (samcli.methods.register adds its direction with it)."""
+    if spec.name in METHODS:
+        raise ConfigError(f"method {spec.name!r} is registered already; pick another name or unregister it first")
+    unknown = sorted(spec.parameters - PARAMETERS.keys())
+    if unknown:
+        raise ConfigError(f"method {spec.name!r} reads optimizer.{unknown[0]}, which is no parameter; "
+                          f"use {', '.join(PARAMETERS)} or add it to samcli.spec.methods.PARAMETERS")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise unknown_choice("optimizer.method", name, METHODS)
+    return METHODS[name]
+
+
+def applicable_parameters(name: str) -> set[str]:
+    """The optimizer.* keys the method reads among those some method declares (grid axes)."""
+    return set(get_method(name).parameters)
+
+
+def unused_parameters(name: str) -> set[str]:
+    """Keys other methods declare that this one ignores: a grid drops these axes for it."""
+    return {p for spec in METHODS.values() for p in spec.parameters} - get_method(name).parameters
+
+
+def validate_optimizer(o: OptimizerSettings, train_size: Optional[int] = None,
+                       has_batchnorm: Optional[bool] = None) -> MethodSpec:
+    """The method's rules for an optimizer section: its parameters' ranges and rules, its own rules;
+    the training-set size and whether the model has BatchNorm statistics, where known, add the checks
+    that need them."""
+    spec = get_method(o.method)
+    bs = o.batch_size
+    if train_size is not None and isinstance(bs, int) and bs > train_size:
+        raise ConfigError(f"optimizer.batch_size={bs} exceeds the {train_size} training examples; "
+                          "lower it or use 'full'")
+    for parameter in PARAMETERS.values():
+        _check_parameter(parameter, o, spec.name in _readers(parameter.name), spec.name, train_size)
+    for rule in spec.rules:
+        _refuse(rule(o, spec.name, train_size))
+    if has_batchnorm and not spec.batchnorm:
+        raise ConfigError(batchnorm_refusal(spec))
+    return spec
+
+
+def _readers(key: str) -> list[str]:
+    return sorted(name for name, spec in METHODS.items() if key in spec.parameters)
+
+
+def _check_parameter(p: Parameter, o: Any, read: bool, method: str, train_size: Optional[int]) -> None:
+    value = getattr(o, p.name)
+    if value is None:
+        _refuse(f"optimizer.{p.name} is required for method {method}; {p.required}" if read else None)
+    elif p.default is None and not read:
+        users = _readers(p.name)
+        _refuse(f"optimizer.{p.name}={value} only applies to method {' or '.join(users)}; "
+                f"remove it or set method: {users[0]}" if users else
+                f"optimizer.{p.name}={value} is read by no registered method; remove it")
+    else:
+        _refuse(p.range_refusal(value))
+        if read and p.rule is not None:
+            _refuse(p.rule(o, method, train_size))
+
+
+def _refuse(message: Optional[str]) -> None:
+    if message is not None:
+        raise ConfigError(message)
+
+
+def batchnorm_refusal(spec: MethodSpec) -> str:
+    others = ", ".join(name for name, other in METHODS.items() if other.batchnorm)
+    because = f" ({spec.batchnorm_reason})" if spec.batchnorm_reason else ""
+    return (f"optimizer.method={spec.name} cannot update BatchNorm statistics{because}; "
+            f"use model.norm: group or none, or one of {others}")
