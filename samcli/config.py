@@ -344,8 +344,8 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("data.name", d.name, DATASETS)
     if m.name not in MODELS:
         raise unknown_choice("model.name", m.name, MODELS)
-    for key, seed in (("seed", cfg.seed), ("measure.seed", s.seed)):
-        _require(0 <= seed <= INT_MAX, f"{key}={seed} must be in [0, 2**63 - 1]")
+    # measure.seed is the measurement spec's, checked by its validator
+    _require(0 <= cfg.seed <= INT_MAX, f"seed={cfg.seed} must be in [0, 2**63 - 1]")
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
     _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} must be in [0, 1)")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")

@@ -179,7 +179,7 @@ def _int_rule(low: int) -> Callable[[Any], Optional[str]]:
                 or value != int(value):
             return "must be a finite integer"
         if not low <= value <= INT_MAX:
-            return f"must be >= {low}" if value < low else f"must be <= {INT_MAX}"
+            return f"must be >= {low}" if value < low else "is out of range (at most 2**63 - 1)"
         return None
     return check
 
