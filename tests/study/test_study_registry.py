@@ -104,3 +104,31 @@ def test_every_builtin_summary_key_is_declared_by_its_notion():
     for name, result in report.results.items():
         declared = {c.key for c in NOTIONS[name].columns}
         assert set(result.summary()) <= declared, (name, set(result.summary()) - declared)
+
+
+def _sign_direction(objective, theta, batch, cfg, chunk_size):
+    from samcli.methods import StepResult
+    loss, g = objective.value_and_grad(theta, batch, chunk_size)
+    return StepResult(g.sign(), float(loss), g.norm())
+
+
+@pytest.fixture
+def sign_sgd():
+    from samcli import methods
+    from samcli.spec.methods import MethodSpec
+    methods.register(MethodSpec("sign-sgd", "the sign of the batch gradient"), _sign_direction)
+    yield
+    methods.unregister("sign-sgd")
+
+
+def test_a_registered_method_and_notion_flow_through_a_study_together(tmp_path, toy_notion, sign_sgd):
+    raw = tiny_study(seeds=[0, 1])
+    raw["variants"].append({"label": "sign", "optimizer.method": "sign-sgd", "optimizer.batch_size": 8,
+                            "optimizer.lr": 0.01})
+    raw["sharpness"]["notions"] = ["worst", "toy"]
+    result = samcli.compare(raw, out=tmp_path / "s", jobs=1)
+    assert list(result.table.index) == ["GD", "SAM", "1-SAM", "sign"]
+    assert result.table.loc["sign", "method"] == "sign-sgd" and result.table.loc["sign", "completed"] == 2
+    assert (result.table["toy_energy_mean"] > 0).all()
+    md = (tmp_path / "s" / "table.md").read_text()
+    assert "| sign |" in md and "toy energy" in md
