@@ -219,6 +219,10 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
     wait: bool = typer.Option(False, "--wait", help="If another process holds the study directory, wait for it "
                                                     "instead of refusing."),
+    allow_new: bool = typer.Option(False, "--allow-new", help="With --baseline: a configuration the baseline does "
+                                   "not have is not a regression (one it has that the study lacks still is)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out be a directory that holds another study: it "
+                                   "becomes this study's (its run directories are reused where their configs match)."),
 ):
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
     and the rank correlations of each sharpness notion with test accuracy and the generalization gap (Kendall
@@ -230,13 +234,14 @@ def compare(
         fail("give a study file or --from STUDY_DIR, not both")
     try:
         if from_ is not None:
-            result = render_from(from_, baseline=baseline, update_baseline=update_baseline)
+            result = render_from(from_, baseline=baseline, update_baseline=update_baseline, allow_new=allow_new)
         else:
             spec = load_study(study)
             display = None if quiet or as_json else _StudyProgress(spec.name)
             with display.bar if display else nullcontext():
                 result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
-                                   baseline=baseline, update_baseline=update_baseline, wait=wait)
+                                   baseline=baseline, update_baseline=update_baseline, wait=wait,
+                                   allow_new=allow_new, overwrite=overwrite)
     except SamcliError as err:
         fail(str(err))
     except (OSError, UnicodeDecodeError) as err:

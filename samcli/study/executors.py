@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional, Protocol
 
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
-from .grid import RunSpec
+from .spec import RunSpec
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 
 

@@ -31,7 +31,7 @@ import yaml
 from ..config import SHARPNESS_NOTIONS, SamcliError, TrainConfig, config_hash
 from ..runs import (CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, read_metrics, read_sharpness, read_summary,
                     write_sharpness, write_sharpness_skipped)
-from .grid import RunSpec
+from .spec import RunSpec
 
 FINISHED = ("completed", "diverged")
 DIVERGED_SKIP = "the run diverged: sharpness is undefined at non-finite weights"
