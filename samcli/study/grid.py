@@ -30,6 +30,7 @@ from ..config import DEFAULT_NOTIONS, SHARPNESS_NOTIONS, ConfigError, TrainConfi
 from ..data import train_set_size
 from ..methods import method_names, unused_parameters, validate_optimizer
 from .spec import RunSpec, Study, StudyError, parse_checks
+from .table import ALL_METRICS
 
 __all__ = ["RunSpec", "Study", "StudyError", "load_study", "parse_study", "default_study_path"]
 
@@ -104,7 +105,7 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
             runs.append(spec)
     labels = tuple(dict.fromkeys(r.label for r in runs))
     sharpness = _sharpness(raw.get("sharpness"), where)
-    tolerances, orderings = parse_checks(raw.get("baseline"), labels, where)
+    tolerances, orderings = parse_checks(raw.get("baseline"), labels, ALL_METRICS, where)
     return Study(name, raw, tuple(runs), labels, sharpness, tolerances, orderings, source,
                  str(raw.get("description") or ""), _confound_tolerance(raw.get("confound_tolerance"), where))
 

@@ -1,18 +1,18 @@
 """The study spec, at the bottom of the study floor: a study's runs (`RunSpec`), the study itself
 (`Study`) and the checks it states for its baseline (`Tolerance`, `Ordering`, parsed here by
-`parse_checks`). Every other study module reads these; this one imports no other study module but
-table.py's metric names, so grid (which builds studies), rundir, the executors and baseline (which
-only checks) sit on top of it without importing each other in a circle.
+`parse_checks`). Every other study module reads these; this one imports no other study module (the
+metric names a check may use are passed in: they are the table's), so grid (which builds studies),
+rundir, table, the executors and baseline (which only checks) sit on top of it without importing
+each other in a circle.
 """
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..config import ConfigError, TrainConfig
-from .table import ALL_METRICS
 
 ORDERING = re.compile(r"^\s*(?P<a>.+?)\s+(?P<ma>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>)\s*"
                       r"(?P<b>.+?)\s+(?P<mb>[A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -77,8 +77,10 @@ class Study:
         return bool(self.tolerances or self.orderings)
 
 
-def parse_checks(raw: Any, labels: tuple[str, ...], where: str = "study") -> tuple[dict, tuple[Ordering, ...]]:
-    """(metric -> Tolerance, orderings) from a study's `baseline:` mapping; `labels` are its configurations."""
+def parse_checks(raw: Any, labels: tuple[str, ...], metrics: Sequence[str], where: str = "study"
+                 ) -> tuple[dict, tuple[Ordering, ...]]:
+    """(metric -> Tolerance, orderings) from a study's `baseline:` mapping; `labels` are its
+    configurations, `metrics` the table's metrics a check may name."""
     raw = raw or {}
     if not isinstance(raw, dict):
         raise StudyError(f"{where}: baseline must be a mapping with tolerances and orderings")
@@ -88,17 +90,17 @@ def parse_checks(raw: Any, labels: tuple[str, ...], where: str = "study") -> tup
     tolerances_raw = raw.get("tolerances") or {}
     if not isinstance(tolerances_raw, dict):
         raise StudyError(f"{where}: baseline.tolerances must be a mapping of metric -> {{abs: x, rel: y}}")
-    tolerances = {metric: _tolerance(metric, tol, where) for metric, tol in tolerances_raw.items()}
+    tolerances = {metric: _tolerance(metric, tol, metrics, where) for metric, tol in tolerances_raw.items()}
     orderings_raw = raw.get("orderings") or []
     if not isinstance(orderings_raw, list):
         raise StudyError(f"{where}: baseline.orderings must be a list such as ['SAM lambda_1 < GD lambda_1']")
-    return tolerances, tuple(_ordering(text, labels, where) for text in orderings_raw)
+    return tolerances, tuple(_ordering(text, labels, metrics, where) for text in orderings_raw)
 
 
-def _tolerance(metric: Any, tol: Any, where: str) -> Tolerance:
-    if metric not in ALL_METRICS:
+def _tolerance(metric: Any, tol: Any, metrics: Sequence[str], where: str) -> Tolerance:
+    if metric not in metrics:
         raise StudyError(f"{where}: baseline.tolerances.{metric} is not a table metric; choose from "
-                         f"{', '.join(ALL_METRICS)}")
+                         f"{', '.join(metrics)}")
     if not isinstance(tol, dict) or not tol or any(k not in ("abs", "rel") for k in tol):
         raise StudyError(f"{where}: baseline.tolerances.{metric}={tol!r} must be {{abs: x}}, {{rel: y}} or both")
     for k, v in tol.items():
@@ -108,7 +110,7 @@ def _tolerance(metric: Any, tol: Any, where: str) -> Tolerance:
     return Tolerance(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)))
 
 
-def _ordering(text: Any, labels: tuple[str, ...], where: str) -> Ordering:
+def _ordering(text: Any, labels: tuple[str, ...], metrics: Sequence[str], where: str) -> Ordering:
     match = ORDERING.match(text) if isinstance(text, str) else None
     if not match:
         raise StudyError(f"{where}: baseline ordering {text!r} must read 'LABEL METRIC < LABEL METRIC'")
@@ -117,7 +119,7 @@ def _ordering(text: Any, labels: tuple[str, ...], where: str) -> Ordering:
         if label not in labels:
             raise StudyError(f"{where}: baseline ordering {text!r} names configuration {label!r}, which the "
                              f"study does not have; configurations: {', '.join(labels)}")
-        if metric not in ALL_METRICS:
+        if metric not in metrics:
             raise StudyError(f"{where}: baseline ordering {text!r} names metric {metric!r}; choose from "
-                             f"{', '.join(ALL_METRICS)}")
+                             f"{', '.join(metrics)}")
     return o
