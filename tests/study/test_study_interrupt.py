@@ -1,6 +1,6 @@
-"""Ctrl-C ends a study at every --jobs, for real: a `samcli compare --jobs 2` subprocess gets SIGINT (to
-its process group, as a terminal sends it, or to the parent alone) while two short runs are finished
-and two long ones are training. It must exit 130 with one line, leave no process behind, keep the
+"""Ctrl-C ends a study at every --jobs, for real: a `samcli compare --jobs 3` subprocess gets SIGINT (to
+its process group, as a terminal sends it, or to the parent alone) while two short runs are finished,
+two long ones are training and the third worker is idle. It must exit 130 with one line, leave no process behind, keep the
 finished runs byte for byte, mark the runs in progress 'interrupted', and a rerun must equal a study
 that was never interrupted."""
 from __future__ import annotations
@@ -134,10 +134,10 @@ def assert_resumes(raw_study, out: Path, finished: list[Path], reference: pd.Dat
 
 @pytest.mark.parametrize("to_group", [True, False], ids=["process-group", "parent-alone"])
 def test_sigint_ends_a_pool_study_and_it_resumes(tmp_path, reference, to_group):
-    study, out, runs, code, stderr, below = interrupted_study(tmp_path, to_group, "--jobs", "2")
+    study, out, runs, code, stderr, below = interrupted_study(tmp_path, to_group, "--jobs", "3")
     assert code == 130
     assert len(stderr) == 1 and stderr[0].startswith("interrupted: finished runs are kept"), stderr
-    assert len(below) >= 2                  # the two workers (and multiprocessing's resource tracker)
+    assert len(below) >= 3                  # the three workers (and multiprocessing's resource tracker)
     assert_nothing_left(below)
     for run_dir in runs["long"]:            # the runs in progress stopped as `samcli train` stops
         summary = json.loads((run_dir / "summary.json").read_text())
