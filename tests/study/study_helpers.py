@@ -55,10 +55,11 @@ def file_states(run_dir: Path) -> dict:
 
 
 def tree_states(root: Path) -> dict:
-    """relative path -> (mtime_ns, bytes) of every file under `root` (symlinks not followed)."""
+    """relative path -> (mtime_ns, bytes) of every file under `root` (symlinks not followed), less the
+    study lock (it names whoever last held the directory, not work)."""
     root = Path(root)
     return {str(p.relative_to(root)): (p.lstat().st_mtime_ns, p.read_bytes() if not p.is_symlink() else None)
-            for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()}
+            for p in sorted(root.rglob("*")) if (p.is_file() or p.is_symlink()) and p.name != ".lock"}
 
 
 def assert_refused(result, *fragments: str) -> str:
