@@ -54,12 +54,13 @@ def refuse_bad_baseline(study: Study, path: Optional[str | Path], update: bool) 
     written for this study."""
     if path is None and not update:
         return
+    stored = load_baseline(path) if path is not None and not update else None
     if not study.has_checks:
         raise BaselineError(f"study {study.name} states no baseline tolerances or orderings, so a baseline "
                             "could check nothing; add baseline: {tolerances: {test_accuracy: {abs: 0.02}}} "
                             "to the study")
-    if path is not None and not update:
-        _same_study(study, load_baseline(path), path)
+    if stored is not None:
+        _same_study(study, stored, path)
 
 
 def settle_baseline(study: Study, table: pd.DataFrame, path: Optional[str | Path], update: bool,
