@@ -206,3 +206,19 @@ def test_the_written_baseline_checks_and_round_trips(done):
     assert stored == {**again, "created": stored["created"]}
     result = invoke("--from", out, "--baseline", baseline)
     assert result.exit_code == 0 and "all checks hold" in result.output, result.output
+
+
+@pytest.mark.parametrize("section, needle", [
+    ({"tolerances": [0.1]}, "baseline.tolerances must be a mapping"),
+    ({"tolerances": {"test_accuracy": 0.1}}, "baseline.tolerances.test_accuracy=0.1 must be {abs: x}"),
+    ({"tolerances": {"test_accuracy": {"rel": float("nan")}}}, "baseline.tolerances.test_accuracy.rel=nan"),
+    ({"orderings": "SAM lambda_1 < GD lambda_1"}, "baseline.orderings must be a list"),
+    ({"orderings": [3]}, "baseline ordering 3 must read 'LABEL METRIC < LABEL METRIC'"),
+    ({"orderings": ["SAM lambda_1 < XX lambda_1"]}, "names configuration 'XX'"),
+    ({"orderings": ["SAM lambda_9 < GD lambda_1"]}, "names metric 'lambda_9'"),
+    ({"limits": {}}, "unknown key baseline.limits"),
+])
+def test_a_bad_baseline_section_is_refused_when_the_study_loads(tmp_path, no_training, section, needle):
+    path = write_study(tmp_path / "s.yaml", tiny_study(seeds=[0], baseline=section))
+    assert_refused(invoke(path, "--out", tmp_path / "study"), "study tiny: ", needle)
+    assert not (tmp_path / "study").exists()
