@@ -131,7 +131,7 @@ def test_a_symlink_in_runs_is_moved_aside_and_retrained(finished, tmp_path, link
     assert run_dir.is_dir() and not run_dir.is_symlink() and (run_dir / "sharpness.json").is_file()
     aside = run_dir.with_name(run_dir.name + ".stale-1")
     assert aside.is_symlink() if not link_file else (aside / "checkpoint.pt").is_symlink()
-    assert file_states(run_dir) .keys() == file_states(finished / "runs" / run_dir.name).keys()
+    assert file_states(run_dir).keys() == file_states(finished / "runs" / run_dir.name).keys()
     assert result.table.loc[:, "completed"].tolist() == [1, 1]
 
 
