@@ -289,6 +289,10 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
     wait: bool = typer.Option(False, "--wait", help="If another process holds the study directory, wait for it "
                                                     "instead of refusing."),
+    allow_new: bool = typer.Option(False, "--allow-new", help="With --baseline: a configuration the baseline does "
+                                   "not have is not a regression (one it has that the study lacks still is)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out be a directory that holds another study: it "
+                                   "becomes this study's (its run directories are reused where their configs match)."),
 ):
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
     and the rank correlations of each sharpness notion with test accuracy and the generalization gap (Kendall
@@ -300,13 +304,15 @@ def compare(
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
     if from_ is not None:
-        result = render_from(from_, baseline=baseline, update_baseline=update_baseline)
+        result = render_from(from_, baseline=baseline, update_baseline=update_baseline, allow_new=allow_new)
     else:
         spec = load_study(study)
         display = None if quiet or as_json else render.StudyProgress(spec.name)
-        with display.bar if display else nullcontext():
+        # SIGTERM as Ctrl-C: with --jobs 1 the run in progress is in this process and must be marked interrupted
+        with display.bar if display else nullcontext(), sigterm_as_interrupt():
             result = run_study(spec, out=out, executor=executor, jobs=jobs, address=address, progress=display,
-                               baseline=baseline, update_baseline=update_baseline, wait=wait)
+                               baseline=baseline, update_baseline=update_baseline, wait=wait,
+                               allow_new=allow_new, overwrite=overwrite)
     if as_json:
         render.print_json(result.to_json())
     else:

@@ -14,7 +14,7 @@ from typing import Optional
 
 from ..config import ConfigError
 from .configs import load_study_config
-from .skeleton import Log, Study, StudyResult, quiet, run_study, write_index
+from .skeleton import Log, PaperStudy, StudyResult, quiet, run_study, write_index
 from .studies.batchsize import BatchsizeConfig, batchsize
 from .studies.bias import BiasConfig, bias
 from .studies.corollaries import CorollariesConfig, corollaries
@@ -24,25 +24,25 @@ from .studies.quadratic import QuadraticConfig, quadratic_study
 from .studies.timescale import TimescaleConfig, timescale
 
 STUDIES = {s.name: s for s in [
-    Study("figure1", "4-parameter toy: GD, full-batch SAM, 1-SAM, ascent-GD end points; limiting flows and their gap",
+    PaperStudy("figure1", "4-parameter toy: GD, full-batch SAM, 1-SAM, ascent-GD end points; limiting flows and their gap",
           Figure1Config, figure1),
-    Study("bias", "Thm 4.2 / Table 1: minimizers of L^Max, L^Asc, L^Avg (line search) go to argmin F1, F2, F1+F2 "
+    PaperStudy("bias", "Thm 4.2 / Table 1: minimizers of L^Max, L^Asc, L^Avg (line search) go to argmin F1, F2, F1+F2 "
           "as rho shrinks", BiasConfig, bias),
-    Study("quadratic",
+    PaperStudy("quadratic",
           "full-batch SAM on 0.5 x^T A x: ||x_t|| -> eta rho lambda_1/(2 - eta lambda_1), direction -> v_1",
           QuadraticConfig, quadratic_study),
-    Study("timescale", "drift along the manifold scales with eta rho^2 t: halving rho needs 4x the steps",
+    PaperStudy("timescale", "drift along the manifold scales with eta rho^2 t: halving rho needs 4x the steps",
           TimescaleConfig, timescale),
-    Study("network", "Thm 4.5 / 5.4 on an MLP in their regimes: drift along -P grad lambda_1 (SAM) and -P grad Tr "
+    PaperStudy("network", "Thm 4.5 / 5.4 on an MLP in their regimes: drift along -P grad lambda_1 (SAM) and -P grad Tr "
           "(1-SAM), the ratio test, alignment on a rho/eta ladder", NetworkConfig, network),
-    Study("corollaries", "Cor 4.6 and Cor 5.6 bands along SAM's and 1-SAM's iterates, Phase I length, Thm 5.3 "
+    PaperStudy("corollaries", "Cor 4.6 and Cor 5.6 bands along SAM's and 1-SAM's iterates, Phase I length, Thm 5.3 "
           "(stochastic notions -> trace)", CorollariesConfig, corollaries),
-    Study("batchsize", "the open case (Example 5.8): SAM at batch sizes 1..full, Tr, lambda_1 and alignment",
+    PaperStudy("batchsize", "the open case (Example 5.8): SAM at batch sizes 1..full, Tr, lambda_1 and alignment",
           BatchsizeConfig, batchsize),
 ]}
 
 
-def study_named(name: str) -> Study:
+def study_named(name: str) -> PaperStudy:
     """The registered study called `name`; an unknown name is a ConfigError listing the studies."""
     if name not in STUDIES:
         raise ConfigError(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all (see --list)")
@@ -78,4 +78,4 @@ def reproduce(name: str, out: Path = Path("results/paper"), *, quick: bool = Fal
     return results
 
 
-__all__ = ["STUDIES", "Study", "StudyResult", "reproduce", "reproduce_study", "study_named"]
+__all__ = ["STUDIES", "PaperStudy", "StudyResult", "reproduce", "reproduce_study", "study_named"]

@@ -39,7 +39,8 @@ class Findings:
 
 
 @dataclass(frozen=True)
-class Study:
+class PaperStudy:
+    """One of the paper's studies (`samcli reproduce NAME`); not samcli.study.Study, a `compare` grid."""
     name: str
     summary: str                 # one line for `reproduce --list`
     config: type                 # its config dataclass (packaged YAML: configs/NAME.yaml)
@@ -72,7 +73,7 @@ class StudyResult:
                 "verdicts": [v.to_dict(brief=True) for v in self.verdicts]}
 
 
-def run_study(study: Study, cfg: Any, out: Path, *, quick: bool, log: Log = quiet, **kwargs) -> StudyResult:
+def run_study(study: PaperStudy, cfg: Any, out: Path, *, quick: bool, log: Log = quiet, **kwargs) -> StudyResult:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -1,15 +1,16 @@
-"""Baselines: a stored table to check a new one against, under the tolerances the study states.
+"""Baselines: a stored table to check a new one against, under the checks the study states.
 
-A study states its checks under `baseline:` (parsed here by `parse_baseline`):
+A study states its checks under `baseline:` (parsed with the study, by spec.parse_checks):
 
     baseline: {tolerances: {test_accuracy: {abs: 0.03}}, orderings: ["SAM lambda_1 < GD lambda_1"]}
 
-A baseline file (JSON) holds, per configuration, the mean, std and run counts of every metric.
-A check compares each metric named in the study's `baseline.tolerances` for each configuration:
-it holds when |current - baseline| <= abs + rel * |baseline| (two-sided: a change either way is
-flagged, a baseline is a reproducibility check). Each ordering ("SAM lambda_1 < GD lambda_1") is
-checked on the new table's means. A configuration that is missing now, or has more diverged or
-failed runs than the baseline, is a regression too.
+A baseline file (JSON) holds, per configuration, the mean, std and run counts of every metric;
+`load_baseline` type-checks every field of it. A check compares each metric named in the study's
+`baseline.tolerances` for each configuration: it holds when |current - baseline| <= abs + rel *
+|baseline| (two-sided: a change either way is flagged, a baseline is a reproducibility check). Each
+ordering ("SAM lambda_1 < GD lambda_1") is checked on the new table's means. A configuration that
+is missing now, new (unless allowed), or has more diverged or failed runs than the baseline, is a
+regression too; a check with nothing to compare never holds.
 
 The lifecycle around a study run: `refuse_bad_baseline` before anything trains, `settle_baseline`
 after the table is made (write it with update, else check it).
@@ -19,86 +20,25 @@ from __future__ import annotations
 import json
 import math
 import operator
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
 from .._version import __version__
 from ..config import SamcliError
-from .table import ALL_METRICS
-
-if TYPE_CHECKING:                       # grid.py parses a study's baseline section with parse_baseline
-    from .grid import Study
+from .spec import Study
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-ORDERING = re.compile(r"^\s*(?P<a>.+?)\s+(?P<ma>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>)\s*"
-                      r"(?P<b>.+?)\s+(?P<mb>[A-Za-z_][A-Za-z0-9_]*)\s*$")
 DEFAULT_DIR = Path("results/baselines")
+COUNTS = ("runs", "completed", "diverged", "failed")
+CONFIGURATION_KEYS = (*COUNTS, "reached", "metrics")
+FILE_KEYS = ("study", "samcli", "created", "configurations")
 
 
 class BaselineError(SamcliError):
-    """An invalid baseline section of a study (the study loader prefixes the study's name)."""
-
-
-@dataclass(frozen=True)
-class Ordering:
-    text: str
-    left: str
-    left_metric: str
-    op: str
-    right: str
-    right_metric: str
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def allowed(self, reference: float) -> float:
-        return self.abs + self.rel * abs(reference)
-
-
-# ---- the schema: a study's baseline section ------------------------------------------------------
-
-def parse_baseline(raw: Any, labels: tuple[str, ...]) -> tuple[dict, tuple[Ordering, ...]]:
-    """(metric -> Tolerance, orderings) from a study's `baseline:` mapping; `labels` are its configurations."""
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise BaselineError("baseline must be a mapping with tolerances and orderings")
-    unknown = [k for k in raw if k not in ("tolerances", "orderings")]
-    if unknown:
-        raise BaselineError(f"unknown key baseline.{unknown[0]}; allowed: tolerances, orderings")
-    tolerances = {}
-    for metric, tol in (raw.get("tolerances") or {}).items():
-        if metric not in ALL_METRICS:
-            raise BaselineError(f"baseline.tolerances.{metric} is not a table metric; choose from "
-                                f"{', '.join(ALL_METRICS)}")
-        if not isinstance(tol, dict) or not tol or any(k not in ("abs", "rel") for k in tol):
-            raise BaselineError(f"baseline.tolerances.{metric}={tol!r} must be {{abs: x}}, {{rel: y}} or both")
-        for k, v in tol.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise BaselineError(f"baseline.tolerances.{metric}.{k}={v!r} must be a number >= 0")
-        tolerances[metric] = Tolerance(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)))
-    orderings = []
-    for text in raw.get("orderings") or []:
-        match = ORDERING.match(str(text))
-        if not match:
-            raise BaselineError(f"baseline ordering {text!r} must read 'LABEL METRIC < LABEL METRIC'")
-        o = Ordering(str(text), match["a"], match["ma"], match["op"], match["b"], match["mb"])
-        for label, metric in ((o.left, o.left_metric), (o.right, o.right_metric)):
-            if label not in labels:
-                raise BaselineError(f"baseline ordering {text!r} names configuration {label!r}, which the "
-                                    f"study does not have; configurations: {', '.join(labels)}")
-            if metric not in ALL_METRICS:
-                raise BaselineError(f"baseline ordering {text!r} names metric {metric!r}; choose from "
-                                    f"{', '.join(ALL_METRICS)}")
-        orderings.append(o)
-    return tolerances, tuple(orderings)
+    """A baseline file that cannot be checked against, or a study that cannot have a baseline."""
 
 
 # ---- the lifecycle around a study run ------------------------------------------------------------
@@ -108,20 +48,30 @@ def default_baseline_path(study: Study) -> Path:
     return DEFAULT_DIR / f"{study.name}.json"
 
 
-def refuse_bad_baseline(path: Optional[str | Path], update: bool) -> None:
-    """Refuse a baseline to check that is missing or unreadable before anything trains."""
-    if path is not None and not update:
-        load_baseline(path)
+def refuse_bad_baseline(study: Study, path: Optional[str | Path], update: bool) -> None:
+    """Before anything trains: a baseline to write or check needs a study that states checks (a baseline
+    of a study without them could never be checked), and a baseline to check must be a valid file
+    written for this study."""
+    if path is None and not update:
+        return
+    stored = load_baseline(path) if path is not None and not update else None
+    if not study.has_checks:
+        raise BaselineError(f"study {study.name} states no baseline tolerances or orderings, so a baseline "
+                            "could check nothing; add baseline: {tolerances: {test_accuracy: {abs: 0.02}}} "
+                            "to the study")
+    if stored is not None:
+        _same_study(study, stored, path)
 
 
-def settle_baseline(study: Study, table: pd.DataFrame, path: Optional[str | Path], update: bool
-                    ) -> tuple[Optional[pd.DataFrame], Optional[bool], Optional[Path]]:
+def settle_baseline(study: Study, table: pd.DataFrame, path: Optional[str | Path], update: bool,
+                    allow_new: bool = False) -> tuple[Optional[pd.DataFrame], Optional[bool], Optional[Path]]:
     """(diff, verdict, written): with update, write the table as the baseline (to `path` or the default
-    path); else, with a path, check the table against it; else nothing."""
+    path); else, with a path, check the table against it (`allow_new`: a configuration the baseline
+    does not have is not a regression); else nothing."""
     if update:
         return None, None, write_baseline(path or default_baseline_path(study), make_baseline(study, table))
     if path is not None:
-        diff, ok = check_baseline(study, table, load_baseline(path))
+        diff, ok = check_baseline(study, table, load_baseline(path), allow_new)
         return diff, ok, None
     return None, None, None
 
@@ -157,60 +107,101 @@ def write_baseline(path: str | Path, baseline: dict) -> Path:
 
 
 def load_baseline(path: str | Path) -> dict:
+    """A baseline file, every field type-checked (one line naming the first bad one)."""
     path = Path(path)
     if not path.is_file():
-        raise SamcliError(f"baseline {path} does not exist; write one with --update-baseline")
+        raise BaselineError(f"baseline {path} does not exist; write one with --update-baseline")
     try:
-        data = json.loads(path.read_text())
+        # NaN and Infinity are not JSON; Python's parser takes them unless told otherwise
+        data = json.loads(path.read_text(), parse_constant=lambda word: _not_json(path, word))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise SamcliError(f"baseline {path} is not valid JSON; rewrite it with --update-baseline") from None
-    if not isinstance(data, dict) or not isinstance(data.get("configurations"), dict):
-        raise SamcliError(f"baseline {path} holds no 'configurations'; rewrite it with --update-baseline")
+        raise BaselineError(f"baseline {path} is not valid JSON; rewrite it with --update-baseline") from None
+    problem = baseline_problem(data)
+    if problem:
+        raise BaselineError(f"baseline {path}: {problem}; fix it or rewrite it with --update-baseline")
     return data
 
 
-def check_baseline(study: Study, table: pd.DataFrame, baseline: dict) -> tuple[pd.DataFrame, bool]:
-    """The diff table (one row per check) and whether every check holds."""
-    if not study.tolerances and not study.orderings:
-        raise SamcliError(f"study {study.name} states no baseline tolerances or orderings; add "
-                          "baseline: {tolerances: {test_accuracy: {abs: 0.02}}} to the study")
+def _not_json(path: Path, word: str):
+    raise BaselineError(f"baseline {path} holds {word}, which is not JSON (a missing value is null); "
+                        "rewrite it with --update-baseline")
+
+
+def baseline_problem(data: Any) -> str:
+    """What is wrong with a baseline's contents ('' when nothing): its keys, and the type of every field."""
+    if not isinstance(data, dict):
+        return "holds no mapping with 'configurations'"
+    unknown = [k for k in data if k not in FILE_KEYS]
+    if unknown:
+        return f"unknown key {unknown[0]!r} (allowed: {', '.join(FILE_KEYS)})"
+    for key in ("study", "samcli", "created"):
+        if key in data and not isinstance(data[key], str):
+            return f"{key}={data[key]!r} must be a string"
+    configurations = data.get("configurations")
+    if not isinstance(configurations, dict) or not configurations:
+        return "holds no 'configurations' (a mapping of configuration -> its counts and metrics)"
+    for label, ref in configurations.items():
+        where = f"configurations.{label}"
+        if not isinstance(ref, dict):
+            return f"{where} must be a mapping of counts and metrics"
+        unknown = [k for k in ref if k not in CONFIGURATION_KEYS]
+        missing = [k for k in (*COUNTS, "metrics") if k not in ref]
+        if unknown or missing:
+            return (f"{where} has unknown key {unknown[0]!r} (allowed: {', '.join(CONFIGURATION_KEYS)})" if unknown
+                    else f"{where} has no {missing[0]!r}")
+        for key in (*COUNTS, "reached"):
+            value = ref.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return f"{where}.{key}={value!r} must be a whole number >= 0"
+        if not isinstance(ref["metrics"], dict):
+            return f"{where}.metrics must be a mapping of metric -> {{mean, std}}"
+        for metric, stats in ref["metrics"].items():
+            if not isinstance(stats, dict) or set(stats) - {"mean", "std"}:
+                return f"{where}.metrics.{metric}={stats!r} must be a mapping with mean and std"
+            for key, value in stats.items():
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not math.isfinite(value)):
+                    return f"{where}.metrics.{metric}.{key}={value!r} must be a finite number or null"
+    return ""
+
+
+def _same_study(study: Study, baseline: dict, path: Optional[str | Path] = None) -> None:
     if baseline.get("study") not in (None, study.name):
-        raise SamcliError(f"the baseline was written for study {baseline.get('study')!r}, not {study.name!r}; "
-                          "pass the matching baseline or write one with --update-baseline")
+        raise BaselineError(f"the baseline{' ' + str(path) if path else ''} was written for study "
+                            f"{baseline.get('study')!r}, not {study.name!r}; pass the matching baseline or write "
+                            "one with --update-baseline")
+
+
+def check_baseline(study: Study, table: pd.DataFrame, baseline: dict, allow_new: bool = False
+                   ) -> tuple[pd.DataFrame, bool]:
+    """The diff table (one row per check) and whether every check holds. A configuration of the study
+    that the baseline lacks is a regression unless `allow_new`; one the study lacks always is; a diff
+    that compares nothing does not hold."""
+    if not study.has_checks:
+        raise BaselineError(f"study {study.name} states no baseline tolerances or orderings; add "
+                            "baseline: {tolerances: {test_accuracy: {abs: 0.02}}} to the study")
+    _same_study(study, baseline)
     rows = []
     stored = baseline["configurations"]
     for label, ref in stored.items():
         if label not in table.index:
             rows.append(_row("configuration", label, "", None, None, None, False, "missing from the new table"))
             continue
-        now = table.loc[label]
-        for what in ("diverged", "failed"):
-            before, after = int(ref.get(what, 0)), int(now[what])
-            if after > before:
-                rows.append(_row("runs", label, what, before, after, 0, False, f"{after - before} more {what} run(s)"))
-        if "reached" in ref:    # fewer runs reaching the stop target: those minima are no longer comparable
-            before, after = int(ref["reached"]), _num(now.get("reached"))
-            if after is None or after < before:
-                rows.append(_row("runs", label, "reached", before, after, 0, False,
-                                 f"{before} run(s) reached the target in the baseline, {int(after) if after is not None else 0} now"))
-        for metric, tol in study.tolerances.items():
-            base_value = (ref.get("metrics", {}).get(metric) or {}).get("mean")
-            current = _num(now.get(f"{metric}_mean"))
-            if base_value is None and current is None:
-                rows.append(_row("tolerance", label, metric, None, None, None, True, "absent in both"))
-                continue
-            if base_value is None or current is None:
-                rows.append(_row("tolerance", label, metric, base_value, current, None, False,
-                                 "absent in the " + ("baseline" if base_value is None else "new table")))
-                continue
-            allowed = tol.allowed(base_value)
-            delta = current - base_value
-            ok = abs(delta) <= allowed
-            rows.append(_row("tolerance", label, metric, base_value, current, allowed, ok,
-                             f"|delta| {abs(delta):.3g} {'<=' if ok else '>'} {allowed:.3g}"))
-    for label in table.index:
-        if label not in stored and study.tolerances:
-            rows.append(_row("configuration", label, "", None, None, None, True, "new (not in the baseline)"))
+        rows += _configuration_rows(study, label, ref, table.loc[label])
+    labels = list(dict.fromkeys([*study.labels, *table.index]))
+    for label in labels:
+        if label not in stored:
+            rows.append(_row("configuration", label, "", None, None, None, allow_new,
+                             "new (not in the baseline; allowed by --allow-new)" if allow_new else
+                             "new: not in the baseline; pass --allow-new or rewrite it with --update-baseline"))
+    if not any(label in stored for label in labels):
+        rows.append(_row("configuration", "", "", None, None, None, False,
+                         "no configuration of the study is in the baseline: nothing was compared"))
+    for metric in study.tolerances:     # a metric no configuration has on either side checks nothing
+        if not any(r["metric"] == metric and r["check"] == "tolerance" and r["baseline"] is not None
+                   for r in rows):
+            rows.append(_row("tolerance", "", metric, None, None, None, False,
+                             f"no configuration has {metric} in the baseline: the tolerance checks nothing"))
     for o in study.orderings:
         left = _num(table.loc[o.left, f"{o.left_metric}_mean"]) if o.left in table.index else None
         right = _num(table.loc[o.right, f"{o.right_metric}_mean"]) if o.right in table.index else None
@@ -222,7 +213,38 @@ def check_baseline(study: Study, table: pd.DataFrame, baseline: dict) -> tuple[p
         rows.append(_row("ordering", o.text, "", None, None, None, ok, detail))
     diff = pd.DataFrame(rows, columns=["check", "configuration", "metric", "baseline", "current", "allowed",
                                        "ok", "detail"])
-    return diff, bool(diff["ok"].all()) if len(diff) else True
+    return diff, bool(len(diff)) and bool(diff["ok"].all())
+
+
+def _configuration_rows(study: Study, label: str, ref: dict, now: pd.Series) -> list[dict]:
+    """The checks of one configuration that both the baseline and the new table hold."""
+    rows = []
+    for what in ("diverged", "failed"):
+        before, after = int(ref.get(what, 0)), int(now[what])
+        if after > before:
+            rows.append(_row("runs", label, what, before, after, 0, False, f"{after - before} more {what} run(s)"))
+    if "reached" in ref:    # fewer runs reaching the stop target: those minima are no longer comparable
+        before, after = int(ref["reached"]), _num(now.get("reached"))
+        if after is None or after < before:
+            rows.append(_row("runs", label, "reached", before, after, 0, False,
+                             f"{before} run(s) reached the target in the baseline, "
+                             f"{int(after) if after is not None else 0} now"))
+    for metric, tol in study.tolerances.items():
+        base_value = (ref["metrics"].get(metric) or {}).get("mean")
+        current = _num(now.get(f"{metric}_mean"))
+        if base_value is None and current is None:
+            rows.append(_row("tolerance", label, metric, None, None, None, True, "absent in both"))
+            continue
+        if base_value is None or current is None:
+            rows.append(_row("tolerance", label, metric, base_value, current, None, False,
+                             "absent in the " + ("baseline" if base_value is None else "new table")))
+            continue
+        allowed = tol.allowed(base_value)
+        delta = current - base_value
+        ok = abs(delta) <= allowed
+        rows.append(_row("tolerance", label, metric, base_value, current, allowed, ok,
+                         f"|delta| {abs(delta):.3g} {'<=' if ok else '>'} {allowed:.3g}"))
+    return rows
 
 
 def _row(check, label, metric, baseline, current, allowed, ok, detail) -> dict:

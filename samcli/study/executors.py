@@ -7,6 +7,10 @@ one loop that gathers what the runs return, turns an error into a failed record 
 run done. `make_executor` picks one from EXECUTORS by name; adding an executor is one entry there.
 Pool workers die with the process that started them (die_with_parent), so a killed study leaves
 nothing behind that could still write into its directory.
+
+Ctrl-C ends a study at every jobs count: in this process the run in progress stops as `samcli
+train` does (summary 'interrupted'); a pool's workers are told and joined first (workers.py).
+Finished runs stay on disk, so the same command resumes.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from typing import Callable, Iterable, Optional, Protocol
 
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
-from .grid import RunSpec
+from .spec import RunSpec
+from .workers import die_with_parent, interruptible_run, signals_blocked, signals_noted, stop_when_told, stop_workers
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 
 
@@ -55,34 +60,15 @@ def _init_worker(threads: int, queue, parent: int) -> None:
     global _QUEUE
     _QUEUE = queue
     die_with_parent(parent)
+    stop_when_told()
     import torch
     torch.set_num_threads(threads)
 
 
-def die_with_parent(parent: int) -> None:
-    """A pool worker must not outlive `samcli compare` (kill -9 included): it would keep writing into the
-    study directory and race the rerun. On Linux the kernel kills it (PR_SET_PDEATHSIG); everywhere a
-    daemon thread also exits it once its parent pid changes (reparented), which covers the moment before
-    prctl and systems without it."""
-    import signal
-    import sys
-    import threading
-    import time
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass            # no libc prctl: the watchdog alone
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-    if os.getppid() != parent:
-        os._exit(1)
-    threading.Thread(target=watch, name="samcli-parent-watchdog", daemon=True).start()
+def _pool_run(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str) -> RunRecord:
+    """`execute` in a pool worker, interruptible by the parent; a run handed over after the stop never starts."""
+    with interruptible_run():
+        return execute(spec, run_dir, sharpness, action)
 
 
 def _measure_kwargs(sharpness: dict) -> dict:
@@ -205,22 +191,34 @@ class LocalExecutor:
     def _pool(self, todo: list[Job], handles: dict, sharpness: dict, emit: ProgressFn) -> dict[str, RunRecord]:
         import multiprocessing
         ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
         forward = _without_done(emit)
-        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(max(1, cpu_count() // self.jobs), queue, os.getpid()))
-        try:
-            futures = {pool.submit(execute, spec, run_dir, sharpness, action): handles[i]
-                       for i, (spec, run_dir, action) in enumerate(todo)}
+        with signals_noted() as interrupted:
+            # spawned children start with the parent's signal mask: blocked, a Ctrl-C cannot kill a worker
+            # before its initializer has set its handlers (one that arrives here waits, it is not lost)
+            with signals_blocked():
+                queue = ctx.Queue()
+                pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_init_worker,
+                                           initargs=(max(1, cpu_count() // self.jobs), queue, os.getpid()))
+                futures = {pool.submit(_pool_run, spec, run_dir, sharpness, action): handles[i]
+                           for i, (spec, run_dir, action) in enumerate(todo)}
+                workers = list(getattr(pool, "_processes", {}).values())    # to tell and join on a stop
 
             def wait_some(pending: list) -> tuple[Iterable, list]:
+                if interrupted():
+                    raise KeyboardInterrupt
                 done, rest = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(queue, forward)
                 return done, list(rest)
-            records = collect(futures, wait_some, lambda future: future.result(), emit)
-            _drain(queue, forward)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                records = collect(futures, wait_some, lambda future: future.result(), emit)
+                _drain(queue, forward)
+                if interrupted():
+                    raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                stop_workers(pool, workers, lambda: _drain(queue, forward))
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         return records
 
 
@@ -260,6 +258,7 @@ class RayExecutor:
     cpus_per_run: int = 1
 
     def run(self, todo: list[Job], sharpness: dict, emit: ProgressFn) -> list[RunRecord]:
+        started = not _ray_initialized()
         ray = self._connect()
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(_ray_task)
@@ -282,7 +281,14 @@ class RayExecutor:
             spec, run_dir = refs[ref]
             _write_back(run_dir, ray.get(ref))
             return RunRecord.read(run_dir, spec)
-        records = collect(refs, lambda pending: ray.wait(pending, num_returns=1, timeout=1.0), outcome, emit)
+        try:
+            records = collect(refs, lambda pending: ray.wait(pending, num_returns=1, timeout=1.0), outcome, emit)
+        except KeyboardInterrupt:     # Ctrl-C: no task may keep running (cancelling a finished one is a no-op)
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            if started:               # the instance this study started goes with it, its workers too
+                ray.shutdown()
+            raise
         return [records[spec.hash] for spec, _, _ in todo]
 
     def _connect(self):
@@ -300,6 +306,14 @@ class RayExecutor:
                 raise SamcliError(f"cannot start or reach Ray{' at ' + self.address if self.address else ''}: "
                                   f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
         return ray
+
+
+def _ray_initialized() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
 
 
 # ---- choosing one ----------------------------------------------------------------------------

@@ -23,57 +23,24 @@ import dataclasses
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError, TrainConfig, config_hash, load_yaml, set_dotted
+from ..data import train_set_size
 from ..errors import short_repr
 from ..spec.measure import MeasureSpec, SpecError
-from ..data import train_set_size
 from ..spec.methods import method_names, unused_parameters, validate_optimizer
-from .baseline import BaselineError, Ordering, parse_baseline
+from .spec import RunSpec, Study, StudyError, parse_checks
+from .table import all_metrics
+
+__all__ = ["RunSpec", "Study", "StudyError", "load_study", "parse_study", "default_study_path"]
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline",
               "confound_tolerance")
 ALIASES = {"method": "optimizer.method", "lr": "optimizer.lr", "rho": "optimizer.rho",
            "batch_size": "optimizer.batch_size", "m": "optimizer.m", "momentum": "optimizer.momentum"}
 SHORT = {v: k for k, v in ALIASES.items()}
-
-
-class StudyError(ConfigError):
-    """An invalid study: one line naming the offending entry."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    label: str                 # the configuration (a table row); seeds of one label are aggregated
-    seed: int
-    overrides: dict            # dotted keys -> values applied to the base (for display)
-    config: TrainConfig = field(repr=False, compare=False)
-    hash: str = ""
-
-    @property
-    def method(self) -> str:
-        return self.config.optimizer.method
-
-    @property
-    def name(self) -> str:
-        return f"{self.label} seed {self.seed}"
-
-
-@dataclass(frozen=True)
-class Study:
-    name: str
-    raw: dict = field(repr=False)              # the study as written (study.yaml in the study directory)
-    runs: tuple[RunSpec, ...] = field(repr=False)
-    labels: tuple[str, ...] = ()               # configurations in order
-    sharpness: dict = field(default_factory=dict)
-    tolerances: dict = field(default_factory=dict)   # metric -> Tolerance
-    orderings: tuple[Ordering, ...] = ()
-    source: Optional[str] = None
-    description: str = ""
-    confound_tolerance: Optional[float] = None   # correlations.confound_warning's (None: no check)
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -106,8 +73,11 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
     if unknown:
         raise StudyError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(STUDY_KEYS)}")
     name = raw.get("name") or (Path(source).stem if source else "study")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise StudyError(f"{where}: name={name!r} must be a word of letters, digits, '.', '_' or '-'")
+    # the name is a directory under results/studies and a file under results/baselines: '.', '..' or a
+    # separator would write somewhere else
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise StudyError(f"{where}: name={name!r} must be a word of letters, digits, '.', '_' or '-' that starts "
+                         "with a letter, digit or '_' (no '/', no '.' or '..')")
     where = f"study {name}"
     base = raw.get("base") or {}
     if not isinstance(base, dict):
@@ -137,10 +107,7 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
             runs.append(spec)
     labels = tuple(dict.fromkeys(r.label for r in runs))
     sharpness = _sharpness(raw.get("sharpness"), where)
-    try:
-        tolerances, orderings = parse_baseline(raw.get("baseline"), labels)
-    except BaselineError as err:
-        raise StudyError(f"{where}: {err}") from None
+    tolerances, orderings = parse_checks(raw.get("baseline"), labels, all_metrics(), where)
     return Study(name, raw, tuple(runs), labels, sharpness, tolerances, orderings, source,
                  str(raw.get("description") or ""), _confound_tolerance(raw.get("confound_tolerance"), where))
 

@@ -13,7 +13,7 @@ import pandas as pd
 from ..runs import write_json, write_text
 from ..spec.methods import method_names, unused_parameters
 from .correlations import CorrelationReport, correlation_report, sections, with_axes
-from .grid import Study
+from .spec import Study
 from .rundir import RunRecord
 from .table import aggregate, caption, display, markdown, runs_frame
 

@@ -44,7 +44,7 @@ from ..runs import (
     write_sharpness_skipped,
 )
 from ..spec.measure import MeasureSpec
-from .grid import RunSpec
+from .spec import RunSpec
 
 FINISHED = ("completed", "diverged")
 DIVERGED_SKIP = "the run diverged: sharpness is undefined at non-finite weights"

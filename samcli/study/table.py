@@ -22,7 +22,7 @@ import pandas as pd
 from ..spec.measure import columns
 
 if TYPE_CHECKING:
-    from .grid import Study
+    from .spec import Study
     from .rundir import RunRecord
 
 # the run-level metrics; the sharpness columns come from the notion registry (samcli/spec/measure.py)

@@ -52,3 +52,25 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def file_states(run_dir: Path) -> dict:
     """name -> (mtime_ns, bytes) of every file in a run directory."""
     return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(Path(run_dir).iterdir()) if p.is_file()}
+
+
+def tree_states(root: Path) -> dict:
+    """relative path -> (mtime_ns, bytes) of every file under `root` (symlinks not followed), less the
+    study lock (it names whoever last held the directory, not work)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): (p.lstat().st_mtime_ns, p.read_bytes() if not p.is_symlink() else None)
+            for p in sorted(root.rglob("*")) if (p.is_file() or p.is_symlink()) and p.name != ".lock"}
+
+
+def assert_refused(result, *fragments: str) -> str:
+    """Bad input at the CLI (a CliRunner result): exit code 2, no traceback, one line on stderr holding
+    every fragment, nothing on stdout. Returns the line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert result.stdout == ""
+    return lines[0]

@@ -100,7 +100,7 @@ def test_bad_baselines_exit_2(study_dir, tmp_path):
     result = invoke("--from", out, "--baseline", broken)
     assert result.exit_code == 2 and "not valid JSON" in result.output
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"study": "elsewhere", "configurations": {}}))
+    other.write_text(json.dumps({**make_baseline(load_study(raw), table), "study": "elsewhere"}))
     result = invoke("--from", out, "--baseline", other)
     assert result.exit_code == 2 and "written for study 'elsewhere'" in result.output
     no_tolerances = write_study(tmp_path / "plain.yaml", tiny_study(seeds=[0, 1]))
