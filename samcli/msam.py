@@ -13,25 +13,24 @@ unperturbed pass, the layer's part of g_j is (1/m) sum_{k in B_j, p} delta_{k,p}
     gradient through that pass is then exactly sum_j grad L_{B_j}(x + s_j g_j), because the
     correction is constant in the weights, and the backward to the layer input carries s_j g_j^T.
 
+The layers' patches, rows and rules on them are curvature/factors.py's table (shared with the GGN).
+
 Any model with a parameter outside such layers, a batch-statistics layer, a layer used twice, or an
 input without the batch as first dimension is measured by the vmapped reference (`msam_path` says
 which and why; the last two show only while running and are caught there).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
 from .ascent import ascent_step
+from .curvature.factors import factored_forward, gradients, gram_is_cheaper, lookup, norms, rule_for, squared_norms
 from .errors import ConfigError
 from .objective import Batch, Objective
-
-FACTORED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 class _Unsupported(Exception):
@@ -57,10 +56,9 @@ def _factored_layers(objective: Objective) -> tuple[Optional[dict[str, nn.Module
         own = [n for n, _ in module.named_parameters(recurse=False)]
         if not own:
             continue
-        if not isinstance(module, FACTORED):
+        if lookup(module) is None:
             return None, f"layer {name or 'model'} ({type(module).__name__}) has parameters and is not Linear/Conv"
-        if isinstance(module, nn.Conv1d | nn.Conv2d) and (module.groups != 1 or isinstance(module.padding, str)
-                                                          or module.padding_mode != "zeros"):
+        if rule_for(module) is None:
             return None, f"layer {name} is a grouped, string-padded or non-zero-padded convolution"
         layers[name] = module
         covered.update(f"{name}.{n}" if name else n for n in own)
@@ -100,6 +98,7 @@ def _group_chunks(batch: Batch, m: int, chunk_size: int):
 
 def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rho: float, m: int,
                            grad_eps: float, chunk_size: int) -> tuple[Tensor, float, float]:
+    """msam_direction by vmapped per-group gradients (torch.func): any model, every g_j materialized."""
     _check(objective, batch, m)
     value_and_grad = grad_and_value(objective.named_loss)
     params = objective.unflatten(theta)
@@ -126,94 +125,43 @@ def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rh
 
 # ---- the factorized path ---------------------------------------------------------------------------
 
-def _patches(module: nn.Module, a: Tensor) -> Tensor:
-    """(batch, patches, features): the inputs each output position sees (one patch for Linear).
-    Convolutions: windows as strided views, then one copy (F.unfold's im2col is far slower on CPU
-    for small images), ordered as the kernel's (in channels, *kernel) entries."""
-    if isinstance(module, nn.Linear):
-        return a.reshape(a.shape[0], -1, a.shape[-1])
-    dims = a.dim() - 2
-    x = F.pad(a, [p for p in reversed(module.padding) for _ in range(2)]) if any(module.padding) else a
-    for i, (k, s, d) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
-        x = x.unfold(2 + i, (k - 1) * d + 1, s)          # (batch, C, *out, *windows)
-    if any(d > 1 for d in module.dilation):
-        x = x[(..., *(slice(None, None, d) for d in module.dilation))]
-    x = x.permute(0, *range(2, 2 + dims), 1, *range(2 + dims, 2 + 2 * dims))
-    return x.reshape(a.shape[0], math.prod(x.shape[1:1 + dims]), -1)
-
-
-def _per_position(module: nn.Module, z: Tensor) -> Tensor:
-    """A layer output (or its gradient) as (batch, positions, channels)."""
-    if isinstance(module, nn.Linear):
-        return z.reshape(z.shape[0], -1, z.shape[-1])
-    return z.flatten(2).transpose(1, 2)
-
-
-def _as_output(module: nn.Module, z: Tensor, like: Tensor) -> Tensor:
-    return z.reshape(like.shape) if isinstance(module, nn.Linear) else z.transpose(1, 2).reshape(like.shape)
-
-
 def use_kernel(rows: int, features: int, channels: int) -> bool:
     """Materialize the group kernel (rows x features x channels multiply-adds per group) rather than
-    work with patch Grams (rows^2 (features + channels))? rows = m x patches per example."""
-    return rows * (features + channels) > features * channels
+    work with patch Grams? rows = m x patches per example (curvature/factors.py's cost rule)."""
+    return not gram_is_cheaper(rows, features, channels)
 
 
 class _LayerFactors:
     """One layer's unperturbed factors for a chunk of G groups of m examples: patches A (G, mP, D)
-    and output gradients Delta (G, mP, C), both of the SUM of per-example losses; the bias's
-    patch is a constant 1."""
+    and output gradients Delta (G, mP, C), both of the SUM of per-example losses: their layer gradient
+    is m g_j (the caller applies 1/m per group, never to A or Delta); the bias's patch is a constant 1."""
 
     def __init__(self, module: nn.Module, a: Tensor, delta: Tensor, m: int):
-        self.module, self.m, self.bias = module, m, float(module.bias is not None)
-        patches, grads = _patches(module, a), _per_position(module, delta)
+        self.module, self.rule, self.bias = module, rule_for(module), float(module.bias is not None)
+        patches, rows = self.rule.patches(module, a), self.rule.rows(module, delta)
         groups = a.shape[0] // m
         self.A = patches.reshape(groups, -1, patches.shape[-1])
-        self.Delta = grads.reshape(groups, -1, grads.shape[-1])
+        self.Delta = rows.reshape(groups, -1, rows.shape[-1])
         self.kernel = None
         if use_kernel(*self.A.shape[1:], self.Delta.shape[2]):
-            self.kernel = self.Delta.transpose(1, 2) @ self.A / m          # (G, C, D): the layer's g_j
-            self.kernel_bias = self.Delta.sum(1) * (self.bias / m)          # (G, C)
+            self.kernel, self.kernel_bias = gradients(self.A, self.Delta, self.bias)    # m g_j
 
     def sq_norms(self) -> Tensor:
-        """||g_j||^2 of this layer's weight and bias, per group."""
+        """m^2 ||g_j||^2 of this layer's weight and bias, per group."""
         if self.kernel is not None:
-            return self.kernel.pow(2).sum((1, 2)) + self.kernel_bias.pow(2).sum(1)
-        if self.A.shape[1] == 1:         # one row per group (m = 1, Linear): rank one, no Gram matrix
-            return self.Delta.pow(2).sum((1, 2)) * (self.A.pow(2).sum((1, 2)) + self.bias)
-        gram = (self.Delta @ self.Delta.transpose(1, 2)) * (self.A @ self.A.transpose(1, 2) + self.bias)
-        return gram.sum((1, 2)) / self.m ** 2
+            return norms(self.kernel, self.kernel_bias)
+        return squared_norms(self.A, self.Delta, self.bias, gram=True)
 
     def correction(self, a_perturbed: Tensor, output: Tensor, scale: Tensor) -> Tensor:
-        """s_j g_j applied to the perturbed pass's layer input, shaped as the layer output."""
-        groups = scale.shape[0]
-        if self.kernel is not None and not isinstance(self.module, nn.Linear):
-            return self._grouped_convolution(a_perturbed, output, scale)
-        patches = _patches(self.module, a_perturbed)
-        per_example_rows = patches.shape[1]
-        P = patches.reshape(groups, -1, patches.shape[-1])                 # (G, mP', D)
+        """scale_j m g_j applied to the perturbed pass's layer input, shaped as the layer output."""
         if self.kernel is not None:
-            z = P @ self.kernel.transpose(1, 2) + self.kernel_bias.unsqueeze(1)
-        elif self.A.shape[1] == 1:       # elementwise: batched 1 x 1 matrix products are slow
-            z = ((P * self.A).sum(-1, keepdim=True) + self.bias) * self.Delta
-        else:
-            z = (P @ self.A.transpose(1, 2) + self.bias) @ self.Delta / self.m
+            return self.rule.grouped_forward(self.module, a_perturbed, self.kernel, self.kernel_bias, scale)
+        groups = scale.shape[0]
+        patches = self.rule.patches(self.module, a_perturbed)
+        per_example_rows = patches.shape[1]
+        z = factored_forward(self.A, self.Delta, self.bias, patches.reshape(groups, -1, patches.shape[-1]))
         z = (scale.view(groups, 1, 1) * z).reshape(-1, per_example_rows, z.shape[-1])
-        return _as_output(self.module, z, output)
-
-    def _grouped_convolution(self, a: Tensor, output: Tensor, scale: Tensor) -> Tensor:
-        """The group kernels as one convolution with groups = G over (m, G x C_in, ...) inputs:
-        no unfolded patches in the perturbed pass."""
-        module, m = self.module, self.m
-        groups, channels = scale.shape[0], self.kernel.shape[1]
-        weight = (scale.view(groups, 1, 1) * self.kernel).reshape(groups * channels, *module.weight.shape[1:])
-        spatial = a.shape[2:]
-        x = a.reshape(groups, m, -1, *spatial).transpose(0, 1).reshape(m, -1, *spatial)
-        convolve = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
-        z = convolve(x, weight, None, module.stride, module.padding, module.dilation, groups)
-        z = z.reshape(m, groups, channels, *z.shape[2:]).transpose(0, 1).reshape(output.shape)
-        bias = (scale.view(groups, 1) * self.kernel_bias).repeat_interleave(m, 0)
-        return z + bias.view(*bias.shape, *[1] * len(spatial))
+        return self.rule.as_output(self.module, z, output)
 
 
 def _forward(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, batch: Batch, hook):
@@ -239,7 +187,7 @@ def _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size):
     for part in _group_chunks(batch, m, chunk_size):
         seen: dict[str, tuple[Tensor, Tensor]] = {}
 
-        def collect(name, module, a, out):
+        def collect(name, module, a, out, seen=seen, part=part):
             if name in seen or a.shape[0] != len(part):
                 raise _Unsupported(f"layer {name} runs twice or loses the batch dimension")
             seen[name] = (a.detach(), out)
@@ -249,11 +197,14 @@ def _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size):
         grads = torch.autograd.grad(loss, [x] + [seen[n][1] for n in names], allow_unused=True,
                                     materialize_grads=True)
         factors = {n: _LayerFactors(layers[n], seen[n][0], delta, m) for n, delta in zip(names, grads[1:])}
-        norms = torch.sqrt(sum(f.sq_norms() for f in factors.values()))
-        scale = rho / (norms + grad_eps)                                   # s_j, one per group
+        lengths = torch.sqrt(sum(f.sq_norms() for f in factors.values()))
+        if m > 1:
+            lengths = lengths / m                                          # ||g_j||
+        scale = rho / (lengths + grad_eps)                                 # s_j, one per group
+        per_sum = scale / m if m > 1 else scale                            # for the factors' m g_j
 
-        def perturb(name, module, a, out):
-            return out + factors[name].correction(a, out, scale)
+        def perturb(name, module, a, out, factors=factors, per_sum=per_sum):
+            return out + factors[name].correction(a, out, per_sum)
 
         perturbed_loss, x = _forward(objective, layers, theta, part, perturb)
         (d,) = torch.autograd.grad(perturbed_loss, x)

@@ -3,37 +3,28 @@
 J_k is the Jacobian of example k's outputs, Lambda_k the Hessian of the loss in the outputs
 (cross-entropy: diag(p) - p p^T; squared error: I). H = G + (1/n) sum_k sum_c r_kc grad^2 f_kc.
 
-`exact_ggn_trace` computes Tr(G) exactly without forming J: write Lambda_k = A_k A_k^T, so
-Tr(G) = (1/n) sum_k ||A_k^T J_k||_F^2, a sum of squared per-example gradient norms of the C
-pseudo-losses a_kc . f_k. For a linear layer z = W a + b the per-example gradient is the outer
-product delta a^T, whose squared norm factors as ||delta||^2 (||a||^2 + 1): one forward and one
-batched (over c) backward to the layer outputs, never a per-example gradient in memory (the trick
-BackPACK uses for its exact GGN diagonal). The same factors give each example's C x C Gram matrix
-A_k^T J_k J_k^T A_k, whose eigenvalues are the nonzero eigenvalues of the per-example G_k.
-ggn_trace.py extends the exact trace to convolutions, BatchNorm and any other layer, and decides
-when Tr(H) = Tr(G).
+Write Lambda_k = A_k A_k^T: then Tr(G) = (1/n) sum_k ||A_k^T J_k||_F^2, a sum of squared
+per-example gradient norms of the C pseudo-losses a_kc . f_k. For a Linear or Conv layer those
+gradients factor into the layer's inputs and output gradients (curvature/factors.py): one forward
+and one batched (over c) backward to the layer outputs, never a per-example gradient in memory (the
+trick BackPACK uses for its exact GGN diagonal). ggn_trace.py computes the exact trace so (any layer,
+BatchNorm in eval mode, a vmapped fallback) and decides when Tr(H) = Tr(G); `per_example_gram` gives
+from the same factors each example's C x C Gram matrix A_k^T J_k J_k^T A_k, whose eigenvalues are the
+nonzero eigenvalues of the per-example G_k.
 """
 from __future__ import annotations
 
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
 from ..objective import Batch, Objective, cross_entropy, squared_error
+from .factors import gram_matrix, rule_for
 
 
 def supports_ggn(objective: Objective) -> bool:
+    """Whether G has the form used here: a module's outputs under cross-entropy or squared error."""
     return objective.module is not None and objective.output_loss in (cross_entropy, squared_error)
-
-
-def linear_only(objective: Objective) -> bool:
-    """True when every parameter belongs to an nn.Linear (so the factorized trace applies)."""
-    if not supports_ggn(objective):
-        return False
-    owners = {name.rsplit(".", 1)[0] for name in objective.names}
-    modules = dict(objective.module.named_modules())
-    return all(isinstance(modules.get(owner), nn.Linear) for owner in owners)
 
 
 def output_hessian_sqrt(objective: Objective, outputs: Tensor) -> Tensor:
@@ -71,6 +62,7 @@ class GGNOperator:
         return vmap(lambda u: pullback(u)[0])(lam_jv)
 
     def matmat(self, vectors: Tensor) -> Tensor:
+        """G applied to each row of `vectors` (k, D)."""
         vectors = vectors.to(self.theta.dtype)
         n = len(self.data)
         out = torch.zeros_like(vectors)
@@ -79,14 +71,24 @@ class GGNOperator:
         return out
 
     def matvec(self, v: Tensor) -> Tensor:
+        """G v."""
         return self.matmat(v.unsqueeze(0))[0]
 
 
 def per_example_gram(objective: Objective, theta: Tensor, data: Batch) -> Tensor:
-    """(n, C, C) Gram matrices A_k^T J_k J_k^T A_k, by the linear-layer factorization."""
-    linears = [m for m in objective.module.modules() if isinstance(m, nn.Linear)]
-    captured: list[tuple[Tensor, Tensor]] = []
-    handles = [m.register_forward_hook(lambda mod, inp, out: captured.append((inp[0], out))) for m in linears]
+    """(n, C, C) Gram matrices A_k^T J_k J_k^T A_k, by the per-layer factorization; every parameter
+    must belong to a Linear/Conv layer the table covers, each called once."""
+    modules = dict(objective.module.named_modules())
+    owners = list(dict.fromkeys(name.rsplit(".", 1)[0] if "." in name else "" for name in objective.names))
+    if any(rule_for(modules[o]) is None for o in owners):
+        raise ValueError("per_example_gram factorizes Linear and Conv1d/Conv2d layers only")
+    captured: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def hook(name, module, args, out):
+        if name in captured:
+            raise ValueError(f"per_example_gram: layer {name} is called twice")
+        captured[name] = (rule_for(module).patches(module, args[0].detach()), out)
+    handles = [modules[o].register_forward_hook(lambda mod, args, out, o=o: hook(o, mod, args, out)) for o in owners]
     try:
         with torch.enable_grad():
             outputs = objective.outputs(theta.detach().requires_grad_(True), data.inputs)
@@ -94,22 +96,15 @@ def per_example_gram(objective: Objective, theta: Tensor, data: Batch) -> Tensor
         for h in handles:
             h.remove()
     roots = output_hessian_sqrt(objective, outputs.detach())               # (n, C, C)
-    layer_outputs = [out for _, out in captured]
     # d(a_c . f)/dz for every c at once: grad_outputs batched over the C columns of A.
-    deltas = torch.autograd.grad(outputs, layer_outputs, grad_outputs=roots.permute(2, 0, 1),
+    deltas = torch.autograd.grad(outputs, [captured[o][1] for o in owners], grad_outputs=roots.permute(2, 0, 1),
                                  is_grads_batched=True)
     gram = torch.zeros_like(roots)
-    for (inputs, _), delta, module in zip(captured, deltas, linears):
-        scale = inputs.detach().pow(2).sum(1) + (1.0 if module.bias is not None else 0.0)   # (n,)
-        gram += torch.einsum("cno,dno->ncd", delta, delta) * scale[:, None, None]
+    for o, delta in zip(owners, deltas):
+        module = modules[o]
+        rows = rule_for(module).rows(module, delta, lead=1)                 # (C, n, P, Cout)
+        gram += gram_matrix(captured[o][0], rows, float(module.bias is not None))
     return gram
-
-
-def exact_ggn_trace(objective: Objective, theta: Tensor, data: Batch, chunk_size: int = 4096) -> float:
-    total = 0.0
-    for chunk in data.chunks(chunk_size):
-        total += torch.diagonal(per_example_gram(objective, theta, chunk), dim1=1, dim2=2).sum().item()
-    return total / len(data)
 
 
 def parameter_blocks(objective: Objective) -> list[list[int]]:

@@ -4,12 +4,9 @@ Tr(G) = (1/n) sum_k ||A_k^T J_k||_F^2 (ggn.py): the squared per-example gradient
 pseudo-losses a_kc . f_k, summed over every parameter. Each parameterized layer contributes its
 own squared norms, computed from what forward hooks capture (the layer's input) and the batched
 (over c) backward to the layer's output (delta), never a per-example gradient of a big layer:
-- weights used as z_p = W a_p (+ b) at P positions (Linear, P = 1 for 2-D inputs; Conv1d/Conv2d
-  with a_p the unfolded patches): the per-example gradient is sum_p delta_p a_p^T, whose squared
-  norm is either materialized per example, C * Cout * P * K multiply-adds, or taken from patch
-  Gram matrices sum_{p,q} (delta_p . delta_q)(a_p . a_q), (C * Cout + K + C) * P^2, whichever is
-  fewer (K = the patch length). For P = 1 the Gram is the outer-product identity
-  ||delta a^T||^2 = ||delta||^2 ||a||^2. The bias gradient is sum_p delta_p.
+- weights used as z_p = W a_p (+ b) at P positions (Linear, Conv1d/Conv2d): the per-example
+  gradient sum_p delta_p a_p^T, its squared norm materialized or from patch Grams, whichever is
+  fewer multiply-adds for the C gradients of an example: curvature/factors.py's table.
 - BatchNorm with running statistics: per channel, sum_p delta_p xhat_p (weight) and sum_p delta_p.
 Every other parameterized layer (LayerNorm, Embedding, a custom module, a layer called twice)
 gets its block from vmapped per-example Jacobians (torch.func) of the same pseudo-losses: still
@@ -23,14 +20,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from ..objective import Batch, Objective
+from .factors import FACTORS, gram_is_cheaper, rule_for, squared_norms
 from .ggn import output_hessian_sqrt, supports_ggn
 
-PATCHED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+PATCHED = tuple(FACTORS)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # Leaves whose output is piecewise linear in their input and linear in each of their own parameters
 # (BatchNorm and Dropout in eval mode: an affine map, the identity).
@@ -70,11 +67,14 @@ def _couples_examples(module: nn.Module) -> bool:
 
 @dataclass(frozen=True)
 class GGNTrace:
+    """The exact Tr(G) and how each parameterized layer was measured."""
+
     value: float
     factored: tuple[tuple[str, str], ...]   # (layer type, how) per factored layer, e.g. ("Conv2d", "patch Gram")
     vmapped: tuple[str, ...]        # layers measured by vmapped per-example Jacobians, e.g. "LayerNorm '1'"
 
     def describe(self) -> str:
+        """The strategy in words, per layer kind."""
         counts = Counter(self.factored)
         layers = ", ".join(f"{kind} x{count}" + (f" by {how}" if how else "") for (kind, how), count in counts.items())
         parts = [f"per-layer factorization ({layers})"] if counts else []
@@ -88,7 +88,7 @@ class _Layer:
     name: str
     module: nn.Module
     gram: bool = False               # patch Gram (else materialized) for PATCHED layers with P > 1
-    inputs: Optional[Tensor] = None  # captured per chunk: patches (n, K, P) or xhat (n, ch, P)
+    inputs: Optional[Tensor] = None  # captured per chunk: patches (n, P, K) or xhat (n, ch, P)
     output: Optional[Tensor] = None
 
     @property
@@ -97,22 +97,9 @@ class _Layer:
         return type(self.module).__name__, how
 
 
-def _patches(module: nn.Module, x: Tensor) -> Tensor:
-    """(n, K, P): the vectors a_p with z_p = W a_p (+ b) at each output position p."""
-    if isinstance(module, nn.Linear):
-        return x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
-    if isinstance(module, nn.Conv1d):   # as a Conv2d of height 1
-        x = x.unsqueeze(2)
-        two = lambda v: (1, v[0])   # noqa: E731
-        return F.unfold(x, two(module.kernel_size), two(module.dilation), (0, module.padding[0]), two(module.stride))
-    return F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
-
-
 def _factorable(module: nn.Module) -> bool:
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        # grouped convolutions, string paddings and non-zero padding modes are left to the fallback
-        return module.groups == 1 and not isinstance(module.padding, str) and module.padding_mode == "zeros"
-    return isinstance(module, PATCHED + NORMS) and not _couples_examples(module)
+    # what the table does not cover (grouped convolutions, string paddings, ...) is left to the fallback
+    return rule_for(module) is not None or (isinstance(module, NORMS) and not _couples_examples(module))
 
 
 def _capture(layer: _Layer):
@@ -124,7 +111,7 @@ def _capture(layer: _Layer):
             xhat = (x - module.running_mean.view(shape)) / (module.running_var.view(shape) + module.eps).sqrt()
             layer.inputs = xhat.reshape(x.shape[0], x.shape[1], -1)
         else:
-            layer.inputs = _patches(module, x)
+            layer.inputs = rule_for(module).patches(module, x)
         if layer.output is not None:
             raise _CalledTwice(layer.name)
         layer.output = output
@@ -152,8 +139,8 @@ def _plan(objective: Objective, theta: Tensor, example: Tensor) -> tuple[list[_L
     elements = 0
     for layer in layers:
         if isinstance(layer.module, PATCHED):
-            k, p = layer.inputs.shape[1:]
-            cout = layer.output.shape[-1 if isinstance(layer.module, nn.Linear) else 1]
+            p, k = layer.inputs.shape[1:]
+            cout = rule_for(layer.module).rows(layer.module, layer.output).shape[-1]
             layer.gram = _prefer_gram(classes, cout, k, p)
         elements += layer.output.numel()
         layer.inputs = layer.output = None
@@ -161,8 +148,8 @@ def _plan(objective: Objective, theta: Tensor, example: Tensor) -> tuple[list[_L
 
 
 def _prefer_gram(classes: int, cout: int, k: int, p: int) -> bool:
-    """Multiply-adds per example: patch Grams (C * Cout + K + C) P^2 against materialized C Cout P K."""
-    return (classes * cout + k + classes) * p * p < classes * cout * p * k
+    """Patch Grams for C = `classes` gradients per example, P positions, patch length K?"""
+    return gram_is_cheaper(p, k, cout, classes)
 
 
 def _forward(objective: Objective, theta: Tensor, inputs: Tensor, layers: list[_Layer]) -> Tensor:
@@ -180,20 +167,12 @@ def _forward(objective: Objective, theta: Tensor, inputs: Tensor, layers: list[_
 def _squared_norms(layer: _Layer, delta: Tensor) -> Tensor:
     """sum over pseudo-losses and examples of the layer's squared per-example gradient norm."""
     module, a = layer.module, layer.inputs
-    c, n = delta.shape[:2]
-    if isinstance(module, nn.Linear):       # (C, n, ..., out) -> (C, n, out, P)
-        delta = delta.reshape(c, n, -1, delta.shape[-1]).transpose(2, 3)
-    else:
-        delta = delta.reshape(c, n, delta.shape[2], -1)
-    total = delta.sum(3).pow(2).sum() if module.bias is not None else delta.new_zeros(())
-    if isinstance(module, NORMS):
-        return total + (delta * a).sum(3).pow(2).sum()
-    if a.shape[2] == 1:
-        return total + (delta.pow(2).sum((2, 3)) * a.pow(2).sum((1, 2))).sum()
-    if layer.gram:
-        patch_gram = a.transpose(1, 2) @ a                                   # (n, P, P)
-        return total + ((delta.transpose(2, 3) @ delta) * patch_gram).sum()
-    return total + (delta @ a.transpose(1, 2).unsqueeze(0)).pow(2).sum()    # (C, n, out, K)
+    bias = float(module.bias is not None)
+    if isinstance(module, NORMS):            # per channel: sum_p delta_p xhat_p and sum_p delta_p
+        delta = delta.reshape(*delta.shape[:3], -1)                        # (C, n, ch, P)
+        return (delta * a).sum(3).pow(2).sum() + delta.sum(3).pow(2).sum() * bias
+    rows = rule_for(module).rows(module, delta, lead=1)                     # (C, n, P, Cout)
+    return squared_norms(a, rows, bias, layer.gram).sum()
 
 
 def _factored_sum(objective: Objective, theta: Tensor, inputs: Tensor, layers: list[_Layer]) -> float:

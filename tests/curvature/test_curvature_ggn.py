@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
-from samcli.curvature.ggn import (GGNOperator, exact_ggn_trace, linear_only, parameter_blocks, per_example_gram,
-                                  supports_ggn)
+from samcli.curvature.ggn import GGNOperator, parameter_blocks, per_example_gram, supports_ggn
+from samcli.curvature.ggn_trace import ggn_trace
 from samcli.models import cnn, mlp
 from samcli.objective import Batch, Objective
 
@@ -85,18 +85,18 @@ def test_ggn_operator_on_cnn():
     op = GGNOperator(objective, theta, data, chunk_size=5)
     V = torch.randn(2, objective.dim, generator=torch.Generator().manual_seed(1), dtype=DT)
     torch.testing.assert_close(op.matmat(V), V @ G, rtol=0, atol=1e-12 * G.abs().max() * objective.dim)
-    assert supports_ggn(objective) and not linear_only(objective)
+    assert supports_ggn(objective) and "Conv2d" in {kind for kind, _ in ggn_trace(objective, theta, data).factored}
 
 
 @pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
 @pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU], ids=["tanh", "relu"])
 def test_exact_ggn_trace_and_per_example_gram(activation, loss):
     model, objective, theta, data = make(activation, loss)
-    assert linear_only(objective)
+    assert {kind for kind, _ in ggn_trace(objective, theta, data).factored} == {"Linear"}
     Gk = dense_per_example_ggn(model, theta, data, loss)          # (n, D, D)
     dense_trace = torch.diagonal(Gk, dim1=1, dim2=2).sum(1).mean().item()
     for chunk in (N, 4, 1):
-        assert exact_ggn_trace(objective, theta, data, chunk_size=chunk) == pytest.approx(dense_trace, rel=1e-12)
+        assert ggn_trace(objective, theta, data, chunk).value == pytest.approx(dense_trace, rel=1e-12)
 
     gram = per_example_gram(objective, theta, data)               # (n, C, C)
     assert gram.shape == (N, C, C)
@@ -119,7 +119,7 @@ def test_relu_mlp_ggn_trace_equals_hessian_trace():
         H = dense_hessian(model, theta, data, loss)
         G = dense_per_example_ggn(model, theta, data, loss).mean(0)
         assert torch.trace(H).item() == pytest.approx(torch.trace(G).item(), rel=1e-10)
-        assert exact_ggn_trace(objective, theta, data) == pytest.approx(torch.trace(H).item(), rel=1e-10)
+        assert ggn_trace(objective, theta, data).value == pytest.approx(torch.trace(H).item(), rel=1e-10)
         assert (H - G).abs().max() > 1e-3            # the off-diagonal (cross-layer) blocks differ
         # and the within-layer blocks of H - G vanish
         offsets = [0]
@@ -133,7 +133,7 @@ def test_relu_mlp_ggn_trace_equals_hessian_trace():
 def test_tanh_mlp_ggn_trace_differs_from_hessian_trace():
     model, objective, theta, data = make(nn.Tanh, "cross-entropy")
     H = dense_hessian(model, theta, data, "cross-entropy")
-    tr_g = exact_ggn_trace(objective, theta, data)
+    tr_g = ggn_trace(objective, theta, data).value
     assert abs(torch.trace(H).item() - tr_g) > 1e-3 * abs(tr_g)
 
 
