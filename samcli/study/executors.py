@@ -25,7 +25,8 @@ from typing import Callable, Iterable, Optional, Protocol
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
 from .spec import RunSpec
-from .workers import die_with_parent, interruptible_run, signals_blocked, signals_noted, stop_when_told, stop_workers
+from .workers import (die_with_parent, interruptible_run, restore_registrations, signals_blocked, signals_noted,
+                      stop_when_told, stop_workers, user_registrations)
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 
 
@@ -56,11 +57,12 @@ class Executor(Protocol):
 _QUEUE = None   # set in pool workers: progress events go back to the parent through it
 
 
-def _init_worker(threads: int, queue, parent: int) -> None:
+def _init_worker(threads: int, queue, parent: int, registrations: tuple = ([], [])) -> None:
     global _QUEUE
     _QUEUE = queue
     die_with_parent(parent)
     stop_when_told()
+    restore_registrations(registrations)
     import torch
     torch.set_num_threads(threads)
 
@@ -198,7 +200,8 @@ class LocalExecutor:
             with signals_blocked():
                 queue = ctx.Queue()
                 pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_init_worker,
-                                           initargs=(max(1, cpu_count() // self.jobs), queue, os.getpid()))
+                                           initargs=(max(1, cpu_count() // self.jobs), queue, os.getpid(),
+                                                     user_registrations()))
                 futures = {pool.submit(_pool_run, spec, run_dir, sharpness, action): handles[i]
                            for i, (spec, run_dir, action) in enumerate(todo)}
                 workers = list(getattr(pool, "_processes", {}).values())    # to tell and join on a stop
@@ -236,7 +239,9 @@ def _drain(queue, emit: ProgressFn) -> None:
 # The worker trains in a scratch directory and hands the run's files back, so the driver writes them
 # (no shared file system needed).
 
-def _ray_task(spec: RunSpec, sharpness: dict, action: str, inputs: dict, threads: int) -> dict:
+def _ray_task(spec: RunSpec, sharpness: dict, action: str, inputs: dict, threads: int,
+              registrations: tuple = ([], [])) -> dict:
+    restore_registrations(registrations)
     with tempfile.TemporaryDirectory(prefix="samcli-run-") as tmp:
         run_dir = Path(tmp) / spec.hash
         run_dir.mkdir()
@@ -262,6 +267,7 @@ class RayExecutor:
         ray = self._connect()
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(_ray_task)
+        registrations = user_registrations()
         refs = {}
         for spec, run_dir, action in todo:
             wants_gpu = spec.config.device == "cuda" or (spec.config.device == "auto" and gpus > 0)
@@ -273,7 +279,7 @@ class RayExecutor:
             elif action == "train" and Path(run_dir).exists():
                 shutil.rmtree(run_dir)
             ref = task.options(num_cpus=self.cpus_per_run, num_gpus=1 if wants_gpu else 0).remote(
-                spec, sharpness, action, inputs, self.cpus_per_run)
+                spec, sharpness, action, inputs, self.cpus_per_run, registrations)
             refs[ref] = (spec, Path(run_dir))
             emit(Event("start", spec.hash, spec.label, spec.seed, message="submitted to ray"))
 

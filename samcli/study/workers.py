@@ -131,3 +131,33 @@ def stop_workers(pool, workers: list, drain: Callable[[], None], patience: float
         if worker.is_alive():
             worker.kill()
         worker.join(timeout=patience)
+
+
+# ---- what a script registered: notions and methods travel to the workers --------------------------
+
+def user_registrations() -> tuple[list, list]:
+    """The notions and methods registered from outside samcli (a script, a notebook, a test), for the
+    workers: a spawned process imports samcli afresh and would know only the built-ins. Their functions
+    travel by reference, so they must be importable (top-level functions of an importable module)."""
+    from ..methods import DIRECTIONS
+    from ..spec.measure import NOTIONS
+    from ..spec.methods import METHODS
+
+    def ours(function) -> bool:
+        return isinstance(function, str) or getattr(function, "__module__", "").startswith("samcli.")
+    notions = [n for n in NOTIONS.values() if not ours(n.compute)]
+    methods = [(METHODS[name], DIRECTIONS[name]) for name in METHODS
+               if name in DIRECTIONS and not ours(DIRECTIONS[name])]
+    return notions, methods
+
+
+def restore_registrations(registrations: tuple[list, list]) -> None:
+    """Register in this worker what `user_registrations` captured in the parent."""
+    from .. import methods as engine
+    from ..spec.measure import register_notion
+    notions, methods = registrations
+    for notion in notions:
+        register_notion(notion, replace=True)
+    for spec, direction in methods:
+        if spec.name not in engine.DIRECTIONS:
+            engine.register(spec, direction)

@@ -132,3 +132,15 @@ def test_a_registered_method_and_notion_flow_through_a_study_together(tmp_path, 
     assert (result.table["toy_energy_mean"] > 0).all()
     md = (tmp_path / "s" / "table.md").read_text()
     assert "| sign |" in md and "toy energy" in md
+
+
+def test_registrations_reach_spawned_workers(tmp_path, toy_notion, sign_sgd):
+    """With --jobs 2 the runs happen in spawned processes, which import samcli afresh: what this
+    process registered must be registered there too, or the study would refuse its own notion."""
+    raw = tiny_study(seeds=[0])
+    raw["variants"] = [raw["variants"][0], {"label": "sign", "optimizer.method": "sign-sgd",
+                                            "optimizer.batch_size": 8, "optimizer.lr": 0.01}]
+    raw["sharpness"]["notions"] = ["worst", "toy"]
+    result = samcli.compare(raw, out=tmp_path / "s", jobs=2)
+    assert result.failed_runs == 0 and list(result.table["completed"]) == [1, 1]
+    assert (result.table["toy_energy_mean"] > 0).all()
