@@ -1,7 +1,8 @@
 """SAM's ascent step, the one perturbation every SAM-family rule and the ascent-direction notion use."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Optional, Union
 
 import torch
 from torch import Tensor

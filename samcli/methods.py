@@ -15,7 +15,8 @@ throwaway copies of the buffers, so perturbed points never leak into the statist
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Union
 
 import torch
 from torch import Tensor

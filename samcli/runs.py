@@ -40,7 +40,7 @@ class RunFileError(SamcliError):
                 else "a full disk, a quota or a file-size limit?")
         super().__init__(f"cannot write {self.path}: {why} ({hint})")
 
-    def noted(self, note: str) -> "RunFileError":
+    def noted(self, note: str) -> RunFileError:
         """The same fault with what became of the run appended to its line."""
         noted = RunFileError.__new__(RunFileError)
         SamcliError.__init__(noted, f"{self}; {note}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 import torch
 
@@ -22,8 +23,19 @@ from .data import augment as augment_images
 from .errors import SamcliError
 from .methods import direction_for
 from .objective import Batch
-from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, RunFileError, file_sha256, open_run_dir,
-                   save_checkpoint, write_json, write_yaml)
+from .runs import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    MetricsLog,
+    RunFileError,
+    file_sha256,
+    open_run_dir,
+    save_checkpoint,
+    write_json,
+    write_yaml,
+)
 from .task import Task, build_task, data_fingerprint
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)

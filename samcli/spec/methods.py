@@ -8,8 +8,9 @@ name: a method is one `MethodSpec` in `METHODS` here plus one direction in `meth
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
 from ..errors import ConfigError, unknown_choice
 
