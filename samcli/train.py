@@ -45,6 +45,7 @@ StopFn = Callable[[dict], bool]                  # True ends the run at this eva
 
 @dataclass(frozen=True)
 class RunResult:
+    """What `train` returns: the run directory (None when not written), status, summary, metrics, final theta."""
     run_dir: Optional[Path]
     status: str                      # completed | diverged | interrupted | failed
     summary: dict
@@ -64,9 +65,11 @@ class BatchSampler:
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        self._epoch, self._pos = None, self.n
+        self._epoch: Optional[Batch] = None
+        self._pos = self.n
 
     def next(self) -> Batch:
+        """The next training batch (augmented when data.augment is set)."""
         if self.full:
             return self._augmented(self.data)
         if self.iid:
@@ -81,6 +84,7 @@ class BatchSampler:
             self._epoch, self._pos = self.data.take(order), 0
         start, self._pos = self._pos, self._pos + self.size
         epoch = self._epoch
+        assert epoch is not None        # drawn above on the first call: _pos starts at n
         return self._augmented(Batch(epoch.inputs[start:self._pos], epoch.targets[start:self._pos]))
 
     def _augmented(self, batch: Batch) -> Batch:
@@ -91,6 +95,7 @@ class BatchSampler:
 
 
 def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) -> float:
+    """The multiplier of the base learning rate at `step` of `total` under the schedule (constant, cosine or step)."""
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / total))
     if schedule == "step":
@@ -99,8 +104,10 @@ def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) ->
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
+    """Where a run goes when no --out is given: results/runs/<data>-<model>-<method>-<time stamp>-<config hash>."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results/runs") / f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
+    name = f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
+    return Path("results/runs") / name
 
 
 def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
@@ -148,6 +155,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         write_json(run_dir / SUMMARY, {"status": "running", "config_hash": config_hash(cfg)})
         log = MetricsLog(run_dir / METRICS)
     metrics: list[dict] = []
+    status, step, batch_loss = "completed", 0, None
+    stopped_at: Optional[int] = None
+    target_at: Optional[dict] = None
 
     def record(step: int, batch_loss: Optional[float]) -> dict:
         objective.set_training(False)     # BatchNorm evaluates with its running statistics
@@ -181,7 +191,6 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
             return True
         return False
 
-    status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
     fault: Optional[RunFileError] = None
     # plain SGD (no momentum, no weight decay) is x <- x - lr d, exactly what torch.optim.SGD
     # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
@@ -228,7 +237,8 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         raise
     finally:
         if write:
-            log.close()
+            if log is not None:     # opened with the run directory
+                log.close()
             try:
                 save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
                                                        "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
