@@ -69,23 +69,3 @@ def _block_masks(objective: Objective, theta: Tensor) -> list[Tensor]:
             mask[offsets[i]:offsets[i + 1]] = 1
         masks.append(mask)
     return masks
-
-
-
-def _no_ggn_reason(objective) -> str:
-    if not supports_ggn(objective):
-        return "the loss is not a cross-entropy or squared error of a module's outputs, so no exact Tr(G)"
-    return "a BatchNorm uses batch statistics, which couple the examples: no per-example Tr(G)"
-
-
-def _block_masks(objective: Objective, theta: Tensor) -> list[Tensor]:
-    offsets = [0]
-    for size in objective.sizes:
-        offsets.append(offsets[-1] + size)
-    masks = []
-    for block in parameter_blocks(objective):
-        mask = torch.zeros(objective.dim, dtype=theta.dtype, device=theta.device)
-        for i in block:
-            mask[offsets[i]:offsets[i + 1]] = 1
-        masks.append(mask)
-    return masks
