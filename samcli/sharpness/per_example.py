@@ -42,8 +42,11 @@ def per_example_notions(ctx: MeasureContext) -> StochasticNotions:
     shared_start = torch.randn(1, objective.dim, generator=generator, dtype=torch.float64).to(theta.device)
     for first in range(0, count, group):
         part = slice(first, first + group)
-        # part bound per group: lanczos calls the product only within this iteration
-        result = lanczos(lambda vs, part=part: vmap(example_hvp)(vs, xs[part], ys[part]), objective.dim, k=1,
+
+        def group_hvp(vs: Tensor, part: slice = part) -> Tensor:   # bound: lanczos calls it in this iteration only
+            return vmap(example_hvp)(vs, xs[part], ys[part])
+
+        result = lanczos(group_hvp, objective.dim, k=1,
                          batch=len(xs[part]), max_iter=iterations, tol=1e-3,
                          start=shared_start.expand(len(xs[part]), -1), device=theta.device)
         lams.append(result.eigenvalues[:, 0])
