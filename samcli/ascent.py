@@ -1,7 +1,8 @@
 """SAM's ascent step, the one perturbation every SAM-family rule and the ascent-direction notion use."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Optional, Union, cast
 
 import torch
 from torch import Tensor
@@ -25,7 +26,8 @@ def ascent_step(g: Gradient, rho: float, eps: float, normalized: bool = True,
         return _scaled_step(g, rho, eps, normalized, norm, scale)
     if isinstance(g, Tensor):
         return rho * g / ((g.norm() if norm is None else norm) + eps) if normalized else rho * g
-    factor = rho / (torch.sqrt(sum(v.pow(2).sum() for v in g.values())) + eps) if normalized else rho
+    squares = cast(Tensor, sum(v.pow(2).sum() for v in g.values()))     # a tensor: g has at least one entry
+    factor = rho / (torch.sqrt(squares) + eps) if normalized else rho
     return {name: factor * v for name, v in g.items()}
 
 

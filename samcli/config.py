@@ -31,6 +31,7 @@ MODELS = ("mlp", "cnn", "resnet", "linear", "diag-linear")
 
 @dataclass
 class DataConfig:
+    """`data:` of a train config: which data set, how much of it, and the synthetic task's shape."""
     name: str = "mnist1d"
     root: Optional[str] = None          # where torchvision data sets live on disk
     download: bool = False              # torchvision sets only; never implicit
@@ -48,6 +49,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """`model:` of a train config: the architecture and its sizes."""
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [256, 256])   # mlp hidden widths
     activation: Literal["relu", "tanh", "gelu", "softplus"] = "relu"
@@ -58,6 +60,7 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
+    """`optimizer:` of a train config: the method, its step size, batches and schedule, and the method's parameters."""
     method: str = "sgd"                 # a name in samcli.spec.methods.METHODS
     lr: float = 0.1
     batch_size: Union[int, Literal["full"]] = 128
@@ -108,6 +111,7 @@ class StopConfig:
 
     @property
     def active(self) -> bool:
+        """Whether any target is set."""
         return self.train_loss is not None or self.train_accuracy is not None
 
     def reached(self, record: dict) -> bool:
@@ -121,6 +125,7 @@ class StopConfig:
 
 @dataclass
 class TrainConfig:
+    """One run, fully resolved: seed, device, steps and its sections (data, model, optimizer, measure, stop)."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
@@ -137,6 +142,7 @@ class TrainConfig:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict | None) -> TrainConfig:
+        """A validated config from a plain mapping (None: every default); a ConfigError on any bad key or value."""
         if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in LOSS_NAMES:
             raw = {**raw, "loss": resolve_loss(raw["loss"])}     # cross_entropy, CrossEntropyLoss ...
         cfg = build_dataclass(cls, raw or {}, prefix="")
@@ -145,12 +151,14 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        """The validated config of a YAML file, with `--set key.sub=value` overrides applied first."""
         raw = load_yaml(path)
         for item in overrides or []:
             apply_override(raw, item)
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (lists, not tuples), fit for YAML and JSON."""
         return _plain(dataclasses.asdict(self))
 
     def replace(self, **dotted: Any) -> TrainConfig:
@@ -171,7 +179,6 @@ def _plain(value: Any) -> Any:
 
 
 # ---- YAML and overrides ---------------------------------------------------------------------
-
 class YamlLoader(yaml.SafeLoader):
     """YAML 1.1 reads 1e-5 and 5e-4 (no dot) as strings; read them as floats, as YAML 1.2 does."""
 
@@ -181,6 +188,7 @@ YamlLoader.add_implicit_resolver(
 
 
 def load_yaml(path: str | Path) -> dict:
+    """The mapping a YAML config file holds; a ConfigError if it is missing, unreadable, not YAML or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
@@ -212,6 +220,7 @@ def apply_override(raw: dict, item: str) -> None:
 
 
 def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set raw[a][b]... = value for the dotted key "a.b...", creating the sections on the way."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
@@ -222,8 +231,8 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
 
 
 # ---- typed construction from plain data -----------------------------------------------------
-
 def build_dataclass(cls, raw: Any, prefix: str):
+    """An instance of the dataclass `cls` from a mapping, each value coerced to its field's type."""
     if isinstance(raw, cls):
         return raw
     if not isinstance(raw, dict):
@@ -314,7 +323,6 @@ def _describe(hint) -> str:
 
 
 # ---- semantic validation --------------------------------------------------------------------
-
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -335,6 +343,7 @@ def _non_finite(node, prefix: str = "") -> Optional[str]:
 
 
 def validate(cfg: TrainConfig) -> None:
+    """Check a typed config's values against their ranges and each other; a ConfigError names the first that fails."""
     o, d, m = cfg.optimizer, cfg.data, cfg.model
     bad_number = _non_finite(cfg)
     if bad_number:

@@ -28,6 +28,7 @@ TORCHVISION_SETS = {
 
 @dataclass(frozen=True)
 class DataSplits:
+    """A data set as loaded: training and test tensors, the number of classes and one input's shape."""
     train: Batch
     test: Batch
     num_classes: int          # 0 for regression
@@ -88,7 +89,8 @@ def _subset(splits: DataSplits, cfg: DataConfig, seed: int) -> DataSplits:
         if size is None:
             return batch
         if size > len(batch):
-            raise ConfigError(f"data.{key}={size} exceeds the {len(batch)} examples of {cfg.name}; lower it or use null")
+            raise ConfigError(f"data.{key}={size} exceeds the {len(batch)} examples of {cfg.name}; "
+                              "lower it or use null")
         generator = torch.Generator().manual_seed(derived_seed(seed * 1000, salt))
         return batch.take(torch.randperm(len(batch), generator=generator)[:size].sort().values)
     return DataSplits(take(splits.train, cfg.train_size, "train_size", 1),
@@ -131,7 +133,8 @@ def _read_mnist1d_cache(cache: Path) -> tuple[dict | None, str | None]:
             return None, f"{key} has shape {raw[key].shape}, not {shape}"
     if not (np.isfinite(raw["x"]).all() and np.isfinite(raw["x_test"]).all()):
         return None, "its signals are not finite"
-    if any(not np.issubdtype(raw[k].dtype, np.integer) or raw[k].min() < 0 or raw[k].max() > 9 for k in ("y", "y_test")):
+    if any(not np.issubdtype(raw[k].dtype, np.integer) or raw[k].min() < 0 or raw[k].max() > 9
+           for k in ("y", "y_test")):
         return None, "its labels are not digits 0-9"
     return raw, None
 

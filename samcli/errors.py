@@ -36,7 +36,7 @@ class SamcliError(Exception):
 
 
 class ConfigError(SamcliError, ValueError):
-    pass
+    """Bad configuration: an unknown key or name, a value of the wrong type or range, an unreadable config file."""
 
 
 class _NoValue:
@@ -65,6 +65,7 @@ class SettingError(ConfigError):
         return f"{name}{shown} {self.problem}"
 
     def cli_message(self, options: Optional[Mapping[str, str]] = None) -> str:
+        """The message with the setting named by its option in `options`, else as `--set key`."""
         option = (options or {}).get(self.key)
         return self._render(option) if option else self._render(f"--set {self.key}")
 

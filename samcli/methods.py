@@ -15,7 +15,8 @@ throwaway copies of the buffers, so perturbed points never leak into the statist
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Union, cast
 
 import torch
 from torch import Tensor
@@ -45,6 +46,7 @@ class StepResult:
 
     @property
     def grad_norm(self) -> float:
+        """||grad L_B|| as a float (a tensor norm is read, a device sync, on first access only)."""
         if isinstance(self._grad_norm, Tensor):
             self._grad_norm = self._grad_norm.item()
         return self._grad_norm
@@ -101,7 +103,8 @@ def _ascent_loss_gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> 
 def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:
     """Per-group SAM gradients without per-example gradients in memory where the layers allow it
     (samcli/msam.py: factorized for Linear/Conv layers, the vmapped reference otherwise)."""
-    return StepResult(*msam_direction(objective, theta, batch, cfg.rho, cfg.m, cfg.grad_eps, chunk_size))
+    m = cast(int, cfg.m)     # validation requires optimizer.m for msam
+    return StepResult(*msam_direction(objective, theta, batch, cfg.rho, m, cfg.grad_eps, chunk_size))
 
 
 # ---- the directions, by method name ---------------------------------------------------------------

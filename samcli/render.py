@@ -32,6 +32,7 @@ def one_line(message: str) -> str:
 
 
 def error(message: str) -> None:
+    """Print the message as one red `error:` line on stderr, cut to LINE_LIMIT characters."""
     stderr.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
@@ -42,10 +43,12 @@ def warn(line: Optional[str]) -> None:
 
 
 def info(line: str) -> None:
+    """Print a progress or status line on stderr (stdout stays for results)."""
     stderr.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def print_json(value) -> None:
+    """Print a value as indented JSON on stdout (anything JSON lacks as its str)."""
     print(json.dumps(value, indent=2, default=str))
 
 
@@ -178,6 +181,7 @@ class StudyProgress:
         self.runs: dict = {}
 
     def __call__(self, event) -> None:
+        """Show one study event: the plan, a note, a run's start, steps, measurement or end."""
         bar, kind = self.bar, event.kind
         if kind == "plan":
             bar.update(self.study, total=event.total, completed=event.step, note=event.message)
@@ -210,10 +214,12 @@ def os_error_message(err: Exception) -> str:
         return f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
     filename = getattr(err, "filename", None)
     where = f" {filename}" if filename else ""
-    return f"cannot use{where}: {getattr(err, 'strerror', None) or type(err).__name__}; check the path and its permissions"
+    why = getattr(err, "strerror", None) or type(err).__name__
+    return f"cannot use{where}: {why}; check the path and its permissions"
 
 
 def unknown_command(name: str, commands) -> str:
+    """The one-line error for a command samcli does not have, with the nearest one and the list of commands."""
     near = near_miss(name, commands)
     return (f"samcli has no command {short_repr(name)}" + (f" (did you mean {near}?)" if near else "")
             + f"; the commands are {', '.join(commands)}")

@@ -40,7 +40,7 @@ class RunFileError(SamcliError):
                 else "a full disk, a quota or a file-size limit?")
         super().__init__(f"cannot write {self.path}: {why} ({hint})")
 
-    def noted(self, note: str) -> "RunFileError":
+    def noted(self, note: str) -> RunFileError:
         """The same fault with what became of the run appended to its line."""
         noted = RunFileError.__new__(RunFileError)
         SamcliError.__init__(noted, f"{self}; {note}")
@@ -105,18 +105,22 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON (NaN and infinities as strings), atomically."""
     _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(_clean(data), indent=2) + "\n"))
 
 
 def write_yaml(path: Path, data: Any) -> None:
+    """Write `data` as YAML in its own key order, atomically."""
     _atomic(Path(path), lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path`, atomically."""
     _atomic(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(path: Path, data: dict) -> None:
+    """Write a checkpoint with torch.save, atomically; a failed write is an OSError, as for the other files."""
     def write(tmp: Path) -> None:
         try:
             torch.save(data, tmp)
@@ -140,6 +144,7 @@ class MetricsLog:
             raise RunFileError(self.path, err) from None
 
     def write(self, record: dict) -> None:
+        """Append one record as a complete line; a failed write is cut off again and raised as a RunFileError."""
         data = (json.dumps(_clean(record)) + "\n").encode()
         start = self._file.tell()
         try:
@@ -155,10 +160,12 @@ class MetricsLog:
             raise RunFileError(self.path, err) from None
 
     def close(self) -> None:
+        """Close the file."""
         self._file.close()
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, in order, up to a torn last line; none when there is no file."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
@@ -172,6 +179,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def read_summary(run_dir: Path) -> dict | None:
+    """A run's summary.json, or None when it is missing or unreadable."""
     path = Path(run_dir) / SUMMARY
     try:
         return json.loads(path.read_text())

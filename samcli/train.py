@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 import torch
 
@@ -22,8 +23,19 @@ from .data import augment as augment_images
 from .errors import SamcliError
 from .methods import direction_for
 from .objective import Batch
-from .runs import (CHECKPOINT, CONFIG, METRICS, SUMMARY, MetricsLog, RunFileError, file_sha256, open_run_dir,
-                   save_checkpoint, write_json, write_yaml)
+from .runs import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    MetricsLog,
+    RunFileError,
+    file_sha256,
+    open_run_dir,
+    save_checkpoint,
+    write_json,
+    write_yaml,
+)
 from .task import Task, build_task, data_fingerprint
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
@@ -33,6 +45,7 @@ StopFn = Callable[[dict], bool]                  # True ends the run at this eva
 
 @dataclass(frozen=True)
 class RunResult:
+    """What `train` returns: the run directory (None when not written), status, summary, metrics, final theta."""
     run_dir: Optional[Path]
     status: str                      # completed | diverged | interrupted | failed
     summary: dict
@@ -52,9 +65,11 @@ class BatchSampler:
         self.full = batch_size == "full"
         self.size = self.n if self.full else batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        self._epoch, self._pos = None, self.n
+        self._epoch: Optional[Batch] = None
+        self._pos = self.n
 
     def next(self) -> Batch:
+        """The next training batch (augmented when data.augment is set)."""
         if self.full:
             return self._augmented(self.data)
         if self.iid:
@@ -69,6 +84,7 @@ class BatchSampler:
             self._epoch, self._pos = self.data.take(order), 0
         start, self._pos = self._pos, self._pos + self.size
         epoch = self._epoch
+        assert epoch is not None        # drawn above on the first call: _pos starts at n
         return self._augmented(Batch(epoch.inputs[start:self._pos], epoch.targets[start:self._pos]))
 
     def _augmented(self, batch: Batch) -> Batch:
@@ -79,6 +95,7 @@ class BatchSampler:
 
 
 def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) -> float:
+    """The multiplier of the base learning rate at `step` of `total` under the schedule (constant, cosine or step)."""
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / total))
     if schedule == "step":
@@ -87,8 +104,10 @@ def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) ->
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
+    """Where a run goes when no --out is given: results/runs/<data>-<model>-<method>-<time stamp>-<config hash>."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results/runs") / f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
+    name = f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
+    return Path("results/runs") / name
 
 
 def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Optional[Task] = None,
@@ -136,6 +155,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         write_json(run_dir / SUMMARY, {"status": "running", "config_hash": config_hash(cfg)})
         log = MetricsLog(run_dir / METRICS)
     metrics: list[dict] = []
+    status, step, batch_loss = "completed", 0, None
+    stopped_at: Optional[int] = None
+    target_at: Optional[dict] = None
 
     def record(step: int, batch_loss: Optional[float]) -> dict:
         objective.set_training(False)     # BatchNorm evaluates with its running statistics
@@ -169,7 +191,6 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
             return True
         return False
 
-    status, step, batch_loss, stopped_at, target_at = "completed", 0, None, None, None
     fault: Optional[RunFileError] = None
     # plain SGD (no momentum, no weight decay) is x <- x - lr d, exactly what torch.optim.SGD
     # computes; done directly it skips the optimizer's per-step bookkeeping (small-batch steps)
@@ -216,7 +237,8 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         raise
     finally:
         if write:
-            log.close()
+            if log is not None:     # opened with the run directory
+                log.close()
             try:
                 save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
                                                        "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})

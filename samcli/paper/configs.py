@@ -59,6 +59,7 @@ class Rule:
     choices: tuple = ()
 
     def allows(self, value: Any) -> bool:
+        """Whether one value (one entry, for a list) satisfies the rule."""
         if isinstance(value, str):
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -70,9 +71,11 @@ class Rule:
         return self.hi is None or not (value > self.hi or (self.hi_open and value == self.hi))
 
     def text(self) -> str:
+        """The rule in words, for an error message (e.g. "a number in (0, 1]")."""
         parts = [f"one of {', '.join(map(repr, self.choices))}"] if self.choices else []
         if self.lo is not None and self.hi is not None:
-            parts.append(f"a number in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}")
+            opening, closing = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            parts.append(f"a number in {opening}{self.lo:g}, {self.hi:g}{closing}")
         elif self.lo is not None:
             parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
         elif not self.choices:
@@ -90,10 +93,12 @@ FRACTION = Rule(lo=0, hi=1, lo_open=True)
 
 
 def at_least(n: float) -> Rule:
+    """A rule for numbers >= n."""
     return Rule(lo=n)
 
 
 def one_of(*choices: str) -> Rule:
+    """A rule for one of the given strings."""
     return Rule(choices=tuple(choices))
 
 

@@ -7,7 +7,7 @@ computed, and anything wrong is one SamcliError line, never a raw torch error fr
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 

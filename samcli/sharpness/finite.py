@@ -30,7 +30,8 @@ def worst_direction_ascent(objective, theta, data, rho, v1, loss, settings: Meas
     Returns (best value, gradient evaluations, restarts, the value each restart reached).
     """
     chunk = chunk_size
-    starts = [v1] + [torch.randn(objective.dim, generator=generator).to(theta) for _ in range(settings.ascent_restarts - 1)]
+    starts = [v1] + [torch.randn(objective.dim, generator=generator).to(theta)
+                     for _ in range(settings.ascent_restarts - 1)]
     reached, evaluations = [], 0
     for start in starts:
         v = rho * start / start.norm()
@@ -80,7 +81,7 @@ def average_direction_monte_carlo(objective, theta, data, loss, settings: Measur
         # tens of GB, and a vmapped convolution with batched weights is no faster than a loop
         group = max(1, VMAP_BUDGET // (len(chunk) * objective.dim))
         for start in range(0, 2 * pairs, group):
-            per_point = vmap(lambda t: objective.loss(t, chunk))(points[start:start + group])
+            per_point = vmap(lambda t, chunk=chunk: objective.loss(t, chunk))(points[start:start + group])
             values[start:start + group] += per_point.to(torch.float64) * (len(chunk) / len(data))
     pair_means = (values[:pairs] + values[pairs:]) / 2 - loss
     return pair_means.mean().item(), pair_means.std().item() / math.sqrt(pairs)

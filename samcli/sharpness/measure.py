@@ -22,8 +22,10 @@ from ..spec.measure import MeasureSpec
 from .context import MeasureContext
 from .report import SharpnessReport
 
+_DEFAULT_SPEC = MeasureSpec()       # every knob at its default
 
-def measure(objective: Objective, theta: Tensor, data: Batch, spec: MeasureSpec = MeasureSpec(), *,
+
+def measure(objective: Objective, theta: Tensor, data: Batch, spec: MeasureSpec = _DEFAULT_SPEC, *,
             chunk_size: int = 4096, checkpoint: str | None = None) -> SharpnessReport:
     """Measure the notions `spec` enables of L = mean loss over `data` at `theta`."""
     spec = MeasureSpec.build(spec.to_dict())          # a spec made by hand is checked like any other

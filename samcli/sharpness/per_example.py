@@ -3,8 +3,10 @@ quantities 1-SAM's implicit bias is about (Wen et al., Thm 5.3)."""
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
+from torch import Tensor
 from torch.func import grad, jvp, vmap
 
 from ..ascent import ascent_step
@@ -40,7 +42,11 @@ def per_example_notions(ctx: MeasureContext) -> StochasticNotions:
     shared_start = torch.randn(1, objective.dim, generator=generator, dtype=torch.float64).to(theta.device)
     for first in range(0, count, group):
         part = slice(first, first + group)
-        result = lanczos(lambda vs: vmap(example_hvp)(vs, xs[part], ys[part]), objective.dim, k=1,
+
+        def group_hvp(vs: Tensor, part: slice = part) -> Tensor:   # bound: lanczos calls it in this iteration only
+            return vmap(example_hvp)(vs, xs[part], ys[part])
+
+        result = lanczos(group_hvp, objective.dim, k=1,
                          batch=len(xs[part]), max_iter=iterations, tol=1e-3,
                          start=shared_start.expand(len(xs[part]), -1), device=theta.device)
         lams.append(result.eigenvalues[:, 0])
@@ -49,7 +55,7 @@ def per_example_notions(ctx: MeasureContext) -> StochasticNotions:
 
     losses, grads = vmap(lambda x, y: (example_loss(theta, x, y), grad(example_loss)(theta, x, y)))(xs, ys)
     norms = grads.norm(dim=1, keepdim=True)
-    perturbed = theta + vmap(lambda g: ascent_step(g, settings.rho, 1e-30))(grads)
+    perturbed = theta + cast(Tensor, vmap(lambda g: ascent_step(g, settings.rho, 1e-30))(grads))   # flat steps
     ascent = vmap(example_loss)(perturbed, xs, ys) - losses
     ascent = ascent[norms.squeeze(1) > 0].to(torch.float64)   # undefined where g_k = 0
     sqrt_n = math.sqrt(max(count, 1))

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from ..spec.measure import NOTIONS, SpecError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Row = tuple[str, str, Optional[float], str]      # (notion, quantity, value, diagnostics)
 
@@ -20,11 +23,11 @@ class _Result:
     """Shared by every notion's result: plain-dict round trip (lists back to tuples)."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(cast("DataclassInstance", self))      # every subclass is a dataclass
 
     @classmethod
     def from_dict(cls, data: dict):
-        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        kinds = {f.name: f.type for f in dataclasses.fields(cast("type[DataclassInstance]", cls))}
         return cls(**{k: tuple(v) if isinstance(v, list) and "tuple" in str(kinds.get(k)) else v
                       for k, v in data.items()})
 
@@ -53,12 +56,14 @@ class WorstDirection(_Result):
     restart_values: tuple[float, ...] = ()
 
     def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows: lambda_1, its limit and, once computed, R^Max_rho."""
         out = {"lambda_1": self.eigenvalues[0], "limit_max": self.limit}
         if self.finite is not None:
             out["r_max"] = self.finite
         return out
 
     def rows(self) -> list[Row]:
+        """The worst-direction lines for the terminal table: lambda_1 with its residual, the limit, R^Max_rho."""
         return [("worst", "lambda_1 (Lanczos)", self.eigenvalues[0],
                  f"residual {self.residuals[0]:.2g} (error <~ {self.error_bound:.1g}), "
                  f"{'converged' if self.converged else 'NOT converged'} in {self.lanczos_iterations} its"),
@@ -77,12 +82,14 @@ class AscentDirection(_Result):
     alignment: Optional[float] = None  # |cos(g, v_1)|, v_1 the top Hessian eigenvector
 
     def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows: R^Asc_rho, n^T H n, ||g|| and, once computed, the alignment."""
         out = {"r_asc": self.value, "rayleigh": self.rayleigh, "grad_norm": self.grad_norm}
         if self.alignment is not None:
             out["alignment"] = self.alignment
         return out
 
     def rows(self) -> list[Row]:
+        """The ascent-direction lines for the terminal table, the alignment last when it was computed."""
         rows: list[Row] = [("ascent", "R^Asc_rho", self.value, f"||g|| = {self.grad_norm:.3g}"),
                            ("ascent", "Rayleigh n^T H n", self.rayleigh, "n = g/||g||")]
         if self.alignment is not None:
@@ -104,12 +111,14 @@ class AverageDirection(_Result):
     directions: int = 0
 
     def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows: Tr(H), its standard error, the limit and, once computed, R^Avg_rho."""
         out = {"trace": self.trace, "trace_stderr": self.trace_stderr, "limit_avg": self.limit}
         if self.finite is not None:
             out["r_avg"] = self.finite
         return out
 
     def rows(self) -> list[Row]:
+        """The average-direction lines for the terminal table: Tr(H), the limit and, once computed, R^Avg_rho."""
         rows: list[Row] = [
             ("average", "Tr(H)", self.trace,
              f"+- {self.trace_stderr:.2g} ({self.trace_method}, {self.trace_matvecs} HVPs)"),
@@ -131,9 +140,11 @@ class StochasticNotions(_Result):
     stderr_ascent: float
 
     def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows: the per-example means of lambda_1 and R^Asc."""
         return {"stoch_lambda_1": self.mean_lambda_1, "stoch_r_asc": self.mean_ascent}
 
     def rows(self) -> list[Row]:
+        """The per-example lines for the terminal table, each mean with its standard error."""
         return [("per-example", "E_k lambda_1(H_k)", self.mean_lambda_1,
                  f"+- {self.stderr_lambda_1:.2g} over {self.examples} examples"),
                 ("per-example", "E_k R^Asc_k", self.mean_ascent, f"+- {self.stderr_ascent:.2g}")]
@@ -152,9 +163,11 @@ class ExactSpectrum(_Result):
     limit_average: float               # rho^2 Tr / (2D)
 
     def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows: the dense Hessian's lambda_1, lambda_M and trace."""
         return {"exact_lambda_1": self.lambda_1, "exact_lambda_m": self.lambda_m, "exact_trace": self.trace}
 
     def rows(self) -> list[Row]:
+        """The dense-Hessian line for the terminal table: lambda_1, lambda_M, trace and rank."""
         return [("exact", "lambda_1 / lambda_M / Tr", self.lambda_1,
                  f"lambda_M {self.lambda_m:.6g}, Tr {self.trace:.6g}, rank {self.rank}")]
 
@@ -200,6 +213,7 @@ class AdaptiveSharpness(_Result):
         return out
 
     def rows(self) -> list[Row]:
+        """The adaptive lines for the terminal table: lambda_1(T H T), R^Max, Tr(T H T) and R^Avg at rho."""
         return [("adaptive", "lambda_1(T H T), T = |w|", self.lambda_1, f"residual {self.lambda_1_residual:.2g}"),
                 ("adaptive", f"R^Max at rho={self.rho:g}", self.worst,
                  f"{self.worst_restarts} restarts, {self.worst_gradients} gradients"),
@@ -244,10 +258,12 @@ class SharpnessReport:
 
     @property
     def alignment(self) -> Optional[float]:
+        """|cos(g, v_1)| from the ascent notion; None when it was not measured."""
         ascent = self.results.get("ascent")
         return ascent.alignment if ascent is not None else None
 
     def to_dict(self) -> dict:
+        """The report as plain data: its metadata, then each measured notion's result as a dict."""
         data = {k: getattr(self, k) for k in META}
         data.update({name: result.to_dict() for name, result in self.results.items()})
         return data
@@ -274,6 +290,6 @@ class SharpnessReport:
             if name not in NOTIONS:
                 raise SpecError(f"the report holds notion {name!r}, which is not registered", name)
             if value is not None:
-                results[name] = NOTIONS[name].result_type().from_dict(value)
+                results[name] = cast("type[_Result]", NOTIONS[name].result_type()).from_dict(value)
         ordered = {n: results[n] for n in NOTIONS if n in results}
         return cls(results=ordered, **meta)

@@ -20,11 +20,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 from ..errors import ConfigError, short_repr
 
 INT_MAX = 2 ** 63 - 1      # torch.manual_seed and every counter here are 64-bit
+_Check = Callable[[Any], Optional[str]]
 
 
 class SpecError(ConfigError):
@@ -40,6 +41,7 @@ class SpecError(ConfigError):
         return type(self), (str(self), self.key, self.cli)
 
     def cli_message(self, options: Optional[Mapping[str, str]] = None) -> str:
+        """The error for the command line: the knob named by its option in `options`, else as `--set key`."""
         if not self.cli:
             return str(self)
         return self.cli.format((options or {}).get(self.key) or f"--set {self.key}")
@@ -58,6 +60,7 @@ class Column:
 
     @property
     def plot_label(self) -> str:
+        """The label a plot shows: the mathtext label, else the header."""
         return self.label or self.header
 
 
@@ -77,12 +80,15 @@ class Notion:
     enabled: Optional[Callable[[MeasureSpec], bool]] = None
 
     def is_enabled(self, spec: MeasureSpec) -> bool:
+        """Whether a measurement by this spec runs the notion (its own switch, else being named in spec.notions)."""
         return self.enabled(spec) if self.enabled is not None else self.name in spec.notions
 
     def compute_function(self) -> Callable:
+        """The function that computes the notion (imported on first use when named by a string)."""
         return _resolve(self.compute)
 
     def result_type(self) -> type:
+        """The notion's frozen result class (imported on first use when named by a string)."""
         return _resolve(self.result)
 
 
@@ -120,6 +126,7 @@ def notion_names(requestable: bool = True) -> tuple[str, ...]:
 
 
 def default_notions() -> tuple[str, ...]:
+    """The notions measured unless the notions are named: the registry's defaults, in registry order."""
     return tuple(n.name for n in NOTIONS.values() if n.default)
 
 
@@ -156,7 +163,8 @@ for _notion in (
            enabled=lambda spec: spec.stochastic_examples > 0),
     Notion("exact", "the dense float64 Hessian's spectrum (exact=true; small models)",
            _SHARP + "exact:exact_spectrum", _SHARP + "report:ExactSpectrum",
-           (Column("exact_lambda_1", "exact lambda_1", shown=False), Column("exact_lambda_m", "exact lambda_M", shown=False),
+           (Column("exact_lambda_1", "exact lambda_1", shown=False),
+            Column("exact_lambda_m", "exact lambda_M", shown=False),
             Column("exact_trace", "exact Tr", shown=False)),
            enabled=lambda spec: spec.exact),
     Notion("adaptive", "adaptive sharpness: lambda_1 and Tr of T H T, R^Max and R^Avg at adaptive_rho, T = |w|",
@@ -238,7 +246,7 @@ class MeasureSpec:
     adaptive_rho: float = 0.5
     dtype: str = "model"
 
-    RULES = {}                        # filled below: knob -> check(value) -> problem or None
+    RULES: ClassVar[dict[str, _Check]] = {}   # filled below: knob -> check(value) -> problem or None
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
@@ -256,8 +264,9 @@ class MeasureSpec:
                 close = _close(str(key), knobs)
                 hint = " (did you mean {}?)" if close else ""
                 allowed = f"; allowed keys here: {', '.join(knobs)}"
+                cli_text = "unknown measurement setting {}" + hint.format(f"--set {close}") + allowed
                 raise SpecError(f"unknown {kind} {name(str(key))}" + hint.format(name(close or "")) + allowed,
-                                str(key), cli and "unknown measurement setting {}" + hint.format(f"--set {close}") + allowed)
+                                str(key), cli_text if cli else "")
         if raw.get("samples") == "all":
             raw["samples"] = None
         if "notions" in raw:
@@ -268,7 +277,8 @@ class MeasureSpec:
             problem = cls.RULES[key](value)
             if problem:
                 shown = short_repr(value).replace("{", "{{").replace("}", "}}")
-                raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key, cli and "{}=" + f"{shown} {problem}")
+                raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key,
+                                "{}=" + f"{shown} {problem}" if cli else "")
         values = {**(dataclasses.asdict(base) if base is not None else {}), **raw}
         for key in ("k", "lanczos_iters", "trace_probes", "ascent_iters", "ascent_restarts", "directions",
                     "stochastic_examples", "seed"):
@@ -289,12 +299,14 @@ class MeasureSpec:
 
     # ---- identity --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The spec as plain data (notions as a list), as a stored report carries it."""
         data = dataclasses.asdict(self)
         data["notions"] = list(self.notions)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MeasureSpec:
+        """The spec a stored `to_dict` describes, checked like `build`."""
         return cls.build(data)
 
     def hash(self) -> str:

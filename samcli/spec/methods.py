@@ -8,8 +8,9 @@ name: a method is one `MethodSpec` in `METHODS` here plus one direction in `meth
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
 from ..errors import ConfigError, unknown_choice
 
@@ -18,10 +19,12 @@ class OptimizerSettings(Protocol):
     """What validation reads of an optimizer section (config.OptimizerConfig is one): the method, the
     batch size and one attribute per `PARAMETERS` entry, read by name."""
     @property
-    def method(self) -> str: ...
+    def method(self) -> str:
+        """The method's name, a key of `METHODS`."""
 
     @property
-    def batch_size(self) -> Union[int, str]: ...
+    def batch_size(self) -> Union[int, str]:
+        """The batch size: a number of examples, or "full"."""
 
 
 # (settings, method name, training-set size or None) -> the one-line refusal, or None when it holds
@@ -43,6 +46,7 @@ class Parameter:
     rule: Optional[Rule] = None        # checks beyond the range, for the methods that read it
 
     def range_refusal(self, value: Any) -> Optional[str]:
+        """The one-line refusal of a value below this parameter's range, or None when it is in range."""
         if value > self.minimum if self.strict else value >= self.minimum:
             return None
         hint = f" ({self.hint})" if self.hint else ""
@@ -69,6 +73,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A method's torch-free half: name, CLI help, the parameters it reads, BatchNorm policy and own rules."""
     name: str
     help: str                                  # one line, for the CLI
     parameters: frozenset[str] = frozenset()   # PARAMETERS keys the update reads
@@ -104,10 +109,12 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 
 def method_names() -> tuple[str, ...]:
+    """The registered methods' names, in registry order."""
     return tuple(METHODS)
 
 
 def get_method(name: str) -> MethodSpec:
+    """The spec of the named method; a ConfigError naming the choices when there is none."""
     if name not in METHODS:
         raise unknown_choice("optimizer.method", name, METHODS)
     return METHODS[name]
@@ -167,6 +174,7 @@ def _refuse(message: Optional[str]) -> None:
 
 
 def batchnorm_refusal(spec: MethodSpec) -> str:
+    """Why a method that cannot update BatchNorm statistics refuses a model with them, and what to use instead."""
     others = ", ".join(name for name, other in METHODS.items() if other.batchnorm)
     because = f" ({spec.batchnorm_reason})" if spec.batchnorm_reason else ""
     return (f"optimizer.method={spec.name} cannot update BatchNorm statistics{because}; "

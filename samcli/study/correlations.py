@@ -63,7 +63,7 @@ def with_axes(runs: pd.DataFrame, values: Mapping[str, Mapping[str, Any]]) -> pd
         column = axis_name(key)
         if column in runs and column != "method":
             column = f"axis:{key}"
-        mapped = out["label"].map(lambda label: _hashable(values.get(label, {}).get(key)))
+        mapped = out["label"].map(lambda label, key=key: _hashable(values.get(label, {}).get(key)))
         if column == "method":
             mapped = mapped.where(mapped != MISSING, out["method"])
         out[column] = mapped
@@ -123,6 +123,7 @@ def _pairs(runs: pd.DataFrame, notion: str, target: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class TauInterval:
+    """Kendall tau-b of a notion against a target over all runs, with its bootstrap percentile interval."""
     tau: float
     low: float                 # bootstrap percentile interval; NaN when it cannot be formed
     high: float
@@ -185,6 +186,7 @@ def _multiplicity_tau(weights, concordance, tied_x, tied_y) -> float:
 
 @dataclass(frozen=True)
 class AxisTau:
+    """Granulated Kendall along one hyperparameter axis: the mean tau over groups that vary only that axis."""
     axis: str
     tau: float                 # mean over groups; NaN when no group qualified
     groups: int                # groups with >= 2 distinct values on the axis and a defined tau
@@ -193,6 +195,7 @@ class AxisTau:
 
 @dataclass(frozen=True)
 class Granulated:
+    """Granulated Kendall of a notion against a target: the score per axis and their mean."""
     notion: str
     target: str
     axes: tuple[AxisTau, ...]
@@ -253,6 +256,7 @@ def confound_warning(runs: pd.DataFrame, tolerance: float, metric: str = "train_
 
 @dataclass(frozen=True)
 class CorrelationReport:
+    """A study's correlations: overall tau-b with intervals, granulated Kendall per axis, eligibility and confounds."""
     overall: pd.DataFrame      # one row per (notion, target): name, tau, low, high, runs
     # one row per (notion, target, axis), axis "overall" last: tau, groups, configurations, reason
     granulated: pd.DataFrame
@@ -347,7 +351,7 @@ def _interval(row) -> str:
 
 def _display_overall(report: CorrelationReport) -> pd.DataFrame:
     rows = []
-    for notion, part in report.overall.groupby("notion", sort=False):
+    for _notion, part in report.overall.groupby("notion", sort=False):
         row = {"sharpness notion": part["name"].iloc[0]}
         for _, r in part.iterrows():
             row[TARGETS[r["target"]]] = _interval(r)

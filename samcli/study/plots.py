@@ -16,6 +16,8 @@ from ..spec.measure import columns
 from .correlations import with_gaps
 
 if TYPE_CHECKING:
+    from matplotlib.lines import Line2D
+
     from .rundir import RunRecord
 
 ACCURACY_PLOT = "accuracy_vs_sharpness.png"
@@ -114,9 +116,9 @@ def training_curves(records: Iterable[RunRecord], path: Path, labels: Optional[l
     labels = labels or list(dict.fromkeys(r.label for r in records))
     colours = _colours(labels)
     fig, axes = _panels(len(panels), 4.6, 3.4)
-    handles = {}
+    handles: dict[str, Line2D] = {}
     for ax, (source, key, name) in zip(axes, panels):
-        values = []
+        values: list[float] = []
         for r in records:
             points = [(p["epoch"], p[key]) for p in getattr(r, source) if isinstance(p.get(key), (int, float))
                       and isinstance(p.get("epoch"), (int, float)) and math.isfinite(p[key])]

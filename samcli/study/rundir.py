@@ -100,7 +100,8 @@ class RunRecord:
         curve = [{k: _number(r[k]) for k in CURVE_KEYS if k in r} for r in metrics]
         final = {k: _number(v) for k, v in (summary.get("final") or {}).items()}
         status = summary.get("status", "missing")
-        target = summary.get("target") if isinstance(summary.get("target"), dict) else {}
+        stored_target = summary.get("target")
+        target: dict = stored_target if isinstance(stored_target, dict) else {}
         reached = bool(target["reached"]) if "reached" in target else None
         return dataclasses.replace(
             cls.blank(spec, run_dir, status), final=final,
@@ -204,7 +205,8 @@ def report_problem(sharp: dict, summary: dict, sharpness: dict) -> str:
     if sharp.get("checkpoint") != summary.get("checkpoint_sha256"):
         return "sharpness.json measured another checkpoint (copied from another run, or the run was redone)"
     if sharp.get("spec_hash") != wanted.hash():
-        stored = sharp.get("spec") if isinstance(sharp.get("spec"), dict) else {}
+        stored_spec = sharp.get("spec")
+        stored: dict = stored_spec if isinstance(stored_spec, dict) else {}
         changed = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in wanted.to_dict().items()
                    if k in stored and stored.get(k) != v and not (k == "notions" and sorted(stored[k]) == sorted(v))]
         return ("measured with other sharpness settings" + (f" ({', '.join(changed)})" if changed else

@@ -59,6 +59,7 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per run: label, seed, status, reached (1 / 0, NaN without a target) and every metric
     (NaN where absent)."""
     rows = []
+    value: Optional[float]       # a run's value of one metric, None when it has none
     for r in records:
         final, sharp = r.final or {}, r.sharpness_summary or {}
         row = {"label": r.label, "seed": r.seed, "hash": r.hash, "method": r.method, "status": r.status,
@@ -108,6 +109,7 @@ def aggregate(runs: pd.DataFrame, labels: Optional[Iterable[str]] = None) -> pd.
 
 
 def status_text(counts: pd.Series, total: int) -> str:
+    """"ok" when every run completed, else the runs by status in words ("4 completed, 1 diverged")."""
     parts = [f"{int(counts[k])} {k}" for k in ("completed", "diverged", "failed", "missing", "running",
                                                "interrupted") if counts.get(k, 0)]
     other = total - sum(int(counts.get(k, 0)) for k in ("completed", "diverged", "failed", "missing", "running",
@@ -185,6 +187,7 @@ def _runs_cell(row) -> str:
 
 
 def caption(study: Study, examples: Iterable[int] = ()) -> str:
+    """The study table's caption: what ran, how values aggregate, how sharpness was measured, what columns mean."""
     s = study.sharpness
     examples = sorted(set(examples))
     counts = "/".join(str(e) for e in examples) if examples else "?"
@@ -210,8 +213,10 @@ def _target_text(stop) -> str:
 
 
 def markdown(frame: pd.DataFrame) -> str:
+    """The frame as a Markdown table, every column but the first right-aligned, pipes in cells escaped."""
     cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+    lines = ["| " + " | ".join(cols) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(row[c]).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines)

@@ -34,8 +34,9 @@ class BiasConfig:
     tol_distance: float = 1e-3         # end point's (x1, x2) to its target, at the smallest rho
     tol_gap: float = 1e-3              # |L_rho / rho^2 - the limit's infimum|, at the smallest rho
     threads: int = 1
-    RULES: ClassVar[dict[str, Rule]] = {"rhos": POSITIVE, "start": FINITE, "notions": one_of(*NOTIONS), "max_iter": COUNT,
-                               "tol_distance": POSITIVE, "tol_gap": POSITIVE, "threads": COUNT}
+    RULES: ClassVar[dict[str, Rule]] = {"rhos": POSITIVE, "start": FINITE, "notions": one_of(*NOTIONS),
+                                        "max_iter": COUNT, "tol_distance": POSITIVE, "tol_gap": POSITIVE,
+                                        "threads": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""

@@ -30,7 +30,7 @@ from torch.func import grad, vmap
 
 from ...config import SamcliError
 from .. import plots, regimes
-from ..configs import COUNT, FINITE, NONNEGATIVE, POSITIVE, Rule, SEED, UNIT, at_least, require
+from ..configs import COUNT, FINITE, NONNEGATIVE, POSITIVE, SEED, UNIT, Rule, at_least, require
 from ..drift import Regression, output_jacobian
 from ..explicit_bias import max_loss, toy_loss
 from ..flows import ManifoldFlow

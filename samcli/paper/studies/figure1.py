@@ -15,7 +15,7 @@ import torch
 
 from ...sharpness import Settings, measure
 from .. import plots, regimes
-from ..configs import COUNT, FINITE, POSITIVE, Rule, SEED, at_least, require
+from ..configs import COUNT, FINITE, POSITIVE, SEED, Rule, at_least, require
 from ..flows import ManifoldFlow
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy

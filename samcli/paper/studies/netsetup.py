@@ -17,7 +17,7 @@ from ...models import ACTIVATIONS, build_model
 from ...objective import Batch, Objective
 from ...sharpness import Settings, measure
 from ...task import Task, resolve_device
-from ..configs import COUNT, POSITIVE, Rule, SEED, at_least, one_of, require
+from ..configs import COUNT, POSITIVE, SEED, Rule, at_least, one_of, require
 from ..drift import Regression, output_jacobian
 from ..skeleton import Log
 from ..trajectory import Trajectory, optimizer_settings, run_trajectory

@@ -3,11 +3,11 @@ and x_t aligns with +-v_1 (a 2-cycle x_{t+1} = -x_t)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from .. import plots, regimes
-from ..configs import COUNT, NONNEGATIVE, POSITIVE, Rule, SEED, at_least, require
+from ..configs import COUNT, NONNEGATIVE, POSITIVE, SEED, Rule, at_least, require
 from ..skeleton import Findings, Log, write_table
 from ..toys import angle_cos, quadratic, random_unit
 from ..trajectory import optimizer_settings, record_schedule, run_trajectory

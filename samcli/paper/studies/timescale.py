@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Optional
 import torch
 
 from .. import plots, regimes
-from ..configs import COUNT, FINITE, POSITIVE, Rule, SEED, at_least, one_of, require
+from ..configs import COUNT, FINITE, POSITIVE, SEED, Rule, at_least, one_of, require
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
 from ..trajectory import LABELS, METHODS, optimizer_settings, record_schedule, run_trajectory
