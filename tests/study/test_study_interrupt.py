@@ -136,7 +136,7 @@ def assert_resumes(raw_study, out: Path, finished: list[Path], reference: pd.Dat
 def test_sigint_ends_a_pool_study_and_it_resumes(tmp_path, reference, to_group):
     study, out, runs, code, stderr, below = interrupted_study(tmp_path, to_group, "--jobs", "3")
     assert code == 130
-    assert len(stderr) == 1 and stderr[0].startswith("interrupted: finished runs are kept"), stderr
+    assert len(stderr) == 1 and stderr[0].startswith("warning: interrupted: finished runs are kept"), stderr
     assert len(below) >= 3                  # the three workers (and multiprocessing's resource tracker)
     assert_nothing_left(below)
     for run_dir in runs["long"]:            # the runs in progress stopped as `samcli train` stops
