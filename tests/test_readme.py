@@ -9,8 +9,12 @@ example must exit 0 (or the code in EXIT_CODES). Where the README shows an examp
 fenced block introduced by "prints", and the default study's tables), the output must have the same shape:
 the same lines, rows, columns and labels, with every number free to differ and the timings not compared.
 
-Examples that cannot run literally are in SKIPS, each with its reason; the README's inline prerequisites
-(the run that `samcli sharpness results/runs/sam-example` measures) are in NEEDS.
+Examples that cannot run literally are in SKIPS, each with its reason; those skipped only for their time
+(SLOW: the default study) run with SAMCLI_README_SLOW=1. The README's inline prerequisites (the run that
+`samcli sharpness results/runs/sam-example` measures) are in NEEDS. Outputs the README shows in an older
+shape are in OUTPUT_DRIFT (strict xfail: delete the entry when the README is regenerated). The whole file
+took 3 min 5 s on this project's 2-core machine (the Python API block, which trains and checks the CI
+study, 88 s of it; the CLI's `samcli compare configs/ci.yaml` then reuses those runs).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,7 +56,6 @@ class Block:
     line: int                      # line number of the opening fence (1-based)
     text: str
     intro: str = ""                # the prose between the previous block and this one
-    examples: list[Example] = field(default_factory=list)
 
 
 def readme_blocks(text: str) -> list[Block]:
@@ -101,13 +104,21 @@ EXAMPLES = readme_examples(README_TEXT)
 # Lines of the README that do not run here, by their exact text, and why. Keep this list short.
 SKIPS = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && samcli compare":
-        "creates a venv and installs the package from the package index (not reachable from the test); "
-        "its `samcli compare` runs below, as the first line of the Compare block",
+        "creates a fresh venv and downloads and installs torch and the other dependencies into it (minutes, "
+        "gigabytes); its `samcli compare` is the Compare block's first line, listed below",
     'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test,ray]" && python -m pytest -q':
         "installs into a fresh venv and runs the whole suite, this file included: .ci/run runs exactly this line",
     "samcli compare STUDY.yaml --jobs 2 | --executor ray [--address ADDR]":
         "a template (STUDY.yaml, alternatives separated by |, an optional [--address ADDR]), not a command",
+    # slow: run with SAMCLI_README_SLOW=1
+    "samcli compare":
+        "slow: the embedded default study (18 runs) took 8 min 40 s wall, 4 min 27 s CPU, on this project's 2-core "
+        "machine shared with other jobs (load average ~5; the README's 1 min 45 s is the quiet machine)",
+    "samcli compare --from results/studies/default":
+        "re-renders the default study, which `samcli compare` (slow, skipped) trains; 10 s once it exists",
 }
+SLOW = {"samcli compare", "samcli compare --from results/studies/default"}
+RUN_SLOW = os.environ.get("SAMCLI_README_SLOW") == "1"
 
 # The README's inline prerequisites: an example runs these commands (in the same directory) first.
 SHARPNESS_RUN = re.search(r"on a run trained by `(samcli train [^`]*)`", README_TEXT)
@@ -179,6 +190,7 @@ class Workdir:
 
     def __init__(self, path: Path):
         self.path = path
+        path.mkdir()
         (path / "configs").symlink_to(ROOT / "configs", target_is_directory=True)
         shutil.copytree(ROOT / "results" / "baselines", path / "results" / "baselines")
         bin_dir = path.parent / "bin"
@@ -228,9 +240,14 @@ def workdir(tmp_path_factory) -> Workdir:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
 def test_readme_example(workdir: Workdir, example: Example):
-    if _key(example) in SKIPS:
-        pytest.skip(SKIPS[_key(example)])
+    skip(example)
     run(workdir, example)
+
+
+def skip(example: Example) -> None:
+    key = _key(example)
+    if key in SKIPS and not (RUN_SLOW and key in SLOW):
+        pytest.skip(SKIPS[key])
 
 
 def run(workdir: Workdir, example: Example) -> Outcome:
@@ -249,11 +266,17 @@ OUTPUT_DRIFT = {
 SHOWN = [e for e in EXAMPLES if e.output is not None]
 
 
-@pytest.mark.parametrize("example", [
-    pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=OUTPUT_DRIFT[_key(e)])) if _key(e) in OUTPUT_DRIFT
-    else e for e in SHOWN], ids=[e.id for e in SHOWN])
+def _drift(example: Example):
+    if _key(example) not in OUTPUT_DRIFT:
+        return example
+    mark = pytest.mark.xfail(strict=True, raises=AssertionError, reason=OUTPUT_DRIFT[_key(example)])
+    return pytest.param(example, marks=mark)
+
+
+@pytest.mark.parametrize("example", [_drift(e) for e in SHOWN], ids=[e.id for e in SHOWN])
 def test_readme_output_shape(workdir: Workdir, example: Example):
     """Where the README shows an example's output, the program's output has the same shape."""
+    skip(example)
     outcome = run(workdir, example)
     observed = outcome.stdout + _without_warnings(outcome.stderr)
     assert output_shape(observed) == output_shape(example.output), _shape_diff(observed, example.output)
@@ -325,8 +348,8 @@ def _shape_diff(observed: str, expected: str) -> str:
 
 
 def markdown_shape(text: str) -> list[tuple]:
-    """A markdown report's headings (any level), tables (header cells, first-column labels, cell counts;
-    numbers blanked) and prose lines (numbers blanked)."""
+    """A markdown report's headings (any level), tables (header cells, then each row's first cell and cell
+    count; numbers blanked) and prose lines (numbers blanked)."""
     shape: list[tuple] = []
     for line in text.splitlines():
         line = line.strip()
@@ -336,8 +359,10 @@ def markdown_shape(text: str) -> list[tuple]:
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             if all(re.fullmatch(r":?-+:?", cell) for cell in cells):
                 shape.append(("rule", tuple(cells)))
-            else:
+            elif shape and shape[-1][0] in ("row", "rule"):
                 shape.append(("row", len(cells), _numbers(cells[0])))
+            else:
+                shape.append(("header", *[_numbers(cell) for cell in cells]))
         elif line.startswith("#"):
             shape.append(("heading", line.lstrip("#").strip()))
         else:
@@ -345,9 +370,19 @@ def markdown_shape(text: str) -> list[tuple]:
     return shape
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "drift (the lead regenerates the README; then delete this mark): the main table's sharpness columns are "
+    "'lambda_1 | R^Max_rho | R^Asc_rho | alignment | Tr | R^Avg_rho | adaptive lambda_1 | adaptive Tr | adaptive "
+    "R^Max_rho | adaptive R^Avg_rho' in table.md, 'lambda_1 | Tr | R^Asc_rho | R^Max_rho | R^Avg_rho | alignment | "
+    "ada lambda_1 | ada Tr | ada R^Max | ada R^Avg' in the README; the four correlation tables list the notions as "
+    "lambda_1, R^Max_rho, R^Asc_rho, Tr, R^Avg_rho, E_k lambda_1(H_k), adaptive lambda_1, adaptive Tr, adaptive "
+    "R^Max_rho, adaptive R^Avg_rho, the README as lambda_1, Tr, R^Max_rho, R^Asc_rho, R^Avg_rho, E_k lambda_1(H_k), "
+    "adaptive R^Max_rho, adaptive R^Avg_rho, adaptive lambda_1, adaptive Tr"))
 def test_default_study_table_has_the_readme_shape(workdir: Workdir):
     """The README shows the default study's table.md (tables, notes, correlations): `samcli compare` writes
     one of the same shape."""
+    if not RUN_SLOW:
+        pytest.skip(SKIPS["samcli compare"])
     start = README_TEXT.index("\n| configuration |")
     end = README_TEXT.index("\n#### What the correlations show", start)
     shown = README_TEXT[start:end]
