@@ -13,8 +13,8 @@ Examples that cannot run literally are in SKIPS, each with its reason; those ski
 (SLOW: the default study) run with SAMCLI_README_SLOW=1. The README's inline prerequisites (the run that
 `samcli sharpness results/runs/sam-example` measures) are in NEEDS. Outputs the README shows in an older
 shape are in OUTPUT_DRIFT (strict xfail: delete the entry when the README is regenerated). The whole file
-took 2 min 35 s to 3 min 5 s on this project's 2-core machine (the Python API block, which trains and checks the CI
-study, 88 s of it; the CLI's `samcli compare configs/ci.yaml` then reuses those runs).
+took 2 min 35 s to 3 min 5 s on this project's 2-core machine (the Python API block, which trains and checks
+the CI study, 75-88 s of it; the CLI's `samcli compare configs/ci.yaml` then reuses those runs: 9 s).
 """
 from __future__ import annotations
 
