@@ -10,9 +10,10 @@ import csv
 import dataclasses
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import yaml

@@ -17,17 +17,26 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Optional, Protocol
 
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
-from .spec import RunSpec
-from .workers import (die_with_parent, interruptible_run, restore_registrations, signals_blocked, signals_noted,
-                      stop_when_told, stop_workers, user_registrations)
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
+from .spec import RunSpec
+from .workers import (
+    die_with_parent,
+    interruptible_run,
+    restore_registrations,
+    signals_blocked,
+    signals_noted,
+    stop_when_told,
+    stop_workers,
+    user_registrations,
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
             progress: Optional[ProgressFn] = None, threads: Optional[int] = None) -> RunRecord:
     """Train (action 'train') and/or measure (action 'measure') one run; return its record."""
     import warnings
+
     from ..train import train
     # torch's forward-mode AD (used by the curvature code) warns once about its own use of torch.jit
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)

@@ -19,7 +19,6 @@ makes are merged, so `method: [sgd, sam, msam] x m: [1, 4]` is 1 + 1 + 2 configu
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import re
@@ -50,7 +49,7 @@ def default_study_path() -> Path:
     return Path(str(files("samcli") / "studies" / "default.yaml"))
 
 
-def load_study(study: "str | Path | dict | Study | None" = None) -> Study:
+def load_study(study: str | Path | dict | Study | None = None) -> Study:
     """A Study from a path, a dict or None (the embedded default study)."""
     if isinstance(study, Study):
         return study

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
 from ..runs import write_json, write_text
 from ..spec.methods import method_names, unused_parameters
 from .correlations import CorrelationReport, correlation_report, sections, with_axes
-from .spec import Study
 from .rundir import RunRecord
+from .spec import Study
 from .table import aggregate, caption, display, markdown, runs_frame
 
 OUTPUTS = ("table.csv", "table.md", "study.json")
