@@ -44,6 +44,7 @@ class CompareResult:
 
     @property
     def failed_runs(self) -> int:
+        """How many of the study's runs failed (the table's `failed` column, summed)."""
         return int(self.table["failed"].sum())
 
     def to_json(self) -> dict:
@@ -114,6 +115,7 @@ def correlations_json(report: CorrelationReport) -> dict:
 
 def table_markdown(study: Study, table: pd.DataFrame, corr: CorrelationReport, notes: Iterable[str] = (),
                    examples: Iterable[int] = ()) -> str:
+    """table.md: the study's table with its caption, the correlation sections and any notes, as markdown."""
     parts = [f"# Study {study.name}", ""]
     if study.description:
         parts += [" ".join(study.description.split()), ""]
