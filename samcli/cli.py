@@ -206,6 +206,7 @@ def train(
 SHARPNESS_OPTIONS = {"rho": "--rho", "samples": "--samples", "notions": "--notions", "exact": "--exact",
                      "seed": "--seed"}
 SHARPNESS_INTERRUPTED = "interrupted: nothing was written (a sharpness.json already there is unchanged)"
+DEFAULT_NOTIONS_SHOWN = " ".join(DEFAULT_NOTIONS)     # --notions' default, as --help shows it
 
 
 def _settings(items: Sequence[str]) -> dict:
@@ -238,7 +239,7 @@ def sharpness(
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
     notions: list[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable).",
-                                      show_default=" ".join(DEFAULT_NOTIONS)),
+                                      show_default=DEFAULT_NOTIONS_SHOWN),
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -329,7 +330,8 @@ def compare(
 def reproduce(
     name: Optional[str] = typer.Argument(None, help="Study name (see --list), or all."),
     list_: bool = typer.Option(False, "--list", help="List the studies and exit."),
-    quick: bool = typer.Option(False, "--quick", help="Small settings (seconds; for tests): the config's quick: section."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="Small settings (seconds; for tests): the config's quick: section."),
     out: Path = typer.Option(Path("results/paper"), help="Base directory; each study writes OUT/NAME/."),
     config: Optional[Path] = typer.Option(None, help="Study YAML (default: the packaged NAME.yaml); one study only."),
     set_: list[str] = typer.Option([], "--set", help="Override a study config key: --set rho=0.1 (one study only)."),
@@ -356,6 +358,7 @@ def reproduce(
 
 
 def main() -> None:
+    """The `samcli` console script: run the Typer app."""
     app()
 
 

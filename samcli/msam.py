@@ -21,14 +21,23 @@ which and why; the last two show only while running and are caught there).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
 from .ascent import ascent_step
-from .curvature.factors import factored_forward, gradients, gram_is_cheaper, lookup, norms, rule_for, squared_norms
+from .curvature.factors import (
+    Entry,
+    factored_forward,
+    gradients,
+    gram_is_cheaper,
+    lookup,
+    norms,
+    rule_for,
+    squared_norms,
+)
 from .errors import ConfigError
 from .objective import Batch, Objective
 
@@ -47,9 +56,10 @@ def _check(objective: Objective, batch: Batch, m: int) -> None:
 
 def _factored_layers(objective: Objective) -> tuple[Optional[dict[str, nn.Module]], str]:
     """The layers the factorized path handles, or None and the reason it cannot run."""
-    if objective.call is None or objective.output_loss is None:
+    if objective.call is None or objective.output_loss is None or objective.module is None:
         return None, "the task is not a model (no module to hook)"
-    layers, covered = {}, set()
+    layers: dict[str, nn.Module] = {}
+    covered: set[str] = set()
     for name, module in objective.module.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):    # even without buffers or parameters
             return None, f"layer {name} ({type(module).__name__}) mixes the examples of a batch"
@@ -137,13 +147,15 @@ class _LayerFactors:
     is m g_j (the caller applies 1/m per group, never to A or Delta); the bias's patch is a constant 1."""
 
     def __init__(self, module: nn.Module, a: Tensor, delta: Tensor, m: int):
-        self.module, self.rule, self.bias = module, rule_for(module), float(module.bias is not None)
+        # _factored_layers took only the layers the table covers
+        self.module, self.rule, self.bias = module, cast(Entry, rule_for(module)), float(module.bias is not None)
         patches, rows = self.rule.patches(module, a), self.rule.rows(module, delta)
         groups = a.shape[0] // m
         self.A = patches.reshape(groups, -1, patches.shape[-1])
         self.Delta = rows.reshape(groups, -1, rows.shape[-1])
-        self.kernel = None
-        if use_kernel(*self.A.shape[1:], self.Delta.shape[2]):
+        self.kernel: Optional[Tensor] = None
+        rows_per_group, features = self.A.shape[1:]
+        if use_kernel(rows_per_group, features, self.Delta.shape[2]):
             self.kernel, self.kernel_bias = gradients(self.A, self.Delta, self.bias)    # m g_j
 
     def sq_norms(self) -> Tensor:
@@ -167,13 +179,16 @@ class _LayerFactors:
 def _forward(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, batch: Batch, hook):
     """Sum of per-example losses with `hook(name, module, input, output)` on every factored layer;
     returns (loss sum, leaf x)."""
+    call, output_loss = objective.call, objective.output_loss
+    if call is None or output_loss is None:      # _factored_layers refused such a task
+        raise _Unsupported("the task is not a model (no module to hook)")
     x = theta.detach().requires_grad_(True)
     handles = [module.register_forward_hook(lambda mod, args, out, name=name: hook(name, mod, args[0], out))
                for name, module in layers.items()]
     try:
         with torch.enable_grad():
-            outputs = objective.call(objective.unflatten(x), objective.buffers, batch.inputs)
-            losses = objective.output_loss(outputs, batch.targets)
+            outputs = call(objective.unflatten(x), objective.buffers, batch.inputs)
+            losses = output_loss(outputs, batch.targets)
     finally:
         for handle in handles:
             handle.remove()
@@ -182,7 +197,9 @@ def _forward(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, 
     return losses.sum(), x
 
 
-def _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size):
+def _factorized(objective: Objective, layers: dict[str, nn.Module], theta: Tensor, batch: Batch, rho: float, m: int,
+                grad_eps: float, chunk_size: int) -> tuple[Tensor, float, float]:
+    """msam_direction by the layers' factors: one unperturbed and one batched perturbed pass per chunk."""
     direction, g_sum, loss_sum = torch.zeros_like(theta), torch.zeros_like(theta), 0.0
     for part in _group_chunks(batch, m, chunk_size):
         seen: dict[str, tuple[Tensor, Tensor]] = {}
@@ -197,7 +214,7 @@ def _factorized(objective, layers, theta, batch, rho, m, grad_eps, chunk_size):
         grads = torch.autograd.grad(loss, [x] + [seen[n][1] for n in names], allow_unused=True,
                                     materialize_grads=True)
         factors = {n: _LayerFactors(layers[n], seen[n][0], delta, m) for n, delta in zip(names, grads[1:])}
-        lengths = torch.sqrt(sum(f.sq_norms() for f in factors.values()))
+        lengths = torch.sqrt(cast(Tensor, sum(f.sq_norms() for f in factors.values())))   # a layer at least
         if m > 1:
             lengths = lengths / m                                          # ||g_j||
         scale = rho / (lengths + grad_eps)                                 # s_j, one per group

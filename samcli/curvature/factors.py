@@ -26,11 +26,14 @@ for every entry.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch.nn.modules.conv import _ConvNd
 
 
 class LinearFactors:
@@ -66,20 +69,24 @@ class ConvFactors:
 
     def covers(self, module: nn.Module) -> bool:
         """Groups = 1, zero padding given as numbers."""
-        return module.groups == 1 and not isinstance(module.padding, str) and module.padding_mode == "zeros"
+        conv = cast("_ConvNd", module)
+        return conv.groups == 1 and not isinstance(conv.padding, str) and conv.padding_mode == "zeros"
 
     def patches(self, module: nn.Module, x: Tensor) -> Tensor:
         """Windows as strided views, then one copy, positions innermost: (n, K, P) in memory, returned
         as its (n, P, K) transpose (on CPU several times faster than F.unfold's im2col, or than copying
         with the patch innermost, except on tiny maps)."""
+        conv = cast("_ConvNd", module)
+        padding = cast(tuple[int, ...], conv.padding)      # covered: numbers, not a string
         dims = x.dim() - 2
         n = x.shape[0]
-        if any(module.padding):
-            x = F.pad(x, [p for p in reversed(module.padding) for _ in range(2)])
-        for i, (k, s, d) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
+        if any(padding):
+            x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+        for i, (k, s, d) in enumerate(zip(conv.kernel_size, conv.stride, conv.dilation)):
             x = x.unfold(2 + i, (k - 1) * d + 1, s)          # (n, C, *out, *windows)
-        if any(d > 1 for d in module.dilation):
-            x = x[(..., *(slice(None, None, d) for d in module.dilation))]
+        if any(d > 1 for d in conv.dilation):
+            index: tuple[Any, ...] = (..., *(slice(None, None, d) for d in conv.dilation))
+            x = x[index]
         x = x.permute(0, 1, *range(2 + dims, 2 + 2 * dims), *range(2, 2 + dims))     # (n, C, *windows, *out)
         return x.reshape(n, -1, math.prod(x.shape[2 + dims:])).transpose(1, 2)
 
@@ -94,13 +101,15 @@ class ConvFactors:
     def grouped_forward(self, module: nn.Module, x: Tensor, weight: Tensor, bias: Tensor, scale: Tensor) -> Tensor:
         """As LinearFactors.grouped_forward, by one convolution with groups = G over (m, G x C_in, ...)
         inputs: no patches unfolded."""
+        conv = cast("_ConvNd", module)
+        padding = cast(tuple[int, ...], conv.padding)      # covered: numbers, not a string
         groups, channels = weight.shape[:2]
         m = x.shape[0] // groups
-        kernels = (scale.view(groups, 1, 1) * weight).reshape(groups * channels, *module.weight.shape[1:])
+        kernels = (scale.view(groups, 1, 1) * weight).reshape(groups * channels, *conv.weight.shape[1:])
         spatial = x.shape[2:]
         x = x.reshape(groups, m, -1, *spatial).transpose(0, 1).reshape(m, -1, *spatial)
         convolve = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
-        z = convolve(x, kernels, None, module.stride, module.padding, module.dilation, groups)
+        z = convolve(x, kernels, None, conv.stride, padding, conv.dilation, groups)
         out = z.shape[2:]
         z = z.reshape(m, groups, channels, *out).transpose(0, 1).reshape(groups * m, channels, *out)
         shift = (scale.view(groups, 1) * bias).repeat_interleave(m, 0)

@@ -14,12 +14,15 @@ nonzero eigenvalues of the per-example G_k.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
 from ..objective import Batch, Objective, cross_entropy, squared_error
-from .factors import gram_matrix, rule_for
+from .factors import Entry, gram_matrix, rule_for
 
 
 def supports_ggn(objective: Objective) -> bool:
@@ -56,7 +59,8 @@ class GGNOperator:
     def _chunk(self, chunk: Batch, vectors: Tensor) -> Tensor:
         def f(t):
             return self.objective.outputs(t, chunk.inputs)
-        outputs, pullback = vjp(f, self.theta)
+        # torch.func.vjp returns a pair without has_aux (its annotation is the union with the triple)
+        outputs, pullback = cast("tuple[Tensor, Callable[..., tuple[Tensor, ...]]]", vjp(f, self.theta))
         jv = vmap(lambda v: jvp(f, (self.theta,), (v,))[1])(vectors)
         lam_jv = output_hessian_apply(self.objective, outputs.detach(), jv)
         return vmap(lambda u: pullback(u)[0])(lam_jv)
@@ -78,6 +82,8 @@ class GGNOperator:
 def per_example_gram(objective: Objective, theta: Tensor, data: Batch) -> Tensor:
     """(n, C, C) Gram matrices A_k^T J_k J_k^T A_k, by the per-layer factorization; every parameter
     must belong to a Linear/Conv layer the table covers, each called once."""
+    if objective.module is None:
+        raise ValueError("per_example_gram needs an objective built from a module (Objective.from_module)")
     modules = dict(objective.module.named_modules())
     owners = list(dict.fromkeys(name.rsplit(".", 1)[0] if "." in name else "" for name in objective.names))
     if any(rule_for(modules[o]) is None for o in owners):
@@ -87,7 +93,7 @@ def per_example_gram(objective: Objective, theta: Tensor, data: Batch) -> Tensor
     def hook(name, module, args, out):
         if name in captured:
             raise ValueError(f"per_example_gram: layer {name} is called twice")
-        captured[name] = (rule_for(module).patches(module, args[0].detach()), out)
+        captured[name] = (cast(Entry, rule_for(module)).patches(module, args[0].detach()), out)   # checked above
     handles = [modules[o].register_forward_hook(lambda mod, args, out, o=o: hook(o, mod, args, out)) for o in owners]
     try:
         with torch.enable_grad():
@@ -102,7 +108,7 @@ def per_example_gram(objective: Objective, theta: Tensor, data: Batch) -> Tensor
     gram = torch.zeros_like(roots)
     for o, delta in zip(owners, deltas):
         module = modules[o]
-        rows = rule_for(module).rows(module, delta, lead=1)                 # (C, n, P, Cout)
+        rows = cast(Entry, rule_for(module)).rows(module, delta, lead=1)    # (C, n, P, Cout)
         gram += gram_matrix(captured[o][0], rows, float(module.bias is not None))
     return gram
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from ..objective import Batch, Objective
-from .factors import FACTORS, gram_is_cheaper, rule_for, squared_norms
+from .factors import FACTORS, Entry, gram_is_cheaper, rule_for, squared_norms
 from .ggn import output_hessian_sqrt, supports_ggn
 
 PATCHED = tuple(FACTORS)
@@ -111,7 +111,7 @@ def _capture(layer: _Layer):
             xhat = (x - module.running_mean.view(shape)) / (module.running_var.view(shape) + module.eps).sqrt()
             layer.inputs = xhat.reshape(x.shape[0], x.shape[1], -1)
         else:
-            layer.inputs = rule_for(module).patches(module, x)
+            layer.inputs = cast(Entry, rule_for(module)).patches(module, x)     # a factorable layer
         if layer.output is not None:
             raise _CalledTwice(layer.name)
         layer.output = output
@@ -125,7 +125,7 @@ class _CalledTwice(Exception):
 def _plan(objective: Objective, theta: Tensor, example: Tensor) -> tuple[list[_Layer], list[str], int, int]:
     """Which layers are factored (and how), which go to the fallback, the number of outputs C and
     the hooked activations per example, from one example's forward pass."""
-    modules = dict(objective.module.named_modules())
+    modules = dict(cast(nn.Module, objective.module).named_modules())     # ggn_trace checked: a module's
     owners = list(dict.fromkeys(name.rsplit(".", 1)[0] if "." in name else "" for name in objective.names))
     layers = [_Layer(o, modules[o]) for o in owners if _factorable(modules[o])]
     fallback = [o for o in owners if not _factorable(modules[o])]
@@ -138,11 +138,13 @@ def _plan(objective: Objective, theta: Tensor, example: Tensor) -> tuple[list[_L
             fallback.append(str(twice))
     elements = 0
     for layer in layers:
+        # the forward's hooks set each layer's inputs and output
+        inputs, output = cast(Tensor, layer.inputs), cast(Tensor, layer.output)
         if isinstance(layer.module, PATCHED):
-            p, k = layer.inputs.shape[1:]
-            cout = rule_for(layer.module).rows(layer.module, layer.output).shape[-1]
+            p, k = inputs.shape[1:]
+            cout = cast(Entry, rule_for(layer.module)).rows(layer.module, output).shape[-1]
             layer.gram = _prefer_gram(classes, cout, k, p)
-        elements += layer.output.numel()
+        elements += output.numel()
         layer.inputs = layer.output = None
     return layers, fallback, classes, elements
 
@@ -166,12 +168,12 @@ def _forward(objective: Objective, theta: Tensor, inputs: Tensor, layers: list[_
 
 def _squared_norms(layer: _Layer, delta: Tensor) -> Tensor:
     """sum over pseudo-losses and examples of the layer's squared per-example gradient norm."""
-    module, a = layer.module, layer.inputs
+    module, a = layer.module, cast(Tensor, layer.inputs)      # set by the forward's hook
     bias = float(module.bias is not None)
     if isinstance(module, NORMS):            # per channel: sum_p delta_p xhat_p and sum_p delta_p
         delta = delta.reshape(*delta.shape[:3], -1)                        # (C, n, ch, P)
         return (delta * a).sum(3).pow(2).sum() + delta.sum(3).pow(2).sum() * bias
-    rows = rule_for(module).rows(module, delta, lead=1)                     # (C, n, P, Cout)
+    rows = cast(Entry, rule_for(module)).rows(module, delta, lead=1)        # (C, n, P, Cout)
     return squared_norms(a, rows, bias, layer.gram).sum()
 
 
@@ -180,7 +182,8 @@ def _factored_sum(objective: Objective, theta: Tensor, inputs: Tensor, layers: l
     roots = output_hessian_sqrt(objective, outputs.detach())                 # (n, C, C)
     # d(a_c . f)/dz for every c at once: grad_outputs batched over the C columns of A
     # a layer whose output does not reach f (a dead branch) has zero gradients: allow_unused
-    deltas = torch.autograd.grad(outputs, [layer.output for layer in layers], grad_outputs=roots.permute(2, 0, 1),
+    hooked = [cast(Tensor, layer.output) for layer in layers]        # set by the forward's hooks
+    deltas = torch.autograd.grad(outputs, hooked, grad_outputs=roots.permute(2, 0, 1),
                                  is_grads_batched=True, allow_unused=True)
     total = sum(_squared_norms(layer, delta).item() for layer, delta in zip(layers, deltas) if delta is not None)
     for layer in layers:
@@ -205,7 +208,8 @@ def _vmapped_sum(objective: Objective, theta: Tensor, inputs: Tensor, names: lis
 def ggn_trace(objective: Objective, theta: Tensor, data: Batch, chunk_size: int = 4096) -> Optional[GGNTrace]:
     """Exact Tr(G) of the mean loss over `data`; None when no per-example identity exists (loss
     outside cross-entropy/MSE, or a BatchNorm on batch statistics)."""
-    if not supports_ggn(objective) or any(_couples_examples(m) for m in objective.module.modules()):
+    if objective.module is None or not supports_ggn(objective) or any(
+            _couples_examples(m) for m in objective.module.modules()):
         return None
     theta = theta.detach()
     layers, fallback, classes, elements = _plan(objective, theta, data.inputs[:1])

@@ -10,9 +10,10 @@ import csv
 import dataclasses
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import yaml
@@ -25,7 +26,7 @@ Log = Callable[[str], None]
 
 
 def quiet(_: str) -> None:
-    pass
+    """The default log: says nothing."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class PaperStudy:
 
 @dataclass(frozen=True)
 class StudyResult:
+    """A finished paper study: its directory, verdicts, time, mode, the files it wrote and its tables."""
+
     name: str
     out_dir: Path
     verdicts: list[Verdict]
@@ -59,9 +62,11 @@ class StudyResult:
 
     @property
     def ok(self) -> bool:
+        """Whether no verdict failed (open verdicts do not count against the study)."""
         return all(v.passed is not False for v in self.verdicts)
 
     def verdict(self, vid: str) -> Verdict:
+        """The verdict with id `vid`; KeyError if the study has none."""
         for v in self.verdicts:
             if v.id == vid:
                 return v
@@ -74,6 +79,7 @@ class StudyResult:
 
 
 def run_study(study: PaperStudy, cfg: Any, out: Path, *, quick: bool, log: Log = quiet, **kwargs) -> StudyResult:
+    """Run a study's body in OUT (config.yaml, pinned threads, timing) and write verdicts.md and results.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -136,6 +142,7 @@ def write_table(out_dir: Path, name: str, rows: list[dict], digits: int = 4) -> 
 
 
 def table_markdown(rows: list[dict], digits: int = 4) -> str:
+    """rows as a markdown table, numbers rounded to `digits`; empty for no rows."""
     if not rows:
         return ""
     keys = _columns(rows)

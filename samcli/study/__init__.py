@@ -8,7 +8,8 @@
 The study directory (default results/studies/<name>) holds study.yaml (the study as run),
 runs/<config_hash>/ (one run directory each, see rundir.py), table.csv, table.md, study.json and
 the plots; it holds one study (another is refused unless `overwrite`). The modules by role:
-spec.py (Study, RunSpec, Tolerance, Ordering: the bottom of the floor), grid.py (building a study), rundir.py (run directories and
+spec.py (Study, RunSpec, Tolerance, Ordering: the bottom of the floor), grid.py (building a study),
+rundir.py (run directories and
 records), executors.py (where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
 (intervals, granulated Kendall, gaps, confounds), report.py (the files and the result), plots.py,
 baseline.py (the baseline files, checks and lifecycle).
@@ -38,6 +39,7 @@ STUDY_FILE = "study.yaml"
 
 
 def default_study_dir(study: Study) -> Path:
+    """Where a study's directory goes by default: results/studies/<name>."""
     return Path("results/studies") / study.name
 
 

@@ -84,6 +84,7 @@ def _num(value):
 
 
 def make_baseline(study: Study, table: pd.DataFrame) -> dict:
+    """A baseline from a study's aggregated table: per configuration its run counts and each metric's mean and std."""
     rows = {}
     for label, row in table.iterrows():
         metrics = {}
@@ -100,6 +101,7 @@ def make_baseline(study: Study, table: pd.DataFrame) -> dict:
 
 
 def write_baseline(path: str | Path, baseline: dict) -> Path:
+    """Write `baseline` as JSON to `path`; return the path."""
     from ..runs import write_json
     path = Path(path)
     write_json(path, baseline)
@@ -253,6 +255,7 @@ def _row(check, label, metric, baseline, current, allowed, ok, detail) -> dict:
 
 
 def display_diff(diff: pd.DataFrame) -> pd.DataFrame:
+    """The baseline diff for display: numbers as text, each check's verdict as 'ok' or 'REGRESSION'."""
     def f(v):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     return pd.DataFrame([{"check": r["check"], "configuration": r["configuration"], "metric": r["metric"],

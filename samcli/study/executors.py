@@ -17,17 +17,26 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Optional, Protocol, TypeVar
 
 from ..config import SamcliError
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
-from .spec import RunSpec
-from .workers import (die_with_parent, interruptible_run, restore_registrations, signals_blocked, signals_noted,
-                      stop_when_told, stop_workers, user_registrations)
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
+from .spec import RunSpec
+from .workers import (
+    die_with_parent,
+    interruptible_run,
+    restore_registrations,
+    signals_blocked,
+    signals_noted,
+    stop_when_told,
+    stop_workers,
+    user_registrations,
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ Job = tuple[RunSpec, Path, str]          # (spec, run directory, action: train |
 
 
 class Executor(Protocol):
+    """Where a study's runs execute: `run(todo, sharpness, emit)` returns one record per job."""
+
     def run(self, todo: list[Job], sharpness: dict, emit: ProgressFn) -> list[RunRecord]:
         """Train and/or measure every job; one record per job, in order (a run that raised is 'failed')."""
 
@@ -83,6 +94,7 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
             progress: Optional[ProgressFn] = None, threads: Optional[int] = None) -> RunRecord:
     """Train (action 'train') and/or measure (action 'measure') one run; return its record."""
     import warnings
+
     from ..train import train
     # torch's forward-mode AD (used by the curvature code) warns once about its own use of torch.jit
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
@@ -91,6 +103,7 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
         torch.set_num_threads(threads)
     emit = progress or (_QUEUE.put if _QUEUE is not None else None)
     run_dir = Path(run_dir)
+    status: Optional[str]
 
     def on_step(step: int, total: int, loss: float) -> None:
         every = max(1, total // 200)
@@ -128,8 +141,12 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
 
 # ---- the one result collector ------------------------------------------------------------------
 
-def collect(handles: dict, wait_some: Callable[[list], tuple[Iterable, list]],
-            outcome: Callable[[object], RunRecord], emit: ProgressFn,
+Handle = TypeVar("Handle")
+
+
+def collect(handles: dict[Handle, tuple[RunSpec, Path]],
+            wait_some: Callable[[list[Handle]], tuple[Iterable[Handle], list[Handle]]],
+            outcome: Callable[[Handle], RunRecord], emit: ProgressFn,
             catch: tuple[type[BaseException], ...] = (Exception,)) -> dict[str, RunRecord]:
     """Wait for every handle (handle -> (spec, run_dir)), in the order `wait_some(pending) -> (done,
     pending)` hands them back; `outcome(handle)` is the run's record, or raises one of `catch` (the
@@ -144,7 +161,7 @@ def collect(handles: dict, wait_some: Callable[[list], tuple[Iterable, list]],
                 record, message = outcome(handle), ""
             except catch as err:
                 record = RunRecord.failed(spec, run_dir, err)
-                message = record.error
+                message = record.error or ""      # always set on a failed record
             records[spec.hash] = record
             emit(Event("done", spec.hash, spec.label, spec.seed, status=record.status, message=message))
     return records
@@ -158,6 +175,7 @@ def _without_done(emit: ProgressFn) -> ProgressFn:
 # ---- local: this process, or a pool of spawned processes -----------------------------------------
 
 def cpu_count() -> int:
+    """The cores this process may run on (its affinity where the OS tells it, else all of them)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -177,6 +195,7 @@ class LocalExecutor:
     jobs: int = 1
 
     def run(self, todo: list[Job], sharpness: dict, emit: ProgressFn) -> list[RunRecord]:
+        """Train and/or measure every job here or in the pool; one record per job, in order."""
         handles = {i: (spec, Path(run_dir)) for i, (spec, run_dir, _) in enumerate(todo)}
         if self.jobs <= 1 or len(todo) <= 1:
             def one(i: int) -> RunRecord:
@@ -263,6 +282,7 @@ class RayExecutor:
     cpus_per_run: int = 1
 
     def run(self, todo: list[Job], sharpness: dict, emit: ProgressFn) -> list[RunRecord]:
+        """Train and/or measure every job as a Ray task; one record per job, in order."""
         started = not _ray_initialized()
         ray = self._connect()
         gpus = ray.cluster_resources().get("GPU", 0)

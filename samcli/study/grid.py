@@ -19,7 +19,6 @@ makes are merged, so `method: [sgd, sam, msam] x m: [1, 4]` is 1 + 1 + 2 configu
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import re
@@ -46,11 +45,12 @@ SHORT = {v: k for k, v in ALIASES.items()}
 # ---- loading --------------------------------------------------------------------------------
 
 def default_study_path() -> Path:
+    """The path of the embedded default study (samcli/studies/default.yaml)."""
     from importlib.resources import files
     return Path(str(files("samcli") / "studies" / "default.yaml"))
 
 
-def load_study(study: "str | Path | dict | Study | None" = None) -> Study:
+def load_study(study: str | Path | dict | Study | None = None) -> Study:
     """A Study from a path, a dict or None (the embedded default study)."""
     if isinstance(study, Study):
         return study
@@ -68,6 +68,7 @@ def load_study(study: "str | Path | dict | Study | None" = None) -> Study:
 
 
 def parse_study(raw: dict, source: Optional[str] = None) -> Study:
+    """A Study from its raw mapping: validated, with every run's config built; `source` names it in errors."""
     where = f"study {source}" if source else "study"
     unknown = [k for k in raw if k not in STUDY_KEYS]
     if unknown:
@@ -89,7 +90,9 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
 
     points = _points(raw, where)
     seeds = _seeds(raw, where)
-    runs, seen, by_label = [], {}, {}
+    runs: list[RunSpec] = []
+    seen: dict[str, RunSpec] = {}
+    by_label: dict[tuple[str, int], RunSpec] = {}
     for label, overrides in points:
         for seed in seeds:
             spec = _build_run(base, label, overrides, seed, where)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
 from ..runs import write_json, write_text
 from ..spec.methods import method_names, unused_parameters
 from .correlations import CorrelationReport, correlation_report, sections, with_axes
-from .spec import Study
 from .rundir import RunRecord
+from .spec import Study
 from .table import aggregate, caption, display, markdown, runs_frame
 
 OUTPUTS = ("table.csv", "table.md", "study.json")
@@ -43,6 +44,7 @@ class CompareResult:
 
     @property
     def failed_runs(self) -> int:
+        """How many of the study's runs failed (the table's `failed` column, summed)."""
         return int(self.table["failed"].sum())
 
     def to_json(self) -> dict:
@@ -113,6 +115,7 @@ def correlations_json(report: CorrelationReport) -> dict:
 
 def table_markdown(study: Study, table: pd.DataFrame, corr: CorrelationReport, notes: Iterable[str] = (),
                    examples: Iterable[int] = ()) -> str:
+    """table.md: the study's table with its caption, the correlation sections and any notes, as markdown."""
     parts = [f"# Study {study.name}", ""]
     if study.description:
         parts += [" ".join(study.description.split()), ""]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..config import ConfigError, TrainConfig
 
@@ -24,6 +25,8 @@ class StudyError(ConfigError):
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run of a study: its configuration's label, its seed, the overrides and the config they make."""
+
     label: str                 # the configuration (a table row); seeds of one label are aggregated
     seed: int
     overrides: dict            # dotted keys -> values applied to the base (for display)
@@ -32,15 +35,19 @@ class RunSpec:
 
     @property
     def method(self) -> str:
+        """The run's optimizer method (the config's `optimizer.method`)."""
         return self.config.optimizer.method
 
     @property
     def name(self) -> str:
+        """The run's display name: its label and seed."""
         return f"{self.label} seed {self.seed}"
 
 
 @dataclass(frozen=True)
 class Ordering:
+    """A baseline ordering 'LABEL METRIC < LABEL METRIC': its text, both sides and the comparison."""
+
     text: str
     left: str
     left_metric: str
@@ -51,15 +58,20 @@ class Ordering:
 
 @dataclass(frozen=True)
 class Tolerance:
+    """A baseline tolerance of one metric: absolute and relative to the reference value."""
+
     abs: float = 0.0
     rel: float = 0.0
 
     def allowed(self, reference: float) -> float:
+        """The deviation from `reference` the tolerance allows: abs + rel * |reference|."""
         return self.abs + self.rel * abs(reference)
 
 
 @dataclass(frozen=True)
 class Study:
+    """A study: its runs, their configurations in order, the sharpness spec and the baseline's checks."""
+
     name: str
     raw: dict = field(repr=False)              # the study as written (study.yaml in the study directory)
     runs: tuple[RunSpec, ...] = field(repr=False)

@@ -16,8 +16,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_PATIENCE = 10.0    # seconds a told worker has to stop its run and write its summary before it is killed
