@@ -24,8 +24,9 @@ from .studies.quadratic import QuadraticConfig, quadratic_study
 from .studies.timescale import TimescaleConfig, timescale
 
 STUDIES = {s.name: s for s in [
-    PaperStudy("figure1", "4-parameter toy: GD, full-batch SAM, 1-SAM, ascent-GD end points; limiting flows and their gap",
-          Figure1Config, figure1),
+    PaperStudy("figure1",
+               "4-parameter toy: GD, full-batch SAM, 1-SAM, ascent-GD end points; limiting flows and their gap",
+               Figure1Config, figure1),
     PaperStudy("bias", "Thm 4.2 / Table 1: minimizers of L^Max, L^Asc, L^Avg (line search) go to argmin F1, F2, F1+F2 "
           "as rho shrinks", BiasConfig, bias),
     PaperStudy("quadratic",

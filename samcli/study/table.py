@@ -22,8 +22,8 @@ import pandas as pd
 from ..spec.measure import columns
 
 if TYPE_CHECKING:
-    from .spec import Study
     from .rundir import RunRecord
+    from .spec import Study
 
 # the run-level metrics; the sharpness columns come from the notion registry (samcli/spec/measure.py)
 RUN_METRICS = ("test_accuracy", "test_loss", "train_loss")
