@@ -307,14 +307,23 @@ class RayExecutor:
             spec, run_dir = refs[ref]
             _write_back(run_dir, ray.get(ref))
             return RunRecord.read(run_dir, spec)
-        try:
-            records = collect(refs, lambda pending: ray.wait(pending, num_returns=1, timeout=1.0), outcome, emit)
-        except KeyboardInterrupt:     # Ctrl-C: no task may keep running (cancelling a finished one is a no-op)
-            for ref in refs:
-                ray.cancel(ref, force=True)
-            if started:               # the instance this study started goes with it, its workers too
-                ray.shutdown()
-            raise
+        # Ctrl-C to the group also reaches Ray's workers, whose tasks then fail: the signal is noted and read
+        # between waits (and once more at the end), so the study ends interrupted, never as failed runs
+        with signals_noted() as interrupted:
+            def wait_some(pending):
+                if interrupted():
+                    raise KeyboardInterrupt
+                return ray.wait(pending, num_returns=1, timeout=1.0)
+            try:
+                records = collect(refs, wait_some, outcome, emit)
+                if interrupted():
+                    raise KeyboardInterrupt
+            except KeyboardInterrupt:     # no task may keep running (cancelling a finished one is a no-op)
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+                if started:               # the instance this study started goes with it, its workers too
+                    ray.shutdown()
+                raise
         return [records[spec.hash] for spec, _, _ in todo]
 
     def _connect(self):
