@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,7 +20,7 @@ from typer.core import TyperGroup
 from . import render
 from ._version import __version__
 from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
-from .errors import short_repr
+from .errors import SamcliWarning, short_repr
 from .spec.methods import get_method, method_names
 
 # Typer vendors its own copy of Click in some versions: find its ClickException by name, not by import
@@ -88,6 +89,20 @@ def _print_version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="Print samcli's version and exit.")) -> None:
     """Benchmark Sharpness-Aware Minimization: train, measure sharpness, compare."""
+    warnings.showwarning = _one_line_warning
+    # torch's forward-mode AD (the curvature code) warns once about its own use of torch.jit: not the user's
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """samcli's own warnings (a regenerated cache ...) as the CLI's one warning line; others as Python shows them."""
+    if issubclass(category, SamcliWarning):
+        render.warn(str(message))
+    else:
+        _python_warning(message, category, filename, lineno, file, line)
+
+
+_python_warning = warnings.showwarning
 
 
 def fail(message: str) -> None:
@@ -178,7 +193,8 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
     """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
-    Exit code 0: completed; 1: diverged; 2: bad input (nothing trained); 130: interrupted (Ctrl-C, SIGTERM)."""
+    Exit code 0: completed; 1: diverged; 2: bad input (nothing trained) or a run file that cannot be written
+    (full disk, quota: the run is marked failed); 130: interrupted (Ctrl-C, SIGTERM)."""
     from .train import halt_line
     from .train import train as run_training
     raw = load_yaml(config) if config else {}

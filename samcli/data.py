@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, DataConfig
+from .errors import SamcliWarning
 from .objective import Batch
 
 TORCHVISION_SETS = {
@@ -110,7 +111,7 @@ def mnist1d_cache() -> Path:
     return Path(os.environ.get("SAMCLI_CACHE", Path.home() / ".cache" / "samcli")) / "mnist1d.npz"
 
 
-class CacheWarning(UserWarning):
+class CacheWarning(SamcliWarning):
     """A damaged data cache was replaced, or a fresh one could not be kept."""
 
 

@@ -98,3 +98,8 @@ def unknown_choice(key: str, value: object, choices: Iterable[str]) -> ConfigErr
     near = near_miss(value, choices)
     hint = f" (did you mean {near}?)" if near else ""
     return ConfigError(f"{key}={short_repr(value)} is unknown{hint}; choose one of {', '.join(choices)}")
+
+
+class SamcliWarning(UserWarning):
+    """Something the user must know that did not stop the work (a cache regenerated): one line, which the
+    CLI prints as its own `warning:` line."""

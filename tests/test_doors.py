@@ -248,3 +248,22 @@ def test_a_damaged_cache_that_cannot_be_regenerated_is_one_line(good_cache, tmp_
         load_data(DataConfig(name="mnist1d"))
     assert "pip install mnist1d" in one_line(err.value)
     assert cache.read_bytes() == good[: len(good) // 2]     # left for the user to inspect, not replaced
+
+
+def test_a_regenerated_cache_is_one_warning_line_on_the_command_line(good_cache, tmp_path):
+    """Through the real CLI (a subprocess, so Python's own warning display is what would show): one
+    `warning:` line naming the cache, and the run trains."""
+    import os
+    import subprocess
+    import sys
+    good, _ = good_cache
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _truncated(good, cache / "mnist1d.npz")
+    env = dict(os.environ, SAMCLI_CACHE=str(cache), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "samcli.cli", "train", "--dataset", "mnist1d", "--steps", "1",
+                           "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: the mnist1d cache") and str(cache) in lines[0], lines
