@@ -72,7 +72,7 @@ def test_compare_prints_its_table_on_stdout_and_the_rest_on_stderr(tmp_path):
 def test_python_train_overwrite_true_removes_the_old_run_and_its_sharpness_report(tmp_path):
     out = tmp_path / "run"
     train(tiny_cfg(), out)
-    samcli.measure_run(out, notions=["ascent"])
+    assert runner.invoke(app, ["sharpness", str(out), "--notions", "ascent"]).exit_code == 0
     assert (out / "sharpness.json").is_file()
     with pytest.raises(samcli.SamcliError, match="already holds a run"):
         train(tiny_cfg(steps=3), out)
@@ -135,10 +135,8 @@ def test_kill_9_of_a_training_leaves_it_running_with_whole_metrics_records(tmp_p
 def _finished_study(tmp_path):
     raw = tiny_study(seeds=[0])
     raw["variants"] = raw["variants"][:1]
-    events = []
     result = samcli.compare(raw, out=tmp_path / "s", jobs=1)
-    run_dir = result.study_dir / "runs" / result.runs.iloc[0]["hash"]
-    return raw, run_dir, events
+    return raw, result.study_dir / "runs" / result.runs.iloc[0]["hash"]
 
 
 @pytest.mark.parametrize("tamper, note", [
@@ -148,7 +146,7 @@ def _finished_study(tmp_path):
 def test_a_reused_checkpoint_must_hold_the_right_parameter_count_and_finite_weights(tmp_path, tamper, note):
     """The rerun reuses a run only if the checkpoint loads with the right parameter count (finite for a completed
     run), even when the summary's sha256 was made to match."""
-    raw, run_dir, _ = _finished_study(tmp_path)
+    raw, run_dir = _finished_study(tmp_path)
     state = torch.load(run_dir / CHECKPOINT, weights_only=True)
     state["theta"] = tamper(state["theta"])
     torch.save(state, run_dir / CHECKPOINT)
@@ -173,7 +171,7 @@ def test_compare_exits_1_when_a_run_failed(tmp_path, monkeypatch):
     path = write_study(tmp_path / "s.yaml", tiny_study(seeds=[0]))
     result = runner.invoke(app, ["compare", str(path), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"])
     assert result.exit_code == 1, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "GD seed 0 failed: RuntimeError: CUDA out of memory" in result.stderr
 
 
 def test_reproduce_exits_1_when_a_prediction_fails(tmp_path):
