@@ -123,7 +123,7 @@ def compare_outcome(result) -> None:
     diverged = int(result.table["diverged"].sum()) if "diverged" in result.table else 0
     warn(f"{diverged} run(s) diverged; the table counts them and the notes say where" if diverged else None)
     if result.failed_runs:
-        info(f"{result.failed_runs} run(s) failed; see the notes above")
+        warn(f"{result.failed_runs} run(s) failed; see the notes above")
 
 
 def frame_table(frame, title: str) -> Table:
