@@ -32,8 +32,8 @@ from .curvature.factors import (
     Entry,
     factored_forward,
     gradients,
-    gram_is_cheaper,
     lookup,
+    multiply_adds,
     norms,
     rule_for,
     squared_norms,
@@ -137,41 +137,56 @@ def vmapped_msam_direction(objective: Objective, theta: Tensor, batch: Batch, rh
 
 def use_kernel(rows: int, features: int, channels: int) -> bool:
     """Materialize the group kernel (rows x features x channels multiply-adds per group) rather than
-    work with patch Grams? rows = m x patches per example (curvature/factors.py's cost rule)."""
-    return not gram_is_cheaper(rows, features, channels)
+    work with patch Grams (rows^2 (features + channels))? rows = m x patches per example. The counts are
+    curvature/factors.py's `multiply_adds`; m-SAM leaves the bias's term uncounted and takes Grams on a
+    tie, as it always has (its float32 directions depend on the choice)."""
+    gram, materialized = multiply_adds(rows, features, channels, bias=0)
+    return gram > materialized
 
 
 class _LayerFactors:
     """One layer's unperturbed factors for a chunk of G groups of m examples: patches A (G, mP, D)
-    and output gradients Delta (G, mP, C), both of the SUM of per-example losses: their layer gradient
-    is m g_j (the caller applies 1/m per group, never to A or Delta); the bias's patch is a constant 1."""
+    and output gradients Delta (G, mP, C), both of the SUM of per-example losses (their layer gradient
+    is m g_j); the bias's patch is a constant 1.
+
+    Bitwise m-SAM: the float operations are those m-SAM has always done, so its float32 directions do
+    not move at rounding level. The 1/m is applied where it always was (the group kernel and the
+    bias's 1/m, the Gram sum's 1/m^2, the factored correction before s_j): for an m that is not a
+    power of two, s_j / m applied to m g_j rounds differently. Patches are made contiguous (n, P, K),
+    the layout m-SAM's matrix products always read (MKL rounds some shapes differently on the
+    table's transposed (n, K, P) copy; for m > 1 the reshape into groups copies anyway)."""
 
     def __init__(self, module: nn.Module, a: Tensor, delta: Tensor, m: int):
         # _factored_layers took only the layers the table covers
         self.module, self.rule, self.bias = module, cast(Entry, rule_for(module)), float(module.bias is not None)
-        patches, rows = self.rule.patches(module, a), self.rule.rows(module, delta)
+        self.m = m
+        patches, rows = self.rule.patches(module, a).contiguous(), self.rule.rows(module, delta)
         groups = a.shape[0] // m
         self.A = patches.reshape(groups, -1, patches.shape[-1])
         self.Delta = rows.reshape(groups, -1, rows.shape[-1])
         self.kernel: Optional[Tensor] = None
         rows_per_group, features = self.A.shape[1:]
         if use_kernel(rows_per_group, features, self.Delta.shape[2]):
-            self.kernel, self.kernel_bias = gradients(self.A, self.Delta, self.bias)    # m g_j
+            kernel, self.kernel_bias = gradients(self.A, self.Delta, self.bias / m)     # bias: g_j's
+            self.kernel = kernel / m if m > 1 else kernel                               # g_j
 
     def sq_norms(self) -> Tensor:
-        """m^2 ||g_j||^2 of this layer's weight and bias, per group."""
+        """||g_j||^2 of this layer's weight and bias, per group."""
         if self.kernel is not None:
-            return norms(self.kernel, self.kernel_bias)
-        return squared_norms(self.A, self.Delta, self.bias, gram=True)
+            return norms(self.kernel, cast(Tensor, self.kernel_bias))
+        total = squared_norms(self.A, self.Delta, self.bias, gram=True)        # m^2 ||g_j||^2
+        return total / self.m ** 2 if self.m > 1 else total
 
     def correction(self, a_perturbed: Tensor, output: Tensor, scale: Tensor) -> Tensor:
-        """scale_j m g_j applied to the perturbed pass's layer input, shaped as the layer output."""
+        """s_j g_j applied to the perturbed pass's layer input, shaped as the layer output."""
         if self.kernel is not None:
             return self.rule.grouped_forward(self.module, a_perturbed, self.kernel, self.kernel_bias, scale)
         groups = scale.shape[0]
-        patches = self.rule.patches(self.module, a_perturbed)
+        patches = self.rule.patches(self.module, a_perturbed).contiguous()
         per_example_rows = patches.shape[1]
         z = factored_forward(self.A, self.Delta, self.bias, patches.reshape(groups, -1, patches.shape[-1]))
+        if self.m > 1:
+            z = z / self.m                                                     # m g_j a' -> g_j a'
         z = (scale.view(groups, 1, 1) * z).reshape(-1, per_example_rows, z.shape[-1])
         return self.rule.as_output(self.module, z, output)
 
@@ -214,14 +229,11 @@ def _factorized(objective: Objective, layers: dict[str, nn.Module], theta: Tenso
         grads = torch.autograd.grad(loss, [x] + [seen[n][1] for n in names], allow_unused=True,
                                     materialize_grads=True)
         factors = {n: _LayerFactors(layers[n], seen[n][0], delta, m) for n, delta in zip(names, grads[1:])}
-        lengths = torch.sqrt(cast(Tensor, sum(f.sq_norms() for f in factors.values())))   # a layer at least
-        if m > 1:
-            lengths = lengths / m                                          # ||g_j||
+        lengths = torch.sqrt(cast(Tensor, sum(f.sq_norms() for f in factors.values())))   # ||g_j||, a layer at least
         scale = rho / (lengths + grad_eps)                                 # s_j, one per group
-        per_sum = scale / m if m > 1 else scale                            # for the factors' m g_j
 
-        def perturb(name, module, a, out, factors=factors, per_sum=per_sum):
-            return out + factors[name].correction(a, out, per_sum)
+        def perturb(name, module, a, out, factors=factors, scale=scale):
+            return out + factors[name].correction(a, out, scale)
 
         perturbed_loss, x = _forward(objective, layers, theta, part, perturb)
         (d,) = torch.autograd.grad(perturbed_loss, x)

@@ -75,7 +75,8 @@ class ConvFactors:
     def patches(self, module: nn.Module, x: Tensor) -> Tensor:
         """Windows as strided views, then one copy, positions innermost: (n, K, P) in memory, returned
         as its (n, P, K) transpose (on CPU several times faster than F.unfold's im2col, or than copying
-        with the patch innermost, except on tiny maps)."""
+        with the patch innermost, except on tiny maps). A matrix product reads the two layouts in
+        different orders: a consumer whose float32 bits must not move (m-SAM) copies it contiguous."""
         conv = cast("_ConvNd", module)
         padding = cast(tuple[int, ...], conv.padding)      # covered: numbers, not a string
         dims = x.dim() - 2
@@ -134,10 +135,17 @@ def rule_for(module: nn.Module) -> Optional[Entry]:
 
 # ---- the rules on (a, delta), the same for every entry -------------------------------------------
 
+def multiply_adds(rows: int, features: int, channels: int, gradients: int = 1, bias: int = 1) -> tuple[int, int]:
+    """(patch Grams, materialized gradients): multiply-adds per example, (features + gradients (channels
+    + bias)) rows^2 against gradients x rows x features x channels; `bias` 0 leaves the bias's term of
+    the Gram rule uncounted."""
+    return (features + gradients * (channels + bias)) * rows * rows, gradients * rows * features * channels
+
+
 def gram_is_cheaper(rows: int, features: int, channels: int, gradients: int = 1) -> bool:
-    """Patch Grams ((features + gradients (channels + 1)) rows^2 multiply-adds per example) rather than
-    materialized gradients (gradients x rows x features x channels)?"""
-    return (features + gradients * (channels + 1)) * rows * rows < gradients * rows * features * channels
+    """Patch Grams rather than materialized gradients (`multiply_adds`; a tie is materialized)?"""
+    gram, materialized = multiply_adds(rows, features, channels, gradients)
+    return gram < materialized
 
 
 def gradients(a: Tensor, delta: Tensor, bias: float) -> tuple[Tensor, Tensor]:
