@@ -93,7 +93,6 @@ class MeasureConfig(MeasureSpec):
     lanczos_iters: int = 30
     finite: bool = False
     stochastic_examples: int = 0
-
     RULES = {**MeasureSpec.RULES, "every": _int_rule(0)}
 
     def spec(self) -> MeasureSpec:
@@ -202,6 +201,8 @@ def load_yaml(path: str | Path) -> dict:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    except ValueError as err:      # an integer of more than 4300 digits: Python refuses to convert it
+        raise ConfigError(f"config file {path} holds a value YAML cannot read ({str(err)[:80]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
     return raw
@@ -214,7 +215,7 @@ def apply_override(raw: dict, item: str) -> None:
     key, text = item.split("=", 1)
     try:
         value = yaml.load(text, Loader=YamlLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):      # ValueError: an integer beyond Python's 4300-digit limit
         value = text
     set_dotted(raw, key.strip(), value)
 

@@ -267,3 +267,15 @@ def test_a_regenerated_cache_is_one_warning_line_on_the_command_line(good_cache,
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: the mnist1d cache") and str(cache) in lines[0], lines
+
+
+def test_an_integer_beyond_pythons_digit_limit_is_one_line(tmp_path):
+    """YAML hands Python a 5000-digit integer, which int() refuses (ValueError): still one line."""
+    huge = "9" * 5000
+    line = refused(["train", "--dataset", "synthetic", "--set", f"seed={huge}", "--out", str(tmp_path / "r"),
+                    "--quiet"])
+    assert "seed=" in line and len(line) < 400, line
+    path = tmp_path / "huge.yaml"
+    path.write_text(f"seed: {huge}\n")
+    line = refused(["train", str(path), "--out", str(tmp_path / "r2"), "--quiet"])
+    assert "holds a value YAML cannot read" in line, line
