@@ -232,9 +232,12 @@ def _settings(items: Sequence[str]) -> dict:
         apply_override(knobs, item)
     for key, value in knobs.items():
         if key in SHARPNESS_OPTIONS:        # one knob, one way in: else which of the two values holds?
-            shown = " ".join(map(str, value)) if isinstance(value, list) else value
-            raise SamcliError(f"--set {key}=... sets a knob that has its own option; pass "
-                              f"{SHARPNESS_OPTIONS[key]} {shown} instead")
+            option = SHARPNESS_OPTIONS[key]
+            if isinstance(value, bool):     # a flag takes no value
+                use = f"pass {option} instead" if value else f"leave {option} out instead"
+            else:
+                use = f"pass {option} {' '.join(map(str, value)) if isinstance(value, list) else value} instead"
+            raise SamcliError(f"--set {key}=... sets a knob that has its own option; {use}")
     return knobs
 
 

@@ -299,3 +299,11 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refuse_empty_out(out, example: str) -> None:
+    """`--out ''` (an unset shell variable: Path('') is Path('.')) would write among whatever the current
+    directory holds: refused, with `example` as the kind of path to pass instead."""
+    if out is not None and str(out).strip() in ("", "."):
+        raise SamcliError(f"--out {str(out)!r} is empty or the current directory (an unset shell variable?); "
+                          f"pass a directory such as {example} (or the current one by its full path)")

@@ -20,7 +20,6 @@ import torch
 from . import _version
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
-from .errors import SamcliError
 from .methods import direction_for
 from .objective import Batch
 from .runs import (
@@ -32,6 +31,7 @@ from .runs import (
     RunFileError,
     file_sha256,
     open_run_dir,
+    refuse_empty_out,
     save_checkpoint,
     write_json,
     write_yaml,
@@ -142,11 +142,7 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     n = len(train_data)
     batch_size = n if o.batch_size == "full" else o.batch_size
 
-    if out is not None and str(out).strip() in ("", "."):
-        # Path("") is Path("."): an unset shell variable ($OUT) would put the run files among whatever the
-        # current directory holds
-        raise SamcliError(f"--out {str(out)!r} is empty or the current directory (an unset shell variable?); "
-                          "pass a run directory such as results/runs/NAME (or the current one by its full path)")
+    refuse_empty_out(out, "results/runs/NAME")
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     log = None
     if write:

@@ -182,3 +182,88 @@ def test_reproduce_exits_1_when_a_prediction_fails(tmp_path):
     assert proc.returncode == 1, proc.stderr
     verdicts = [v for study in json.loads(proc.stdout) for v in study["verdicts"]]
     assert "FAIL" in {v["status"] for v in verdicts}
+
+
+# ---- found by the review of issues #16 / #17 ----------------------------------------------------------
+
+def test_an_empty_out_is_refused_by_compare_and_reproduce_too(tmp_path, monkeypatch):
+    """`--out ''` (an unset shell variable) must not write a study or the paper's results into the current
+    directory, from any command."""
+    import yaml
+    from study_helpers import tiny_study
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("the user's own file\n")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(tiny_study(seeds=[0])))
+    for args in (["compare", "s.yaml", "--out", "", "--quiet"], ["reproduce", "quadratic", "--quick", "--out", ""]):
+        result = CliRunner().invoke(app, args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and "empty or the current directory" in lines[0], result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "s.yaml"]
+
+
+def test_a_spec_made_directly_is_checked_like_one_built():
+    from samcli import MeasureSpec, SamcliError
+    for bad, fragment in [({"directions": "abc"}, "directions='abc' must be a finite integer"),
+                          ({"directions": "4"}, "directions='4' must be a finite integer"),
+                          ({"exact": "no"}, "exact='no' must be True or False"),
+                          ({"notions": ["flat"]}, "unknown sharpness notion 'flat'")]:
+        with pytest.raises(SamcliError) as err:
+            MeasureSpec(**bad)
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert MeasureSpec(directions=8.0).hash() == MeasureSpec.build({"directions": 8}).hash()
+
+
+def test_measure_run_refuses_a_truthy_string_for_exact(tmp_path):
+    from samcli import SamcliError, measure_run, train
+    train({"data": {"name": "synthetic", "n_train": 16, "n_test": 4, "dim": 3, "classes": 2}, "steps": 2,
+           "model": {"name": "mlp", "widths": [4]}, "device": "cpu", "optimizer": {"batch_size": 8}}, tmp_path / "run")
+    with pytest.raises(SamcliError, match="exact='no' must be True or False"):
+        measure_run(tmp_path / "run", exact="no")
+
+
+@pytest.mark.parametrize("item, advice", [("exact=true", "pass --exact instead"),
+                                          ("exact=false", "leave --exact out instead"),
+                                          ("seed=3", "pass --seed 3 instead")])
+def test_sharpness_set_of_an_option_knob_gives_advice_that_works(tmp_path, item, advice):
+    from samcli import train
+    train({"data": {"name": "synthetic", "n_train": 16, "n_test": 4, "dim": 3, "classes": 2}, "steps": 2,
+           "model": {"name": "mlp", "widths": [4]}, "device": "cpu", "optimizer": {"batch_size": 8}}, tmp_path / "run")
+    result = CliRunner().invoke(app, ["sharpness", str(tmp_path / "run"), "--set", item])
+    assert result.exit_code == 2 and advice in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "sharpness.json").exists()
+
+
+@pytest.mark.parametrize("args, hint", [(["reproduce", "Quadratic", "--quick"], "did you mean quadratic?"),
+                                        (["compare", "--executor", "Ray"], "did you mean ray?")])
+def test_names_in_the_wrong_case_get_a_hint_everywhere(args, hint):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and hint in result.stderr, result.stderr
+
+
+def test_a_worker_that_ignores_the_stop_is_killed_after_the_patience():
+    """stop_workers tells each worker (SIGTERM) and kills one that outlives the patience: a real process
+    that ignores SIGTERM."""
+    import multiprocessing
+    import time
+    from samcli.study.workers import stop_workers
+
+    class Pool:
+        def shutdown(self, wait, cancel_futures):
+            pass
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    stubborn = ctx.Process(target=_ignore_sigterm_and_sleep, args=(ready,))
+    stubborn.start()
+    assert ready.wait(120)                                 # its handler is set
+    started = time.monotonic()
+    stop_workers(Pool(), [stubborn], drain=lambda: None, patience=1.0)
+    assert not stubborn.is_alive() and stubborn.exitcode == -9, stubborn.exitcode
+    assert time.monotonic() - started < 10
+
+
+def _ignore_sigterm_and_sleep(ready) -> None:
+    import signal
+    import time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(60)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import ConfigError
+from ..errors import near_miss
+from ..runs import refuse_empty_out
 from .configs import load_study_config
 from .skeleton import Log, PaperStudy, StudyResult, quiet, run_study, write_index
 from .studies.batchsize import BatchsizeConfig, batchsize
@@ -46,7 +48,9 @@ STUDIES = {s.name: s for s in [
 def study_named(name: str) -> PaperStudy:
     """The registered study called `name`; an unknown name is a ConfigError listing the studies."""
     if name not in STUDIES:
-        raise ConfigError(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all (see --list)")
+        near = near_miss(name, [*STUDIES, "all"])
+        hint = f" (did you mean {near}?)" if near else ""
+        raise ConfigError(f"unknown study {name!r}{hint}; choose from {', '.join(STUDIES)} or all (see --list)")
     return STUDIES[name]
 
 
@@ -56,6 +60,7 @@ def reproduce_study(name: str, out: Optional[Path] = None, *, quick: bool = Fals
     (e.g. toy=Figure1Toy(F1, F2) for figure1 and timescale)."""
     study = study_named(name)
     cfg = load_study_config(study.config, name, config, quick, overrides)
+    refuse_empty_out(out, "results/paper/NAME")
     out = Path(out) if out is not None else Path("results/paper") / name
     return run_study(study, cfg, out, quick=quick, log=log, **kwargs)
 
@@ -65,6 +70,7 @@ def reproduce(name: str, out: Path = Path("results/paper"), *, quick: bool = Fal
               on_result: Callable[[StudyResult], None] = lambda _: None) -> list[StudyResult]:
     """One study (into OUT/NAME/) or "all" of them, then OUT/summary.md and summary.json;
     `on_result` sees each study as it finishes."""
+    refuse_empty_out(out, "results/paper")
     if name != "all":
         study_named(name)
     elif config is not None or overrides:

@@ -279,19 +279,23 @@ class MeasureSpec:
                 shown = short_repr(value).replace("{", "{{").replace("}", "}}")
                 raise SpecError(f"{name(key)}={short_repr(value)} {problem}", key,
                                 "{}=" + f"{shown} {problem}" if cli else "")
-        values = {**(dataclasses.asdict(base) if base is not None else {}), **raw}
-        for key in ("k", "lanczos_iters", "trace_probes", "ascent_iters", "ascent_restarts", "directions",
-                    "stochastic_examples", "seed"):
-            if key in values:
-                values[key] = int(values[key])
-        for key in ("rho", "lanczos_tol", "ascent_tol", "zero_tol", "adaptive_rho"):
-            if key in values:
-                values[key] = float(values[key])
-        if values.get("samples") is not None:
-            values["samples"] = int(values["samples"])
-        if "notions" in values:
-            values["notions"] = tuple(values["notions"])
-        return cls(**values)
+        return cls(**{**(dataclasses.asdict(base) if base is not None else {}), **raw})
+
+    def __post_init__(self) -> None:
+        """A spec made directly (`MeasureSpec(directions=8)`) is checked like one made by `build`, and its
+        numbers made canonical (3.0 -> 3 for a count), so equal specs hash equal."""
+        object.__setattr__(self, "notions", _notions(self.notions, str))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "notions" or (f.name == "samples" and value is None):
+                continue
+            problem = self.RULES[f.name](value)
+            if problem:
+                raise SpecError(f"{f.name}={short_repr(value)} {problem}", f.name,
+                                "{}=" + short_repr(value).replace("{", "{{").replace("}", "}}") + f" {problem}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                kind = int if f.type in ("int", "Optional[int]") else float
+                object.__setattr__(self, f.name, kind(value))
 
     def replace(self, **changes) -> MeasureSpec:
         """A copy with some knobs changed, checked like `build`."""

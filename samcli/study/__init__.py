@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import SamcliError, load_yaml
-from ..runs import write_yaml
+from ..runs import refuse_empty_out, write_yaml
 from .baseline import refuse_bad_baseline, settle_baseline
 from .executors import Event, ProgressFn, make_executor
 from .grid import load_study, parse_study
@@ -66,6 +66,7 @@ def compare(study=None, *, out: str | Path | None = None, executor: str = "local
     study = load_study(study)
     runner = make_executor(executor, jobs, address)
     refuse_bad_baseline(study, baseline, update_baseline)
+    refuse_empty_out(out, "results/studies/NAME")
     study_dir = Path(out) if out is not None else default_study_dir(study)
     make_study_dir(study_dir)
     with study_lock(study_dir, wait):

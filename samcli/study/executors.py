@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional, Protocol, TypeVar
 
 from ..config import SamcliError
+from ..errors import near_miss
 from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 from .spec import RunSpec
@@ -362,7 +363,9 @@ EXECUTORS: dict[str, Callable[[int, Optional[str]], Executor]] = {
 def make_executor(name: str = "local", jobs: Optional[int] = 1, address: Optional[str] = None) -> Executor:
     """The executor called `name`, checked: jobs None means one per core (auto_jobs), else at least 1."""
     if name not in EXECUTORS:
-        raise SamcliError(f"--executor {name!r} is unknown; choose {' or '.join(EXECUTORS)}")
+        near = near_miss(name, EXECUTORS)
+        raise SamcliError(f"--executor {name!r} is unknown{f' (did you mean {near}?)' if near else ''}; "
+                          f"choose {' or '.join(EXECUTORS)}")
     if jobs is None:
         jobs = auto_jobs()
     elif jobs < 1:
