@@ -43,7 +43,7 @@ from .toys import DT, Figure1Toy
 
 D = 4
 FIGURE1_START = (0.5, 1.0, 0.3, 0.3)        # the figure-1 study's default start
-NOTIONS = ("max", "asc", "avg")
+TOY_NOTIONS = ("max", "asc", "avg")
 # notion -> (the minimizer it is drawn to, the limit of L_rho / rho^2 there, as a function of (F1, F2))
 TARGETS = {"max": ("argmin F1", "lambda_1/2 = F1", lambda f1, f2: f1),
            "asc": ("argmin F2", "lambda_M/2 = F2", lambda f1, f2: f2),
@@ -135,14 +135,14 @@ def average_loss(toy: Figure1Toy, x: Tensor, rho: float, directions: Tensor = SP
 
 def check_notion(notion: str, rho: float = 1.0) -> None:
     """Refuse an unknown notion name or a radius rho <= 0 with a SamcliError."""
-    if notion not in NOTIONS:
-        raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(NOTIONS)}")
+    if notion not in TOY_NOTIONS:
+        raise SamcliError(f"unknown sharpness notion {notion!r}; choose from {', '.join(TOY_NOTIONS)}")
     if not rho > 0:
         raise SamcliError(f"rho must be > 0, got {rho}")
 
 
 def loss_and_grad(toy: Figure1Toy, notion: str, x: Tensor, rho: float) -> tuple[Tensor, Tensor]:
-    """(L_rho(x), grad L_rho(x)) for notion in NOTIONS, float64."""
+    """(L_rho(x), grad L_rho(x)) for notion in TOY_NOTIONS, float64."""
     check_notion(notion, rho)
     if notion == "max":
         return max_loss(toy, x, rho)
@@ -259,7 +259,7 @@ def minimize(toy: Figure1Toy, notion: str, rho: float, start: Sequence[float] = 
 
 
 def explicit_bias(toy: Figure1Toy, rhos: Sequence[float] = (0.3, 0.1, 0.05, 0.02),
-                  notions: Sequence[str] = NOTIONS, start: Sequence[float] = FIGURE1_START,
+                  notions: Sequence[str] = TOY_NOTIONS, start: Sequence[float] = FIGURE1_START,
                   max_iter: int = 1000) -> tuple[BiasResult, ...]:
     """Every (notion, rho) minimization, in the order notions x rhos."""
     for notion, rho in itertools.product(notions, rhos):      # all bad input refused before any work
@@ -268,6 +268,6 @@ def explicit_bias(toy: Figure1Toy, rhos: Sequence[float] = (0.3, 0.1, 0.05, 0.02
     return tuple(minimize(toy, notion, rho, start, max_iter, minimizers) for notion in notions for rho in rhos)
 
 
-__all__ = ["FIGURE1_START", "NOTIONS", "TARGETS", "SPHERE_DESIGN", "BiasResult", "toy_loss", "six_hundred_cell",
+__all__ = ["FIGURE1_START", "TOY_NOTIONS", "TARGETS", "SPHERE_DESIGN", "BiasResult", "toy_loss", "six_hundred_cell",
            "check_notion", "worst_perturbation", "max_loss", "ascent_loss", "average_loss", "loss_and_grad", "minimize",
            "explicit_bias"]

@@ -20,11 +20,11 @@ from ..spec.measure import MeasureSpec, default_notions
 from .measure import measure
 from .report import SharpnessReport
 
-__all__ = ["measure_sharpness", "measure_run", "measure", "MeasureSpec", "Settings", "SharpnessReport", "NOTIONS",
-           "SharpnessInputError", "build_spec"]
+__all__ = ["measure_sharpness", "measure_run", "measure", "MeasureSpec", "Settings", "SharpnessReport",
+           "DEFAULT_NOTIONS", "SharpnessInputError", "build_spec"]
 
 Settings = MeasureSpec          # the name this knob set had before it was the one measurement spec
-NOTIONS = DEFAULT_NOTIONS = default_notions()
+DEFAULT_NOTIONS = default_notions()
 # knobs with their own keyword in measure_sharpness / measure_run (the rest arrive through **settings)
 NAMED = ("rho", "notions", "samples", "seed", "exact")
 

@@ -140,8 +140,10 @@ def baseline_problem(data: Any) -> str:
         if key in data and not isinstance(data[key], str):
             return f"{key}={data[key]!r} must be a string"
     configurations = data.get("configurations")
-    if not isinstance(configurations, dict) or not configurations:
+    if not isinstance(configurations, dict):
         return "holds no 'configurations' (a mapping of configuration -> its counts and metrics)"
+    if not configurations:
+        return "has an empty 'configurations': a baseline that names no configuration would check nothing"
     for label, ref in configurations.items():
         where = f"configurations.{label}"
         if not isinstance(ref, dict):

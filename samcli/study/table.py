@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 import pandas as pd
 
-from ..spec.measure import columns
+from ..spec.measure import MeasureSpec, columns
 
 if TYPE_CHECKING:
     from .rundir import RunRecord
@@ -201,9 +201,18 @@ def caption(study: Study, examples: Iterable[int] = ()) -> str:
     return (f"Study {study.name}: {len(study.labels)} configurations x {len(seeds)} seeds ({len(study.runs)} runs). "
             f"{trained}Values are mean ± sample std over seeds whose run completed; steps, epochs and seconds "
             f"(training wall time) over every run that trained. Sharpness at rho={s.get('rho')} measured on {samples} "
-            f"(model in eval mode): lambda_1 (top Hessian eigenvalue, Lanczos), Tr (Hessian trace), "
+            f"(model in eval mode; {_spec_text(s)}): lambda_1 (top Hessian eigenvalue, Lanczos), Tr (Hessian trace), "
             f"R^Max/R^Asc/R^Avg the worst/ascent/average-direction sharpness at finite rho, alignment |cos(g, v_1)|. "
             f"Diverged runs and runs that missed the target are counted and never dropped silently.")
+
+
+def _spec_text(sharpness: dict) -> str:
+    """The measurement spec in a few words: its hash and the knobs it sets away from their defaults."""
+    spec = MeasureSpec.build(sharpness)
+    defaults = MeasureSpec().to_dict()
+    changed = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in spec.to_dict().items()
+               if k not in ("rho", "samples") and v != defaults[k]]
+    return f"spec {spec.hash()}" + (f": {', '.join(changed)}" if changed else ", every other knob at its default")
 
 
 def _target_text(stop) -> str:

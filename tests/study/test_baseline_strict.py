@@ -70,7 +70,7 @@ def _set(path: str, value):
 
 
 BAD_FILES = [
-    ("no configurations", _set("configurations", {}), "holds no 'configurations'"),
+    ("no configurations", _set("configurations", {}), "has an empty 'configurations'"),
     ("configurations a list", _set("configurations", []), "holds no 'configurations'"),
     ("mean a string", _set("configurations.GD.metrics.test_accuracy.mean", "0.5"),
      "configurations.GD.metrics.test_accuracy.mean='0.5' must be a finite number or null"),
@@ -155,7 +155,7 @@ def test_an_empty_baseline_does_not_pass(done, tmp_path):
     root, raw, path, out, baseline, stored = done
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"study": "tiny", "configurations": {}}))
-    assert_refused(invoke("--from", out, "--baseline", empty), "holds no 'configurations'")
+    assert_refused(invoke("--from", out, "--baseline", empty), "has an empty 'configurations'")
     study = load_study(raw)
     table = render_from(out).table
     diff, ok = check_baseline(study, table, {"study": "tiny", "configurations": {}})

@@ -15,7 +15,7 @@ from typing import ClassVar, Optional
 
 from .. import plots, regimes
 from ..configs import COUNT, FINITE, POSITIVE, Rule, one_of, require
-from ..explicit_bias import NOTIONS, TARGETS, explicit_bias
+from ..explicit_bias import TARGETS, TOY_NOTIONS, explicit_bias
 from ..skeleton import Findings, Log, write_table
 from ..toys import Figure1Toy
 
@@ -29,12 +29,12 @@ class BiasConfig:
     """The bias study's settings: radii, start point, notions, L-BFGS budget and tolerances."""
     rhos: list[float] = field(default_factory=lambda: [0.3, 0.1, 0.05, 0.02])
     start: list[float] = field(default_factory=lambda: [0.5, 1.0, 0.3, 0.3])
-    notions: list[str] = field(default_factory=lambda: list(NOTIONS))
+    notions: list[str] = field(default_factory=lambda: list(TOY_NOTIONS))
     max_iter: int = 1000               # L-BFGS iterations per minimization
     tol_distance: float = 1e-3         # end point's (x1, x2) to its target, at the smallest rho
     tol_gap: float = 1e-3              # |L_rho / rho^2 - the limit's infimum|, at the smallest rho
     threads: int = 1
-    RULES: ClassVar[dict[str, Rule]] = {"rhos": POSITIVE, "start": FINITE, "notions": one_of(*NOTIONS),
+    RULES: ClassVar[dict[str, Rule]] = {"rhos": POSITIVE, "start": FINITE, "notions": one_of(*TOY_NOTIONS),
                                         "max_iter": COUNT, "tol_distance": POSITIVE, "tol_gap": POSITIVE,
                                         "threads": COUNT}
 
@@ -42,8 +42,8 @@ class BiasConfig:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         require(len(self.start) == 4, f"start={self.start} must be 4 numbers (x1, x2, x3, x4)")
         require(len(self.rhos) >= 1, "rhos must list at least one radius")
-        require(all(n in NOTIONS for n in self.notions) and bool(self.notions),
-                f"notions must be among {', '.join(NOTIONS)}")
+        require(all(n in TOY_NOTIONS for n in self.notions) and bool(self.notions),
+                f"notions must be among {', '.join(TOY_NOTIONS)}")
 
 
 def bias(cfg: BiasConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None) -> Findings:
