@@ -134,6 +134,8 @@ def files(tmp_path_factory):
     """Paths the cases refer to by name: a finished run, a diverged run, broken files, a study."""
     root = tmp_path_factory.mktemp("bad-input")
     train(tiny_cfg(), root / "run")
+    from samcli.study.rundir import measure_and_record
+    measure_and_record(root / "run", stochastic_examples=2, directions=4)   # a good report a refusal must keep
     train(tiny_cfg(**{"data": {"name": "synthetic", "n_train": 16, "n_test": 8, "dim": 3, "classes": 2,
                                "task": "regression"}, "loss": "mse", "steps": 50,
                       "optimizer": {"method": "sgd", "lr": 1e30, "batch_size": "full"}}), root / "diverged")
@@ -270,8 +272,10 @@ def test_cli_refuses_in_one_line(files, args, fragment, tmp_path, monkeypatch):
             arg = arg.replace(at(name), path)
         return arg
     args = [resolve(a) for a in args]
+    before = finished_files(files)
     with study_lock(files / "locked"):
         result = CliRunner().invoke(app, args)
+    assert finished_files(files) == before          # a refusal changes no finished file (a report included)
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -279,6 +283,11 @@ def test_cli_refuses_in_one_line(files, args, fragment, tmp_path, monkeypatch):
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output and result.stdout == ""
     assert not list(tmp_path.glob("s*/runs/*/summary.json"))      # nothing trained
+
+
+def finished_files(root: Path) -> dict:
+    """path -> bytes of every file below `root` but the study lock (rewritten by each holder)."""
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 # ---- the Python API: a SamcliError subclass with one line ---------------------------------------------
