@@ -22,7 +22,8 @@ import yaml
 from .errors import ConfigError, SamcliError, near_miss, short_repr, unknown_choice  # noqa: F401  (re-exports)
 from .spec.losses import LOSS_NAMES, resolve_loss
 from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
-from .spec.methods import PARAMETERS, get_method, validate_optimizer
+from .spec.methods import get_method, validate_optimizer, with_method_defaults
+from .spec.optimizer import OptimizerConfig  # noqa: F401  (re-exported: a section of TrainConfig)
 
 INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
@@ -56,27 +57,6 @@ class ModelConfig:
     channels: Optional[list[int]] = None   # cnn conv channels; null: [16, 32] on images, [32, 32, 32] on 1-D signals
     depth: int = 18                                                  # resnet: 18 or 20
     norm: Literal["batch", "group", "none"] = "batch"                # cnn / resnet normalization
-
-
-@dataclass
-class OptimizerConfig:
-    """`optimizer:` of a train config: the method, its step size, batches and schedule, and the method's parameters."""
-    method: str = "sgd"                 # a name in samcli.spec.methods.METHODS
-    lr: float = 0.1
-    batch_size: Union[int, Literal["full"]] = 128
-    # the method parameters: their defaults, ranges and rules are in samcli.spec.methods.PARAMETERS
-    rho: float = PARAMETERS["rho"].default           # SAM perturbation radius
-    m: Optional[int] = PARAMETERS["m"].default       # msam group size; must divide batch_size
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine", "step"] = "constant"
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of steps
-    gamma: float = 0.1                  # step: lr multiplier at each milestone
-    grad_eps: float = PARAMETERS["grad_eps"].default   # SAM: ascent direction is g / (||g|| + grad_eps)
-    # epochs: each epoch visits every example once (reshuffled); iid: every batch a uniform random set
-    # of b examples, independent across steps (the paper's 1-SAM, Eq. 17, samples k_t i.i.d.)
-    sampling: Literal["epochs", "iid"] = "epochs"
 
 
 # the sharpness notions, from their registry (samcli/spec/measure.py): the paper's three by default
@@ -144,6 +124,8 @@ class TrainConfig:
         """A validated config from a plain mapping (None: every default); a ConfigError on any bad key or value."""
         if isinstance(raw, dict) and isinstance(raw.get("loss"), str) and raw["loss"] not in LOSS_NAMES:
             raw = {**raw, "loss": resolve_loss(raw["loss"])}     # cross_entropy, CrossEntropyLoss ...
+        if isinstance(raw, dict) and "optimizer" in raw:
+            raw = {**raw, "optimizer": with_method_defaults(raw["optimizer"])}
         cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg

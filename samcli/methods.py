@@ -16,18 +16,20 @@ throwaway copies of the buffers, so perturbed points never leak into the statist
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, Optional, Union, cast
 
 import torch
 from torch import Tensor
 
-from .ascent import ascent_step
+from . import rules
+from .ascent import ascent_step  # noqa: F401  (re-exported: tests and notebooks import it from here)
 from .curvature.hvp import HessianOperator
 from .errors import ConfigError
 from .msam import msam_direction
 from .objective import Batch, Objective
+from .rules import Layout, Rule, StepContext
 from .spec import methods as spec
-from .spec.methods import MethodSpec, batchnorm_refusal, get_method
+from .spec.methods import MethodSpec, batchnorm_refusal, get_method, null_method
 
 if TYPE_CHECKING:
     from .config import OptimizerConfig
@@ -61,43 +63,54 @@ def _throwaway(objective: Objective) -> dict:
     return {k: v.clone() for k, v in objective.buffers.items()} if objective.buffers else {}
 
 
-def _from_gradient(rule: Callable[..., Tensor]) -> Direction:
-    """A direction built from g = grad L_B(x), the one pass that updates BatchNorm statistics;
-    rule(objective, theta, batch, g, ||g||, cfg, chunk_size) returns the direction (the norm is
-    reported anyway, so the rules reuse it instead of reducing g again)."""
+def _rule_direction(rule: Rule, objective: Objective, seed: int,
+                    momentum: Callable[[], Optional[Tensor]]) -> Direction:
+    """One run's direction for a rule of samcli/rules.py: the step context (its memory, step count and
+    random generator) lives as long as this closure. The clean pass at x is the one that updates
+    BatchNorm statistics; the second runs on throwaway copies (a rule without a clean pass updates
+    them at its only point: its spec refuses BatchNorm where that is wrong)."""
+    layout = Layout(tuple(objective.names), tuple(objective.shapes))
+    ctx = StepContext(x=torch.empty(0), g=None, norm=None, cfg=None, layout=layout, step=0,
+                      generator=torch.Generator().manual_seed(seed), momentum=momentum)
+
     def direction(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig,
                   chunk_size: int) -> StepResult:
-        loss, g = objective.value_and_grad(theta, batch, chunk_size)
-        norm = torch.linalg.vector_norm(g)      # g.norm()'s own kernel, without torch.norm's Python dispatch
-        return StepResult(rule(objective, theta, batch, g, norm, cfg, chunk_size), loss.item(), norm)
+        ctx.x, ctx.cfg, ctx.step = theta, cfg, ctx.step + 1
+        loss: Optional[Tensor] = None
+        if rule.clean:
+            loss, ctx.g = objective.value_and_grad(theta, batch, chunk_size)
+            ctx.norm = torch.linalg.vector_norm(ctx.g)   # g.norm()'s own kernel, without torch.norm's Python dispatch
+        e = rule.perturb(ctx)
+        g_p = None
+        if e is not None:
+            point = objective.shifted(theta, e)
+            second = batch if rule.second_batch is None else rule.second_batch(
+                ctx, lambda at: objective.per_example_losses(at, batch, _throwaway(objective)), batch)
+            if rule.clean:
+                g_p = objective.grad(point, second, chunk_size, _throwaway(objective))
+            else:
+                loss, g_p = objective.value_and_grad(point, second, chunk_size)
+        assert loss is not None, "a rule without a clean pass must perturb every step"
+        d = rule.combine(ctx, g_p)
+        return StepResult(d, loss.item(), ctx.norm if ctx.norm is not None else torch.linalg.vector_norm(d))
     return direction
 
 
-def _gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
-    return g
-
-
-def _gradient_at_ascent_point(normalized: bool) -> Callable[..., Tensor]:
-    def rule(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
-        perturbed = objective.shifted(theta, ascent_step(g, cfg.rho, cfg.grad_eps, normalized, norm))
-        return objective.grad(perturbed, batch, chunk_size, _throwaway(objective))
-    return rule
-
-
-def _ascent_loss_gradient(objective, theta, batch, g, norm, cfg, chunk_size) -> Tensor:
+def _ascent_loss_gradient(objective, theta, batch, cfg, chunk_size) -> StepResult:
     """Exact gradient of L(x + rho n(x)), n = g/||g||:  g' + (rho/||g||) H (I - n n^T) g'.
 
     The Jacobian of n is (I - n n^T) H / ||g||; its transpose applied to g' needs one Hessian-vector
     product at x, which keeps the full-batch case chunked instead of holding a double-backward graph
     over the whole batch.
     """
+    loss, g = objective.value_and_grad(theta, batch, chunk_size)
+    norm = torch.linalg.vector_norm(g)
     scratch = _throwaway(objective)
-    norm = norm + cfg.grad_eps
-    n = g / norm
+    n = g / (norm + cfg.grad_eps)
     g_prime = objective.grad(theta + cfg.rho * n, batch, chunk_size, scratch)
     projected = g_prime - n * (n @ g_prime)
     hessian = HessianOperator(objective, theta, batch, chunk_size, buffers=scratch, keep_graph=False)
-    return g_prime + (cfg.rho / norm) * hessian.matvec(projected)
+    return StepResult(g_prime + (cfg.rho / (norm + cfg.grad_eps)) * hessian.matvec(projected), loss.item(), norm)
 
 
 def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfig, chunk_size: int) -> StepResult:
@@ -107,19 +120,20 @@ def _msam(objective: Objective, theta: Tensor, batch: Batch, cfg: OptimizerConfi
     return StepResult(*msam_direction(objective, theta, batch, cfg.rho, m, cfg.grad_eps, chunk_size))
 
 
-# ---- the directions, by method name ---------------------------------------------------------------
+# ---- the directions, by method name: a rule (samcli/rules.py) or a direction function ---------------
 
-DIRECTIONS: dict[str, Direction] = {
-    "sgd": _from_gradient(_gradient),
-    "sam": _from_gradient(_gradient_at_ascent_point(normalized=True)),
-    "usam": _from_gradient(_gradient_at_ascent_point(normalized=False)),
+DIRECTIONS: dict[str, Union[Rule, Direction]] = {
+    "sgd": rules.SGD,
+    "sam": rules.SAM,
+    "usam": rules.USAM,
     "msam": _msam,
-    "ascent-gd": _from_gradient(_ascent_loss_gradient),
+    "ascent-gd": _ascent_loss_gradient,
 }
 
 
-def register(method: MethodSpec, direction: Direction) -> MethodSpec:
-    """Add a method: its spec (validation, grids, help read it) and its direction, under one name."""
+def register(method: MethodSpec, direction: Union[Rule, Direction]) -> MethodSpec:
+    """Add a method: its spec (validation, grids, help read it) and its update, under one name: a
+    `samcli.rules.Rule` (then `samcli.optim.SAM` runs it too) or a direction function."""
     if method.name in DIRECTIONS:
         raise ConfigError(f"method {method.name!r} has a direction already; pick another name or unregister it first")
     spec.register(method)
@@ -134,13 +148,19 @@ def unregister(name: str) -> None:
     DIRECTIONS.pop(name, None)
 
 
-def direction_for(objective: Objective, cfg: OptimizerConfig) -> Direction:
-    """The registered direction of cfg.method, checked against the objective once (a training loop
-    looks it up before its first step, not on every step)."""
+def direction_for(objective: Objective, cfg: OptimizerConfig, *, seed: int = 0,
+                  momentum: Callable[[], Optional[Tensor]] = lambda: None) -> Direction:
+    """One run's direction for cfg.method, checked against the objective once (a training loop looks
+    it up before its first step, not on every step). A method at its null setting (rho = 0 for the
+    SAM family) runs sgd's direction: the same steps as SGD, bit for bit, at the cost of one gradient.
+    `seed` seeds a rule's random draws; `momentum()` returns the base optimizer's momentum buffer."""
     method = get_method(cfg.method)
     if objective.buffers and not method.batchnorm:
         raise ConfigError(batchnorm_refusal(method))
     if method.name not in DIRECTIONS:
         raise ConfigError(f"optimizer.method={method.name} has a spec but no direction; "
                           "add it with samcli.methods.register(spec, direction)")
-    return DIRECTIONS[method.name]
+    update = DIRECTIONS[null_method(method, cfg) or method.name]
+    if isinstance(update, Rule):
+        return _rule_direction(update, objective, seed, momentum)
+    return update

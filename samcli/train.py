@@ -196,7 +196,9 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     try:
         if not evaluation_ends_run(0, None):
             training = False        # module mode: evaluation switches it off, steps switch it back on
-            lr, direction = o.lr, direction_for(objective, o)
+            lr = o.lr
+            direction = direction_for(objective, o, seed=cfg.seed,
+                                      momentum=lambda: base.state.get(theta, {}).get("momentum_buffer"))
             with objective.bound(theta_data):
                 for step in range(1, cfg.steps + 1):
                     if scheduled:

@@ -87,8 +87,8 @@ def test_the_loss_names_are_the_objectives_and_the_configs():
 
 
 @pytest.mark.parametrize("optimizer,message", [
-    ({"rho": 0.0}, "optimizer.rho=0.0 must be > 0 (use method sgd for no perturbation)"),
-    ({"method": "sgd", "rho": -1.0}, "optimizer.rho=-1.0 must be > 0 (use method sgd for no perturbation)"),
+    ({"method": "sam", "rho": -0.1}, "optimizer.rho=-0.1 must be >= 0"),
+    ({"method": "sgd", "rho": -1.0}, "optimizer.rho=-1.0 must be >= 0"),
     ({"grad_eps": -1e-3}, "optimizer.grad_eps=-0.001 must be >= 0"),
     ({"method": "msam", "m": 0, "batch_size": 8}, "optimizer.m=0 must be >= 1"),
     ({"method": "usam", "m": 2}, "optimizer.m=2 only applies to method msam; remove it or set method: msam"),

@@ -64,7 +64,8 @@ def _groups_divide_the_batch(o: Any, name: str, train_size: Optional[int]) -> Op
 
 
 PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
-    Parameter("rho", 0.05, "SAM perturbation radius", 0, strict=True, hint="use method sgd for no perturbation"),
+    Parameter("rho", 0.05, "SAM perturbation radius (0: the method's null, plain SGD)", 0,
+              rule=lambda o, name, n: _null_refusal(o, name, "rho")),
     Parameter("grad_eps", 1e-12, "SAM: the ascent direction is g / (||g|| + grad_eps)", 0),
     Parameter("m", None, "msam group size; must divide batch_size", 1,
               required="set it to a divisor of batch_size", rule=_groups_divide_the_batch),
@@ -82,10 +83,14 @@ class MethodSpec:
     batchnorm: bool = True
     batchnorm_reason: str = ""
     rules: tuple[Rule, ...] = ()               # the method's own checks beyond its parameters'
+    # the parameter at whose 0 the method is plain SGD: its steps are then sgd's, bit for bit (rho = 0
+    # is a value of the rho axis of a grid, not a special case); "" where no setting makes it SGD
+    null: str = "rho"
+    defaults: tuple[tuple[str, Any], ...] = ()  # this method's own defaults of parameters, e.g. (("rho", 0.5),)
 
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("sgd", "gradient descent on the batch loss (batch_size: full gives GD)"),
+    MethodSpec("sgd", "gradient descent on the batch loss (batch_size: full gives GD)", null=""),
     MethodSpec("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
                frozenset({"rho", "grad_eps"})),
     MethodSpec("usam", "gradient at the unnormalized ascent point x + rho g", frozenset({"rho"})),
@@ -100,12 +105,34 @@ def register(spec: MethodSpec) -> MethodSpec:
     """Add a method's spec (samcli.methods.register adds its direction with it)."""
     if spec.name in METHODS:
         raise ConfigError(f"method {spec.name!r} is registered already; pick another name or unregister it first")
-    unknown = sorted(spec.parameters - PARAMETERS.keys())
+    unknown = sorted((spec.parameters | {k for k, _ in spec.defaults}) - PARAMETERS.keys())
     if unknown:
         raise ConfigError(f"method {spec.name!r} reads optimizer.{unknown[0]}, which is no parameter; "
                           f"use {', '.join(PARAMETERS)} or add it to samcli.spec.methods.PARAMETERS")
     METHODS[spec.name] = spec
     return spec
+
+
+def _null_refusal(o: Any, name: str, key: str) -> Optional[str]:
+    if getattr(o, key) == 0 and METHODS[name].null != key:
+        return (f"optimizer.{key}={getattr(o, key)} does not make method {name} plain SGD; "
+                f"use method sgd, or a {key} > 0")
+    return None
+
+
+def null_method(spec: MethodSpec, o: Any) -> Optional[str]:
+    """"sgd" when the settings put the method at its null (e.g. SAM at rho = 0), else None."""
+    return "sgd" if spec.null and spec.null in spec.parameters and getattr(o, spec.null) == 0 else None
+
+
+def with_method_defaults(optimizer: Any) -> Any:
+    """A raw `optimizer:` mapping with the method's own defaults filled in where the user set nothing
+    (ASAM's rho is 0.5 where SAM's is 0.05); anything else comes back as it is."""
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("method"), str) \
+            or optimizer["method"] not in METHODS:
+        return optimizer
+    missing = {k: v for k, v in METHODS[optimizer["method"]].defaults if k not in optimizer}
+    return {**optimizer, **missing} if missing else optimizer
 
 
 def method_names() -> tuple[str, ...]:

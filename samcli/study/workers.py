@@ -140,10 +140,13 @@ def user_registrations() -> tuple[list, list]:
     workers: a spawned process imports samcli afresh and would know only the built-ins. Their functions
     travel by reference, so they must be importable (top-level functions of an importable module)."""
     from ..methods import DIRECTIONS
+    from ..rules import Rule
     from ..spec.measure import NOTIONS
     from ..spec.methods import METHODS
 
     def ours(function) -> bool:
+        if isinstance(function, Rule):      # a rule is the user's when any of its functions is
+            return ours(function.perturb) and ours(function.combine)
         return isinstance(function, str) or getattr(function, "__module__", "").startswith("samcli.")
     notions = [n for n in NOTIONS.values() if not ours(n.compute)]
     methods = [(METHODS[name], DIRECTIONS[name]) for name in METHODS
