@@ -128,6 +128,10 @@ DIRECTIONS: dict[str, Union[Rule, Direction]] = {
     "usam": rules.USAM,
     "msam": _msam,
     "ascent-gd": _ascent_loss_gradient,
+    # -- the SAM family (samcli/family/), first group: asam, gsam, looksam, fsam
+
+    # -- the SAM family, second group: wsam, momentum-sam, esam, rwp
+
 }
 
 

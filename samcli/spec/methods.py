@@ -116,6 +116,10 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                frozenset({"rho", "m", "grad_eps"}), batchnorm=False, batchnorm_reason="its groups run under vmap"),
     MethodSpec("ascent-gd", "exact gradient of the ascent-direction loss L(x + rho g/||g||), Jacobian kept",
                frozenset({"rho", "grad_eps"})),
+    # -- the SAM family (docs/methods.md), first group: asam, gsam, looksam, fsam
+
+    # -- the SAM family, second group: wsam, momentum-sam, esam, rwp
+
 )}
 
 
