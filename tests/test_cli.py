@@ -54,7 +54,6 @@ def test_help_lists_train():
     (["--set", "model.widths=4"], ["model.widths=4", "list"]),
     (["--set", "optimizer.rho"], ["--set", "key.sub=value"]),
     (["--set", "steps.x=1", "--steps", "3"], ["steps"]),
-    (["--rho", "0"], ["optimizer.rho=0.0", "> 0"]),
     (["--rho", "-0.1"], ["optimizer.rho=-0.1"]),
     (["--method", "msam", "--m", "3"], ["optimizer.m=3", "optimizer.batch_size=4"]),
     (["--method", "msam"], ["optimizer.m is required"]),

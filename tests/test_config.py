@@ -74,7 +74,6 @@ def test_wrong_types_name_the_key(raw, key):
 
 
 @pytest.mark.parametrize("raw,key", [
-    ({"optimizer": {"rho": 0.0}}, "optimizer.rho"),
     ({"optimizer": {"rho": -0.05}}, "optimizer.rho"),
     ({"measure": {"rho": 0}}, "measure.rho"),
     ({"optimizer": {"lr": 0}}, "optimizer.lr"),
