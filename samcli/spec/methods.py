@@ -44,13 +44,18 @@ class Parameter:
     hint: str = ""                     # how to fix a value below the range, in parentheses
     required: str = ""                 # default None: how to set it, for a method that reads it
     rule: Optional[Rule] = None        # checks beyond the range, for the methods that read it
+    maximum: Optional[Union[int, float]] = None     # the range's top, excluded (a fraction below 1)
+    maximum_included: bool = False
 
     def range_refusal(self, value: Any) -> Optional[str]:
-        """The one-line refusal of a value below this parameter's range, or None when it is in range."""
-        if value > self.minimum if self.strict else value >= self.minimum:
-            return None
+        """The one-line refusal of a value outside this parameter's range, or None when it is in range."""
         hint = f" ({self.hint})" if self.hint else ""
-        return f"optimizer.{self.name}={value} must be {'>' if self.strict else '>='} {self.minimum}{hint}"
+        if not (value > self.minimum if self.strict else value >= self.minimum):
+            return f"optimizer.{self.name}={value} must be {'>' if self.strict else '>='} {self.minimum}{hint}"
+        top = self.maximum
+        if top is not None and not (value <= top if self.maximum_included else value < top):
+            return f"optimizer.{self.name}={value} must be {'<=' if self.maximum_included else '<'} {top}{hint}"
+        return None
 
 
 def _groups_divide_the_batch(o: Any, name: str, train_size: Optional[int]) -> Optional[str]:
@@ -69,6 +74,19 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     Parameter("grad_eps", 1e-12, "SAM: the ascent direction is g / (||g|| + grad_eps)", 0),
     Parameter("m", None, "msam group size; must divide batch_size", 1,
               required="set it to a divisor of batch_size", rule=_groups_divide_the_batch),
+    # the SAM family's own parameters (docs/methods.md): None here, each method's default in its spec
+    Parameter("eta", None, "asam: T = |w| + eta on weights", 0),
+    Parameter("alpha", None, "gsam: weight of the orthogonal part; looksam: of the reused part; "
+              "rwp: weight of the perturbed gradient", 0),
+    Parameter("k", None, "looksam: a full SAM step every k steps", 1),
+    Parameter("sigma", None, "fsam: how much of the gradient average the ascent removes", 0),
+    Parameter("lmbda", None, "fsam: decay of the gradient average", 0, maximum=1),
+    Parameter("wsam_gamma", None, "wsam: weight of the sharpness term", 0, maximum=1),
+    Parameter("esam_beta", None, "esam: fraction of parameters perturbed", 0, strict=True, maximum=1,
+              maximum_included=True),
+    Parameter("esam_gamma", None, "esam: fraction of examples in the second pass", 0, strict=True, maximum=1,
+              maximum_included=True),
+    Parameter("rwp_sigma", None, "rwp: noise scale per filter, relative to the filter's norm", 0),
 )}
 
 

@@ -21,6 +21,16 @@ class OptimizerConfig:
     # the method parameters: their defaults, ranges and rules are in samcli.spec.methods.PARAMETERS
     rho: float = PARAMETERS["rho"].default           # SAM perturbation radius
     m: Optional[int] = PARAMETERS["m"].default       # msam group size; must divide batch_size
+    # the SAM family's parameters (unset: the method's own default; refused by methods that ignore them)
+    eta: Optional[float] = None          # asam
+    alpha: Optional[float] = None        # gsam, looksam, rwp
+    k: Optional[int] = None              # looksam
+    sigma: Optional[float] = None        # fsam
+    lmbda: Optional[float] = None        # fsam
+    wsam_gamma: Optional[float] = None   # wsam
+    esam_beta: Optional[float] = None    # esam
+    esam_gamma: Optional[float] = None   # esam
+    rwp_sigma: Optional[float] = None    # rwp
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
