@@ -103,7 +103,7 @@ def test_registration_refuses_a_taken_name_and_an_unknown_parameter():
     with pytest.raises(ConfigError, match=r"^method 'sam' has a direction already; pick another name"):
         methods.register(MethodSpec("sam", "again"), methods.DIRECTIONS["sgd"])
     with pytest.raises(ConfigError, match=r"^method 'lion' reads optimizer.beta, which is no parameter; use rho, "
-                                          r"grad_eps, m or add it to samcli.spec.methods.PARAMETERS$"):
+                                          r"grad_eps, m, eta, .+ or add it to samcli.spec.methods.PARAMETERS$"):
         methods.register(MethodSpec("lion", "sign of a momentum", frozenset({"beta"})), methods.DIRECTIONS["sgd"])
     assert "lion" not in spec.METHODS and "lion" not in methods.DIRECTIONS
 
