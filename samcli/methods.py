@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Optional, Union, cast
 import torch
 from torch import Tensor
 
-from . import rules
+from . import family, rules
 from .ascent import ascent_step  # noqa: F401  (re-exported: tests and notebooks import it from here)
 from .curvature.hvp import HessianOperator
 from .errors import ConfigError
@@ -77,20 +77,25 @@ def _rule_direction(rule: Rule, objective: Objective, seed: int,
                   chunk_size: int) -> StepResult:
         ctx.x, ctx.cfg, ctx.step = theta, cfg, ctx.step + 1
         loss: Optional[Tensor] = None
-        if rule.clean:
+        if rule.clean and rule.example_losses:
+            loss, ctx.g, ctx.losses = objective.value_grad_and_losses(theta, batch, chunk_size)
+        elif rule.clean:
             loss, ctx.g = objective.value_and_grad(theta, batch, chunk_size)
+        if rule.clean:
             ctx.norm = torch.linalg.vector_norm(ctx.g)   # g.norm()'s own kernel, without torch.norm's Python dispatch
         e = rule.perturb(ctx)
         g_p = None
         if e is not None:
             point = objective.shifted(theta, e)
             second = batch if rule.second_batch is None else rule.second_batch(
-                ctx, lambda at: objective.per_example_losses(at, batch, _throwaway(objective)), batch)
+                ctx, lambda: objective.per_example_losses(point, batch, _throwaway(objective)), batch)
             if rule.clean:
                 g_p = objective.grad(point, second, chunk_size, _throwaway(objective))
             else:
                 loss, g_p = objective.value_and_grad(point, second, chunk_size)
-        assert loss is not None, "a rule without a clean pass must perturb every step"
+        elif not rule.clean:        # no perturbation this step: the one gradient is at x
+            loss, g_p = objective.value_and_grad(theta, batch, chunk_size)
+        assert loss is not None
         d = rule.combine(ctx, g_p)
         return StepResult(d, loss.item(), ctx.norm if ctx.norm is not None else torch.linalg.vector_norm(d))
     return direction
@@ -128,10 +133,15 @@ DIRECTIONS: dict[str, Union[Rule, Direction]] = {
     "usam": rules.USAM,
     "msam": _msam,
     "ascent-gd": _ascent_loss_gradient,
-    # -- the SAM family (samcli/family/), first group: asam, gsam, looksam, fsam
-
-    # -- the SAM family, second group: wsam, momentum-sam, esam, rwp
-
+    # -- the SAM family (samcli/family.py)
+    "asam": family.ASAM,
+    "gsam": family.GSAM,
+    "looksam": family.LOOKSAM,
+    "fsam": family.FSAM,
+    "wsam": family.WSAM,
+    "momentum-sam": family.MOMENTUM_SAM,
+    "esam": family.ESAM,
+    "rwp": family.RWP,
 }
 
 

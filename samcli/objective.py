@@ -276,6 +276,23 @@ class Objective:
         assert total_loss is not None and total_grad is not None    # n > chunk_size: at least one chunk
         return total_loss, total_grad
 
+    def value_grad_and_losses(self, theta: Tensor, data: Batch, chunk_size: int,
+                              buffers: Optional[dict] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """value_and_grad's mean loss and gradient, and the per-example losses of the same pass (ESAM's
+        data selection compares them with those at the perturbed point). Several chunks: the losses
+        come from one more forward, on throwaway copies of the buffers."""
+        if len(data) > chunk_size:
+            value, g = self.value_and_grad(theta, data, chunk_size, buffers)
+            scratch = {k: v.clone() for k, v in (self.buffers if buffers is None else buffers).items()}
+            with torch.no_grad():
+                losses = torch.cat([self.per_example_losses(theta, c, scratch) for c in data.chunks(chunk_size)])
+            return value, g, losses
+        with torch.enable_grad():
+            named = self._leaves(theta)
+            losses = self.named_loss(named, data, buffers, reduce=False)
+            value = losses.mean()
+        return value.detach(), self._leaf_gradient(value, list(named.values())), losses.detach()
+
     def value_and_lazy_grad(self, theta: Tensor, data: Batch, chunk_size: int,
                             buffers: Optional[dict] = None) -> tuple[Tensor, Callable[[], Tensor]]:
         """value_and_grad's loss now and its gradient (the same numbers) on demand, for a caller that

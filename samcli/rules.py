@@ -67,6 +67,7 @@ class StepContext:
     memory: dict = field(default_factory=dict)
     generator: Optional[torch.Generator] = None
     momentum: Callable[[], Optional[Tensor]] = lambda: None
+    losses: Optional[Tensor] = None            # per-example losses at x, for a rule with example_losses
 
 
 Perturb = Callable[[StepContext], Optional[Tensor]]
@@ -77,12 +78,15 @@ Combine = Callable[[StepContext, Optional[Tensor]], Tensor]
 class Rule:
     """A SAM-family update. `perturb` returns e (or None for a step without a second gradient) and
     `combine` the direction from the context's g and the second gradient g_p. `clean=False`: the rule
-    needs no gradient at x (its only gradient is g_p). `second_batch(ctx, per_example_loss, batch)`,
-    where set, picks the examples of the second pass (ESAM's data selection)."""
+    needs no gradient at x (its only gradient is g_p; with e = None that step's gradient is at x).
+    `second_batch(ctx, losses_at_point, batch)`, where set, picks the examples of the second pass
+    (ESAM's data selection; `losses_at_point()` is the per-example losses at x + e, a forward only);
+    `example_losses`: the clean pass also keeps the per-example losses at x in `ctx.losses`."""
     perturb: Perturb
     combine: Combine
     clean: bool = True
     second_batch: Optional[Callable[..., Any]] = None
+    example_losses: bool = False
 
 
 # ---- the paper's rules -----------------------------------------------------------------------------

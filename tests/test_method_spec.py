@@ -68,7 +68,8 @@ def test_the_spec_package_imports_only_errors_of_samcli_and_no_torch():
 
 def test_every_method_has_a_spec_and_a_direction():
     assert set(methods.DIRECTIONS) == set(spec.METHODS)
-    assert spec.method_names() == ("sgd", "sam", "usam", "msam", "ascent-gd")
+    assert spec.method_names() == ("sgd", "sam", "usam", "msam", "ascent-gd", "asam", "gsam", "looksam", "fsam", "wsam",
+                                   "momentum-sam", "esam", "rwp")
 
 
 def test_the_parameters_are_the_configs_fields_with_their_defaults():
@@ -163,11 +164,11 @@ def test_a_registered_toy_method_trains_as_its_hand_written_update(sign_sgd):
 
 
 def test_a_registered_toy_method_is_validated_by_its_own_spec(sign_sgd):
-    assert "sign-sgd" in spec.method_names() and spec.unused_parameters("sign-sgd") == {"rho", "grad_eps", "m"}
+    assert "sign-sgd" in spec.method_names() and spec.unused_parameters("sign-sgd") == set(spec.PARAMETERS)
     with pytest.raises(ConfigError, match=r"^optimizer.method=sign-sgd needs mini-batches; set optimizer.batch_size$"):
         TrainConfig.from_dict({"optimizer": {"method": "sign-sgd", "batch_size": "full"}})
     with pytest.raises(ConfigError, match=r"^optimizer.method=sign-sgd cannot update BatchNorm statistics \(a toy\); "
-                                          r"use model.norm: group or none, or one of sgd, sam, usam, ascent-gd$"):
+                                          r"use model.norm: group or none, or one of sgd, sam, usam, ascent-gd, asam, gsam, looksam, fsam, wsam, esam, rwp$"):
         validate_optimizer(OptimizerConfig(method="sign-sgd"), has_batchnorm=True)
     with pytest.raises(ConfigError, match=r"^method 'sign-sgd' is registered already"):
         spec.register(MethodSpec("sign-sgd", "twice"))

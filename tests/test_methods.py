@@ -13,9 +13,9 @@ from conftest import (DT, ModuleRef, assert_close, descent_direction, linreg_gra
                       linreg_objective, mlp_batch, sam_closed_form)
 from samcli import methods
 from samcli.config import ConfigError, OptimizerConfig
-from samcli.methods import StepResult, ascent_step
+from samcli.methods import StepResult, ascent_step, direction_for
 from samcli.spec.methods import (MethodSpec, applicable_parameters, get_method, method_names, unused_parameters,
-                                 validate_optimizer)
+                                 validate_optimizer, PARAMETERS)
 from samcli.models import cnn
 from samcli.objective import Batch, Objective
 from samcli.train import BatchSampler
@@ -378,27 +378,44 @@ def test_msam_with_squared_error_on_class_labels(mlp_setup):
 # ---- the registry -----------------------------------------------------------------------------------
 
 def test_the_registry_lists_exactly_the_methods():
-    assert method_names() == ("sgd", "sam", "usam", "msam", "ascent-gd")
+    assert method_names() == ("sgd", "sam", "usam", "msam", "ascent-gd", "asam", "gsam", "looksam", "fsam", "wsam",
+                              "momentum-sam", "esam", "rwp")
     for name in method_names():
         method = get_method(name)
         assert method.name == name and method.help and "\n" not in method.help
 
 
 DECLARED = {"sgd": set(), "sam": {"rho", "grad_eps"}, "usam": {"rho"}, "msam": {"rho", "m", "grad_eps"},
-            "ascent-gd": {"rho", "grad_eps"}}
+            "ascent-gd": {"rho", "grad_eps"}, "asam": {"rho", "eta", "asam_biases", "grad_eps"},
+            "gsam": {"rho", "alpha", "grad_eps"}, "looksam": {"rho", "k", "alpha", "grad_eps"},
+            "fsam": {"rho", "sigma", "lmbda", "grad_eps"}, "wsam": {"rho", "wsam_gamma", "grad_eps"},
+            "momentum-sam": {"rho", "grad_eps"}, "esam": {"rho", "esam_beta", "esam_gamma", "grad_eps"},
+            "rwp": {"rwp_sigma", "alpha"}}
+# a value per parameter for the base settings, and a different one; looksam's k and alpha and fsam's
+# sigma and lmbda first act at steps 2 and 3, so each run takes three steps
+BASE = {"rho": 0.1, "grad_eps": 1e-12, "m": 2, "eta": 0.01, "asam_biases": False, "alpha": 0.4, "k": 5,
+        "sigma": 1.0, "lmbda": 0.9, "wsam_gamma": 0.7, "esam_beta": 0.5, "esam_gamma": 0.5, "rwp_sigma": 0.05}
+CHANGES = {"rho": 0.3, "grad_eps": 1.0, "m": 4, "eta": 0.5, "asam_biases": True, "alpha": 0.9, "k": 2,
+           "sigma": 0.3, "lmbda": 0.2, "wsam_gamma": 0.2, "esam_beta": 0.9, "esam_gamma": 1.0, "rwp_sigma": 0.5}
 
 
 @pytest.mark.parametrize("name", list(DECLARED))
 def test_declared_parameters_are_exactly_those_that_move_the_direction(mlp_setup, name):
-    """Each parameter changed alone: the direction moves if and only if the method declares it."""
+    """Each parameter changed alone: the directions move if and only if the method declares it."""
     module, objective, theta, batch = mlp_setup
     assert applicable_parameters(name) == DECLARED[name]
-    assert unused_parameters(name) == {"rho", "m", "grad_eps"} - DECLARED[name]
-    base = dict(rho=0.1, grad_eps=1e-12, m=2 if name == "msam" else None)
-    changes = {"rho": 0.3, "grad_eps": 1.0, "m": 4}
-    reference = descent_direction(objective, theta, batch, opt(name, **base), chunk_size=64).direction
-    for key, value in changes.items():
-        moved = descent_direction(objective, theta, batch, opt(name, **{**base, key: value}), chunk_size=64).direction
+    assert unused_parameters(name) == set(CHANGES) - DECLARED[name]
+    assert set(CHANGES) == set(PARAMETERS)
+    buffer = torch.randn(theta.shape, generator=torch.Generator().manual_seed(3), dtype=theta.dtype)
+
+    def directions(**values):
+        cfg = OptimizerConfig(method=name, momentum=0.9, **values)
+        step = direction_for(objective, cfg, momentum=lambda: buffer)
+        return torch.cat([step(objective, theta, batch, cfg, 64).direction.clone() for _ in range(3)])
+    base = {k: v for k, v in BASE.items() if k in DECLARED[name] or PARAMETERS[k].default is not None}
+    reference = directions(**base)
+    for key, value in CHANGES.items():
+        moved = directions(**{**base, key: value})
         assert ((moved - reference).norm() > 1e-8) == (key in DECLARED[name]), key
 
 
@@ -425,12 +442,14 @@ def msam_config(**kw) -> OptimizerConfig:
      "optimizer.m=4 does not divide the 18 training examples (full batch); pick m that divides it"),
     (msam_config(), {"train_size": 6}, "optimizer.batch_size=8 exceeds the 6 training examples; lower it or use 'full'"),
     (msam_config(), {"has_batchnorm": True}, "optimizer.method=msam cannot update BatchNorm statistics (its groups "
-     "run under vmap); use model.norm: group or none, or one of sgd, sam, usam, ascent-gd"),
+     "run under vmap); use model.norm: group or none, or one of sgd, sam, usam, ascent-gd, asam, gsam, looksam, "
+     "fsam, wsam, esam, rwp"),
     (OptimizerConfig(method="sam", m=4), {}, "optimizer.m=4 only applies to method msam; remove it or set method: msam"),
     (OptimizerConfig(method="samm"), {},
-     "optimizer.method='samm' is unknown (did you mean sam?); choose one of sgd, sam, usam, msam, ascent-gd"),
-    (OptimizerConfig(method="adam"), {}, "optimizer.method='adam' is unknown; choose one of sgd, sam, usam, msam, "
-     "ascent-gd"),
+     "optimizer.method='samm' is unknown (did you mean sam?); choose one of sgd, sam, usam, msam, ascent-gd, "
+     "asam, gsam, looksam, fsam, wsam, momentum-sam, esam, rwp"),
+    (OptimizerConfig(method="lion"), {}, "optimizer.method='lion' is unknown; choose one of sgd, sam, usam, msam, "
+     "ascent-gd, asam, gsam, looksam, fsam, wsam, momentum-sam, esam, rwp"),
 ])
 def test_validate_optimizer_refuses_with_one_line(cfg, context, message):
     with pytest.raises(ConfigError) as info:
@@ -469,7 +488,7 @@ def _check_the_fake_method(objective, theta, batch):
         validate_optimizer(OptimizerConfig(method="fake", batch_size=8))
     with pytest.raises(ConfigError, match="optimizer.m=2 only applies to method fake or msam"):
         validate_optimizer(OptimizerConfig(method="sam", m=2))
-    with pytest.raises(ConfigError, match="one of sgd, sam, usam, ascent-gd$"):
+    with pytest.raises(ConfigError, match="one of sgd, sam, usam, ascent-gd, asam, gsam, looksam, fsam, wsam, esam, rwp$"):
         validate_optimizer(OptimizerConfig(method="fake", m=2, batch_size=8), has_batchnorm=True)
     result = descent_direction(objective, theta, batch, opt("fake", m=2), chunk_size=64)
     assert_close(result.direction, 4 * objective.grad(theta, batch, 64), **TIGHT)

@@ -20,13 +20,20 @@ def run(**optimizer):
 
 
 @pytest.mark.parametrize("extra", [{"method": "sam"}, {"method": "usam"}, {"method": "ascent-gd"},
-                                   {"method": "msam", "m": 4}])
+                                   {"method": "msam", "m": 4}, {"method": "asam"}, {"method": "gsam"},
+                                   {"method": "looksam"}, {"method": "fsam"}, {"method": "wsam"},
+                                   {"method": "esam"}, {"method": "rwp", "rwp_sigma": 0.0}])
 @pytest.mark.parametrize("base", [{}, {"momentum": 0.9, "weight_decay": 1e-3}])
 def test_rho_zero_is_sgd_bit_for_bit(extra, base):
     sgd = run(method="sgd", **base)
-    null = run(rho=0.0, **extra, **base)
+    null = run(**({} if extra["method"] == "rwp" else {"rho": 0.0}), **extra, **base)
     assert torch.equal(null.theta, sgd.theta)
     assert [r["train_loss"] for r in null.metrics] == [r["train_loss"] for r in sgd.metrics]
+
+
+def test_momentum_sam_at_rho_zero_is_sgd_with_momentum_bit_for_bit():
+    base = {"momentum": 0.9, "weight_decay": 1e-3}
+    assert torch.equal(run(method="momentum-sam", rho=0.0, **base).theta, run(method="sgd", **base).theta)
 
 
 def test_rho_zero_is_refused_for_a_method_with_no_null():

@@ -27,6 +27,7 @@ from ..config import SamcliError
 from ..curvature.hvp import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import hutchpp
+from ..family import elementwise_scale
 from ..objective import Batch, Objective
 from ..spec.measure import MeasureSpec
 from .context import MeasureContext
@@ -52,8 +53,8 @@ class _ScaledObjective:
 
 
 def adaptive_scale(theta: Tensor, eta_abs: float = 0.0) -> Tensor:
-    """The diagonal of T: |w| + eta_abs."""
-    return theta.detach().abs() + eta_abs
+    """The diagonal of T: |w| + eta_abs on every entry (ASAM's own scale, with its weights-only rule)."""
+    return elementwise_scale(theta, eta_abs)
 
 
 def adaptive_sharpness(objective: Objective, theta: Tensor, data: Batch, rho: float, *,

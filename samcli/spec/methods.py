@@ -76,6 +76,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
               required="set it to a divisor of batch_size", rule=_groups_divide_the_batch),
     # the SAM family's own parameters (docs/methods.md): None here, each method's default in its spec
     Parameter("eta", None, "asam: T = |w| + eta on weights", 0),
+    Parameter("asam_biases", None, "asam: scale every tensor, biases too (davda54/sam), not only weights", False),
     Parameter("alpha", None, "gsam: weight of the orthogonal part; looksam: of the reused part; "
               "rwp: weight of the perturbed gradient", 0),
     Parameter("k", None, "looksam: a full SAM step every k steps", 1),
@@ -116,10 +117,32 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                frozenset({"rho", "m", "grad_eps"}), batchnorm=False, batchnorm_reason="its groups run under vmap"),
     MethodSpec("ascent-gd", "exact gradient of the ascent-direction loss L(x + rho g/||g||), Jacobian kept",
                frozenset({"rho", "grad_eps"})),
-    # -- the SAM family (docs/methods.md), first group: asam, gsam, looksam, fsam
-
-    # -- the SAM family, second group: wsam, momentum-sam, esam, rwp
-
+    # -- the SAM family (docs/methods.md; samcli/family.py), each with its paper's defaults
+    MethodSpec("asam", "adaptive SAM: e = rho T^2 g/||T g||, T = |w| + eta on weights (Kwon et al. 2021)",
+               frozenset({"rho", "eta", "asam_biases", "grad_eps"}),
+               defaults=(("rho", 0.5), ("eta", 0.01), ("asam_biases", False))),
+    MethodSpec("gsam", "surrogate-gap SAM: g_p - alpha (part of g orthogonal to g_p) (Zhuang et al. 2022)",
+               frozenset({"rho", "alpha", "grad_eps"}), defaults=(("alpha", 0.4),)),
+    MethodSpec("looksam", "SAM every k steps; in between g plus the reused orthogonal part (Liu et al. 2022)",
+               frozenset({"rho", "k", "alpha", "grad_eps"}), defaults=(("k", 5), ("alpha", 0.7))),
+    MethodSpec("fsam", "FriendlySAM: ascent along g - sigma (average of earlier gradients) (Li et al. 2024)",
+               frozenset({"rho", "sigma", "lmbda", "grad_eps"}), defaults=(("sigma", 1.0), ("lmbda", 0.9))),
+    MethodSpec("wsam", "weighted SAM: ((1 - 2 gamma) g + gamma g_p)/(1 - gamma) (Yue et al. 2023)",
+               frozenset({"rho", "wsam_gamma", "grad_eps"}), defaults=(("wsam_gamma", 0.9),)),
+    MethodSpec("momentum-sam", "gradient at x - rho v/||v||, v the momentum buffer: one gradient (Becker et al. 2024)",
+               frozenset({"rho", "grad_eps"}), defaults=(("rho", 0.3),), batchnorm=False,
+               batchnorm_reason="its only pass is at the perturbed point",
+               rules=(lambda o, name, n: None if o.momentum > 0 else
+                      f"optimizer.method={name} perturbs along the momentum buffer; set optimizer.momentum > 0",)),
+    MethodSpec("esam", "efficient SAM: a random fraction of tensors perturbed, the second pass on the examples "
+               "whose loss rose most (Du et al. 2022)",
+               frozenset({"rho", "esam_beta", "esam_gamma", "grad_eps"}),
+               defaults=(("esam_beta", 0.6), ("esam_gamma", 0.5))),
+    MethodSpec("rwp", "random weight perturbation: (1 - alpha) g + alpha grad at a per-filter Gaussian point "
+               "(Li et al. 2024)", frozenset({"rwp_sigma", "alpha"}), null="rwp_sigma",
+               defaults=(("rwp_sigma", 0.01), ("alpha", 0.5)),
+               rules=(lambda o, name, n: None if o.alpha <= 1 else f"optimizer.alpha={o.alpha} must be <= 1 for "
+                      f"method {name} (the weight of the perturbed gradient)",)),
 )}
 
 

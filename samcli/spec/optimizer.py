@@ -23,6 +23,7 @@ class OptimizerConfig:
     m: Optional[int] = PARAMETERS["m"].default       # msam group size; must divide batch_size
     # the SAM family's parameters (unset: the method's own default; refused by methods that ignore them)
     eta: Optional[float] = None          # asam
+    asam_biases: Optional[bool] = None   # asam
     alpha: Optional[float] = None        # gsam, looksam, rwp
     k: Optional[int] = None              # looksam
     sigma: Optional[float] = None        # fsam

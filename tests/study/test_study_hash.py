@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from samcli.config import TrainConfig, config_hash
+from samcli.spec.methods import METHODS, PARAMETERS
 
 RAW = {"seed": 3, "device": "cpu", "steps": 50, "data": {"name": "synthetic", "n_train": 64},
        "optimizer": {"method": "msam", "m": 4, "batch_size": 16, "lr": 0.05, "rho": 0.1}}
@@ -31,6 +32,8 @@ def changed(key: str, value):
                "stop.train_loss": 0.01, "stop.train_accuracy": 0.9}
     if key in special:
         return special[key]
+    if value is None and key.split(".")[-1] in PARAMETERS:     # a method parameter msam does not read
+        return {"asam_biases": True, "k": 3}.get(key.split(".")[-1], 0.25)
     if isinstance(value, bool):
         return not value
     if isinstance(value, float):
@@ -57,6 +60,14 @@ def test_hash_is_sensitive_to_every_field():
         node[leaf] = new
         if key == "optimizer.method":
             raw["optimizer"]["m"] = None
+        if value is None and key.startswith("optimizer.") and leaf in PARAMETERS:
+            # a parameter msam does not read: set it, with a method that reads it, against that method's run
+            reader = next(n for n, s in METHODS.items() if leaf in s.parameters)
+            raw["optimizer"] = {k: v for k, v in raw["optimizer"].items() if v is not None}   # defaults fill them
+            raw["optimizer"].update(method=reader, momentum=0.5, **{leaf: new})
+            twin = {**raw, "optimizer": {k: v for k, v in raw["optimizer"].items() if k != leaf}}   # its default
+            assert config_hash(TrainConfig.from_dict(raw)) != config_hash(TrainConfig.from_dict(twin)), key
+            continue
         if key == "optimizer.nesterov":
             raw["optimizer"]["momentum"] = 0.5
         other = TrainConfig.from_dict(raw)
