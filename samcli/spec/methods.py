@@ -176,7 +176,8 @@ def with_method_defaults(optimizer: Any) -> Any:
     if not isinstance(optimizer, dict) or not isinstance(optimizer.get("method"), str) \
             or optimizer["method"] not in METHODS:
         return optimizer
-    missing = {k: v for k, v in METHODS[optimizer["method"]].defaults if k not in optimizer}
+    # unset or None (a config written out by to_dict, then given another method, carries None)
+    missing = {k: v for k, v in METHODS[optimizer["method"]].defaults if optimizer.get(k) is None}
     return {**optimizer, **missing} if missing else optimizer
 
 
@@ -228,7 +229,7 @@ def _readers(key: str) -> list[str]:
 def _check_parameter(p: Parameter, o: Any, read: bool, method: str, train_size: Optional[int]) -> None:
     value = getattr(o, p.name)
     if value is None:
-        _refuse(f"optimizer.{p.name} is required for method {method}; {p.required}" if read else None)
+        _refuse(f"optimizer.{p.name} is required for method {method}; {p.required or 'set it'}" if read else None)
     elif p.default is None and not read:
         users = _readers(p.name)
         _refuse(f"optimizer.{p.name}={value} only applies to method {' or '.join(users)}; "
