@@ -106,17 +106,21 @@ class MethodSpec:
     # is a value of the rho axis of a grid, not a special case); "" where no setting makes it SGD
     null: str = "rho"
     defaults: tuple[tuple[str, Any], ...] = ()  # this method's own defaults of parameters, e.g. (("rho", 0.5),)
+    # gradient evaluations per step, in full-batch gradients (a Hessian-vector product counts 2): the cost
+    # column of a study; None: 2 (a clean and a perturbed gradient)
+    gradients: Optional[Callable[[Any], float]] = None
 
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("sgd", "gradient descent on the batch loss (batch_size: full gives GD)", null=""),
+    MethodSpec("sgd", "gradient descent on the batch loss (batch_size: full gives GD)", null="",
+               gradients=lambda o: 1.0),
     MethodSpec("sam", "gradient at the ascent point x + rho g/||g|| of the same batch",
                frozenset({"rho", "grad_eps"})),
     MethodSpec("usam", "gradient at the unnormalized ascent point x + rho g", frozenset({"rho"})),
     MethodSpec("msam", "mean over groups of m examples of each group's SAM gradient (m-sharpness)",
                frozenset({"rho", "m", "grad_eps"}), batchnorm=False, batchnorm_reason="its groups run under vmap"),
     MethodSpec("ascent-gd", "exact gradient of the ascent-direction loss L(x + rho g/||g||), Jacobian kept",
-               frozenset({"rho", "grad_eps"})),
+               frozenset({"rho", "grad_eps"}), gradients=lambda o: 4.0),
     # -- the SAM family (docs/methods.md; samcli/family.py), each with its paper's defaults
     MethodSpec("asam", "adaptive SAM: e = rho T^2 g/||T g||, T = |w| + eta on weights (Kwon et al. 2021)",
                frozenset({"rho", "eta", "asam_biases", "grad_eps"}),
@@ -124,20 +128,22 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("gsam", "surrogate-gap SAM: g_p - alpha (part of g orthogonal to g_p) (Zhuang et al. 2022)",
                frozenset({"rho", "alpha", "grad_eps"}), defaults=(("alpha", 0.4),)),
     MethodSpec("looksam", "SAM every k steps; in between g plus the reused orthogonal part (Liu et al. 2022)",
-               frozenset({"rho", "k", "alpha", "grad_eps"}), defaults=(("k", 5), ("alpha", 0.7))),
+               frozenset({"rho", "k", "alpha", "grad_eps"}), defaults=(("k", 5), ("alpha", 0.7)),
+               gradients=lambda o: 1 + 1 / o.k),
     MethodSpec("fsam", "FriendlySAM: ascent along g - sigma (average of earlier gradients) (Li et al. 2024)",
                frozenset({"rho", "sigma", "lmbda", "grad_eps"}), defaults=(("sigma", 1.0), ("lmbda", 0.9))),
     MethodSpec("wsam", "weighted SAM: ((1 - 2 gamma) g + gamma g_p)/(1 - gamma) (Yue et al. 2023)",
                frozenset({"rho", "wsam_gamma", "grad_eps"}), defaults=(("wsam_gamma", 0.9),)),
     MethodSpec("momentum-sam", "gradient at x - rho v/||v||, v the momentum buffer: one gradient (Becker et al. 2024)",
-               frozenset({"rho", "grad_eps"}), defaults=(("rho", 0.3),), batchnorm=False,
+               frozenset({"rho", "grad_eps"}), defaults=(("rho", 0.3),), batchnorm=False, gradients=lambda o: 1.0,
                batchnorm_reason="its only pass is at the perturbed point",
                rules=(lambda o, name, n: None if o.momentum > 0 else
                       f"optimizer.method={name} perturbs along the momentum buffer; set optimizer.momentum > 0",)),
     MethodSpec("esam", "efficient SAM: a random fraction of tensors perturbed, the second pass on the examples "
                "whose loss rose most (Du et al. 2022)",
                frozenset({"rho", "esam_beta", "esam_gamma", "grad_eps"}),
-               defaults=(("esam_beta", 0.6), ("esam_gamma", 0.5))),
+               defaults=(("esam_beta", 0.6), ("esam_gamma", 0.5)),
+               gradients=lambda o: 1 + o.esam_gamma),        # its selection forward is not counted
     MethodSpec("rwp", "random weight perturbation: (1 - alpha) g + alpha grad at a per-filter Gaussian point "
                "(Li et al. 2024)", frozenset({"rwp_sigma", "alpha"}), null="rwp_sigma",
                defaults=(("rwp_sigma", 0.01), ("alpha", 0.5)),
@@ -168,6 +174,14 @@ def _null_refusal(o: Any, name: str, key: str) -> Optional[str]:
 def null_method(spec: MethodSpec, o: Any) -> Optional[str]:
     """"sgd" when the settings put the method at its null (e.g. SAM at rho = 0), else None."""
     return "sgd" if spec.null and spec.null in spec.parameters and getattr(o, spec.null) == 0 else None
+
+
+def gradients_per_step(o: Any) -> float:
+    """Gradient evaluations per step of the settings' method, in full-batch gradients (1 at its null)."""
+    spec = get_method(o.method)
+    if null_method(spec, o):
+        return 1.0
+    return float(spec.gradients(o)) if spec.gradients is not None else 2.0
 
 
 def with_method_defaults(optimizer: Any) -> Any:

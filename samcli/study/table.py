@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from ..spec.measure import MeasureSpec, columns
+from ..spec.methods import gradients_per_step
 
 if TYPE_CHECKING:
     from .rundir import RunRecord
@@ -27,10 +30,12 @@ if TYPE_CHECKING:
 
 # the run-level metrics; the sharpness columns come from the notion registry (samcli/spec/measure.py)
 RUN_METRICS = ("test_accuracy", "test_loss", "train_loss")
-ALWAYS = ("steps", "epochs", "seconds")          # aggregated over every run that trained, diverged ones too
+# aggregated over every run that trained, diverged ones too; the last two are the cost columns
+ALWAYS = ("steps", "epochs", "seconds", "seconds_per_epoch", "gradients_per_step")
 RUN_EXTRA = ("train_accuracy", "sharpness_loss", "measure_seconds", "train_seconds")   # aggregated, not printed
 RUN_HEADERS = {"test_accuracy": "test acc", "test_loss": "test loss", "train_loss": "train loss", "steps": "steps",
-               "epochs": "epochs", "seconds": "seconds"}
+               "epochs": "epochs", "seconds": "seconds", "seconds_per_epoch": "s/epoch",
+               "gradients_per_step": "grads/step"}
 
 
 def all_metrics() -> tuple[str, ...]:
@@ -55,6 +60,13 @@ def _float(value) -> float:
         return math.nan
 
 
+def _gradients_per_step(optimizer: Optional[dict]) -> Optional[float]:
+    try:
+        return gradients_per_step(SimpleNamespace(**optimizer)) if optimizer else None
+    except (ConfigError, AttributeError, TypeError, ZeroDivisionError):    # a method no longer registered
+        return None
+
+
 def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per run: label, seed, status, reached (1 / 0, NaN without a target) and every metric
     (NaN where absent)."""
@@ -71,6 +83,10 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
                 value = r.epochs
             elif key in ("seconds", "train_seconds"):
                 value = r.seconds
+            elif key == "seconds_per_epoch":
+                value = r.seconds / r.epochs if r.seconds is not None and r.epochs else None
+            elif key == "gradients_per_step":
+                value = _gradients_per_step(r.config.get("optimizer"))
             elif key in final:
                 value = final[key]
             else:
@@ -162,6 +178,7 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     metrics = [*RUN_METRICS, *shown, *ALWAYS]
     names = headers()
     targets = "reached" in table and table["reached"].notna().any()
+    sgd_cost = _sgd_cost(table)
     rows = []
     for label, row in table.iterrows():
         out = {"configuration": label, "runs": _runs_cell(row)}
@@ -171,15 +188,24 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             mean, std = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", math.nan)
             if metric == "steps":
                 cell = _fmt(mean, 6)
-            elif metric in ("seconds", "epochs"):
+            elif metric in ("seconds", "epochs", "seconds_per_epoch", "gradients_per_step"):
                 cell = _fmt(mean, 3)
             else:
                 cell = _fmt(mean) + (f" ± {_fmt(std, 2)}" if not math.isnan(std) else "")
             if not cell and row["completed"] == 0 and metric not in ALWAYS:
                 cell = "diverged" if row["diverged"] else "-"
             out[names[metric]] = cell
+        if sgd_cost is not None:
+            out["s/epoch vs sgd"] = _fmt(row.get("seconds_per_epoch_mean", math.nan) / sgd_cost, 3) + "x"
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def _sgd_cost(table: pd.DataFrame) -> Optional[float]:
+    """Seconds per epoch of the study's SGD configuration when it has exactly one (the cost baseline)."""
+    sgd = table[table["method"] == "sgd"] if "method" in table else table.iloc[0:0]
+    cost = sgd["seconds_per_epoch_mean"].iloc[0] if len(sgd) == 1 and "seconds_per_epoch_mean" in sgd else math.nan
+    return None if math.isnan(cost) or cost <= 0 else float(cost)
 
 
 def _runs_cell(row) -> str:

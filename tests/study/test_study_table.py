@@ -96,7 +96,7 @@ def test_reached_count_and_epochs_to_the_target():
     assert list(shown.columns[:3]) == ["runs", "reached", "test acc"]
     assert shown.loc["A", "reached"] == "1/3" and shown.loc["B", "reached"] == "2/2"
     assert shown.loc["B", "epochs"] == "15"
-    assert list(shown.columns[-3:]) == ["steps", "epochs", "seconds"]
+    assert list(shown.columns[-5:]) == ["steps", "epochs", "seconds", "s/epoch", "grads/step"]
     # the run that missed the target is in the table (its accuracy averaged) but not in the correlations
     assert table.loc["A", "test_accuracy_mean"] == pytest.approx(0.75)
     report = correlation_report(runs, resamples=20)
@@ -109,13 +109,13 @@ def test_table_columns_without_a_target_and_with_adaptive_notions():
     # the sharpness columns are the notion registry's, grouped by notion in its order
     assert list(plain.columns) == ["configuration", "runs", "test acc", "test loss", "train loss", "lambda_1",
                                    "R^Max_rho", "R^Asc_rho", "alignment", "Tr", "R^Avg_rho", "steps", "epochs",
-                                   "seconds"]
+                                   "seconds", "s/epoch", "grads/step"]
     adaptive = runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0, ada_lambda_1=3.0, ada_trace=4.0,
                                   ada_r_max=0.5, ada_r_avg=0.25)])
     shown = display(aggregate(adaptive)).iloc[0]
     assert (shown["adaptive lambda_1"], shown["adaptive Tr"], shown["adaptive R^Max_rho"],
             shown["adaptive R^Avg_rho"]) == ("3", "4", "0.5", "0.25")
-    assert list(display(aggregate(adaptive)).columns[-3:]) == ["steps", "epochs", "seconds"]
+    assert list(display(aggregate(adaptive)).columns[-5:]) == ["steps", "epochs", "seconds", "s/epoch", "grads/step"]
     assert math.isnan(runs_frame([record("A", 0, acc=0.5, loss=0.1, lam=1.0, trace=2.0)])["ada_trace"].item())
 
 
