@@ -292,7 +292,8 @@ def _int(text: str, flag: str, word: str = "full") -> int:
 @app.command()
 @one_line_errors(interrupted="interrupted: finished runs are kept; run the same command again to resume")
 def compare(
-    study: Optional[Path] = typer.Argument(None, help="Study YAML (default: the study embedded in samcli)."),
+    study: Optional[Path] = typer.Argument(None, help="Study YAML, or a study shipped with samcli by name "
+                                          "(default, variants; none: default)."),
     from_: Optional[Path] = typer.Option(None, "--from", help="Re-render tables and plots from a study directory "
                                                                "(no training)."),
     out: Optional[Path] = typer.Option(None, help="Study directory.", show_default="results/studies/<name>"),

@@ -33,7 +33,8 @@ from ..spec.methods import method_names, unused_parameters, validate_optimizer
 from .spec import RunSpec, Study, StudyError, parse_checks
 from .table import all_metrics
 
-__all__ = ["RunSpec", "Study", "StudyError", "load_study", "parse_study", "default_study_path"]
+__all__ = ["RunSpec", "Study", "StudyError", "load_study", "parse_study", "default_study_path", "packaged_study_path",
+           "packaged_studies"]
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline",
               "confound_tolerance")
@@ -46,8 +47,19 @@ SHORT = {v: k for k, v in ALIASES.items()}
 
 def default_study_path() -> Path:
     """The path of the embedded default study (samcli/studies/default.yaml)."""
+    return packaged_study_path("default")
+
+
+def packaged_study_path(name: str) -> Path:
+    """The path of a study shipped with samcli (samcli/studies/<name>.yaml), by name."""
     from importlib.resources import files
-    return Path(str(files("samcli") / "studies" / "default.yaml"))
+    return Path(str(files("samcli") / "studies" / f"{name}.yaml"))
+
+
+def packaged_studies() -> list[str]:
+    """The names of the studies shipped with samcli: `samcli compare NAME` runs one."""
+    from importlib.resources import files
+    return sorted(p.name[:-5] for p in files("samcli").joinpath("studies").iterdir() if p.name.endswith(".yaml"))
 
 
 def load_study(study: str | Path | dict | Study | None = None) -> Study:
@@ -57,6 +69,11 @@ def load_study(study: str | Path | dict | Study | None = None) -> Study:
     source = None
     if study is None:
         study = default_study_path()
+    if isinstance(study, (str, Path)) and not Path(study).exists() and str(study) in packaged_studies():
+        study = packaged_study_path(str(study))       # `samcli compare variants`: a study shipped with samcli
+    if isinstance(study, (str, Path)) and not Path(study).exists():
+        raise StudyError(f"study {study} does not exist: it is neither a YAML file nor a packaged study "
+                         f"({', '.join(packaged_studies())}); pass a path or one of those names")
     if isinstance(study, (str, Path)):
         source = str(study)
         raw = load_yaml(study)
