@@ -1,5 +1,6 @@
-"""Correlations of sharpness with generalization: bootstrap intervals over seeds, granulated Kendall
-(Jiang et al. 2019) against a hand-computed two-axis example, gaps, exclusions and confounds."""
+"""Correlations of sharpness with generalization: bootstrap intervals (seeds only, and two levels:
+configurations then seeds), granulated Kendall (Jiang et al. 2019) against a hand-computed two-axis
+example, gaps, exclusions and confounds. tests/study/test_stats.py has the statistics' own cases."""
 from __future__ import annotations
 
 import math

@@ -127,8 +127,10 @@ def test_an_axis_without_a_group_is_not_applicable_and_so_is_the_overall():
 def coupled_design():
     # gap seeds: A (1.0, 1.2), B (2.0, 2.2), C (1.0, 1.6), D (3.0, 3.2); measures A 1, B 2, C 5, D 0
     rows = []
-    for label, axes, m, gaps in [("A", {"lr": 1, "m": "x"}, 1.0, (1.0, 1.2)), ("B", {"lr": 2, "m": "x"}, 2.0, (2.0, 2.2)),
-                                 ("C", {"lr": 1, "m": "y"}, 5.0, (1.0, 1.6)), ("D", {"lr": 2, "m": "y"}, 0.0, (3.0, 3.2))]:
+    for label, axes, m, gaps in [("A", {"lr": 1, "m": "x"}, 1.0, (1.0, 1.2)),
+                                 ("B", {"lr": 2, "m": "x"}, 2.0, (2.0, 2.2)),
+                                 ("C", {"lr": 1, "m": "y"}, 5.0, (1.0, 1.6)),
+                                 ("D", {"lr": 2, "m": "y"}, 0.0, (3.0, 3.2))]:
         rows += [{"label": label, "seed": s, "lambda_1": m, "loss_gap": g, **axes} for s, g in enumerate(gaps)]
     return pd.DataFrame(rows)
 

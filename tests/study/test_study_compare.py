@@ -87,7 +87,11 @@ def test_study_directory_files(diverging):
     assert any("sharp_lambda_1" in h and "epoch" in h for h in run["history"])
     assert [c["step"] for c in run["curve"]] == [0, 10, 20] and {"epoch", "train_loss", "test_accuracy"} <= set(
         run["curve"][-1])
-    assert {"kendall", "granulated", "eligibility", "confound_warning"} <= set(data["correlations"])
+    assert {"kendall", "granulated", "eligibility", "confound_warning", "coupled_pairs", "mutual_information",
+            "warnings"} <= set(data["correlations"])
+    assert run["test_examples"] == 16                       # the tiny study's n_test: an accuracy's se
+    assert {"p", "p_method"} <= set(data["correlations"]["granulated"][0])
+    assert any("fewer than 4 seeds" in w for w in data["correlations"]["warnings"])
 
 
 def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
