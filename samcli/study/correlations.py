@@ -30,7 +30,7 @@ import pandas as pd
 from ..config import SamcliError
 from ..spec.measure import columns
 from .robust import coupled_pair_agreement, design_warnings, mutual_information_score
-from .stats import MISSING, _hashable, granulated_kendall
+from .stats import MISSING, axis_value, granulated_kendall, varying_axes
 from .table import kendall_tau_b
 
 
@@ -44,7 +44,8 @@ ADAPTIVE_NOTIONS = {k: v for k, v in ALL_NOTIONS.items() if k.startswith("ada_")
 TARGETS = {"test_accuracy": "test accuracy", "loss_gap": "test - train loss", "error_gap": "test - train error"}
 # the sign of tau that sharper-is-worse predicts: one-sided p-values and the coupled pairs' "right"
 SHARPER_IS_WORSE = {"test_accuracy": -1, "loss_gap": 1, "error_gap": 1}
-__all__ = ["MISSING", "granulated_kendall"]      # re-exported: the axes' missing value and the granulated score
+# MISSING and granulated_kendall are stats.py's, imported here for the callers that know them from here
+_REEXPORTED = (MISSING, granulated_kendall)
 
 
 # ---- the frame: axes, gaps, eligible runs ---------------------------------------------------------
@@ -69,7 +70,7 @@ def with_axes(runs: pd.DataFrame, values: Mapping[str, Mapping[str, Any]]) -> pd
         column = axis_name(key)
         if column in runs and column != "method":
             column = f"axis:{key}"
-        mapped = out["label"].map(lambda label, key=key: _hashable(values.get(label, {}).get(key)))
+        mapped = out["label"].map(lambda label, key=key: axis_value(values.get(label, {}).get(key)))
         if column == "method":
             mapped = mapped.where(mapped != MISSING, out["method"])
         out[column] = mapped
@@ -79,9 +80,8 @@ def with_axes(runs: pd.DataFrame, values: Mapping[str, Mapping[str, Any]]) -> pd
 
 
 def study_axes(runs: pd.DataFrame, candidates: Iterable[str]) -> list[str]:
-    """The candidate columns whose value varies across configurations."""
-    configs = runs.drop_duplicates("label")
-    return [c for c in candidates if c in configs and configs[c].map(_hashable).nunique() > 1]
+    """The candidate columns on which configurations take >= 2 distinct values they use (stats.varying_axes)."""
+    return varying_axes(runs.drop_duplicates("label"), list(candidates))
 
 
 def with_gaps(runs: pd.DataFrame) -> pd.DataFrame:

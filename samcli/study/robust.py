@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .stats import MISSING, compatible, config_frame
+from .stats import MISSING, compatible, config_frame, varying_axes
 
 MIN_SEEDS = 4            # below this a study's seed means and standard errors are rough
 MIN_CONFIGURATIONS = 3
@@ -77,7 +77,7 @@ def coupled_pair_agreement(runs: pd.DataFrame, notion: str, target: str, axes: S
     """The fraction of coupled pairs whose measure difference has the sign `sign` * sign(delta target),
     over the pairs where |delta target| > 2 se (sign 1 for a gap, -1 for accuracy)."""
     configs = config_frame(runs, notion, target, axes)
-    varying = [a for a in axes if len(configs) and configs[a].nunique() > 1]
+    varying = varying_axes(configs, axes)
     pairs = coupled_pairs(configs, varying) if varying else []
     if not pairs:
         why = ("no hyperparameter axis varies" if not varying else
@@ -173,7 +173,7 @@ def mutual_information_score(runs: pd.DataFrame, notion: str, target: str, axes:
     pairs = len(configs) * (len(configs) - 1)
     if len(configs) < 2:
         return MutualInformation(notion, target, math.nan, (), 0, pairs, "fewer than 2 configurations")
-    varying = [a for a in axes if configs[a].nunique() > 1]
+    varying = varying_axes(configs, axes)
     largest = min(max_subset, max(len(varying) - 1, 0))
     best, scored = math.inf, 0
     subset: tuple[str, ...] = ()

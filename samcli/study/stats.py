@@ -50,16 +50,23 @@ def config_frame(runs: pd.DataFrame, notion: str, target: str, axes: Sequence[st
                         "target_std": grouped[target].std(ddof=1), "seeds": grouped[target].size()})
     if len(axes):
         values = runs.drop_duplicates("label").set_index("label")[list(axes)]
-        out = out.join(values.map(_hashable))
+        out = out.join(values.map(axis_value))
     return out
 
 
-def _hashable(value):
+def axis_value(value):
+    """A configuration's value on an axis as a hashable cell: MISSING for None / NaN, repr for a container."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if isinstance(value, (list, dict, set, tuple)):
         return repr(value)
     return value
+
+
+def varying_axes(configs: pd.DataFrame, axes: Sequence[str]) -> list[str]:
+    """The axes on which >= 2 configurations have distinct values they use (an axis missing for some
+    configurations and one value for the rest does not vary: it is another axis, method, that does)."""
+    return [a for a in axes if a in configs and configs[a].map(axis_value)[lambda v: v != MISSING].nunique() > 1]
 
 
 def compatible(a, b) -> bool:
@@ -209,7 +216,7 @@ def granulated_kendall(runs: pd.DataFrame, notion: str, target: str, axes: Seque
         return Granulated(notion, target, (), math.nan, f"no eligible run has both {notion} and {target}")
     if len(configs) < 2:
         return Granulated(notion, target, (), math.nan, "a single configuration: nothing to rank")
-    varying = [a for a in axes if configs[a].nunique() > 1]
+    varying = varying_axes(configs, axes)
     if not varying:
         return Granulated(notion, target, (), math.nan, "no hyperparameter axis varies across configurations")
     scores = tuple(_axis_score(configs, axis, varying, sign, draws, seed) for axis in varying)

@@ -239,3 +239,10 @@ def test_a_two_run_study_warns_that_its_interval_is_a_point():
     assert granulated.loc[("test_accuracy", "method"), "p"] == pytest.approx(0.5)
     coupled = report.coupled.set_index(["target", "axis"]).loc[("test_accuracy", "mean")]
     assert math.isnan(coupled["agree"]) and "se" in coupled["reason"]
+
+
+def test_an_axis_that_only_a_missing_value_varies_is_no_axis():
+    # GD has no rho and SAM one radius: only method varies, and the overall score is method's
+    runs = frame([("GD", {"method": "sgd", "rho": MISSING}, 1.0, 0.5), ("SAM", {"method": "sam", "rho": 0.05}, 2.0, 0.4)])
+    result = granulated_kendall(runs, "lambda_1", "test_accuracy", ["method", "rho"])
+    assert [a.axis for a in result.axes] == ["method"] and result.overall == -1.0
