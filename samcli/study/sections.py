@@ -30,14 +30,14 @@ def sections(report: CorrelationReport) -> list[Section]:
         if rows.empty:
             continue
         out.append(_granulated_section(rows, name, first))
-        first = False
+        first = first and out[-1][1] is None       # the explanation goes with the first table shown
     first = True
     for target, name in TARGETS.items():
         rows = report.coupled[report.coupled["target"] == target] if len(report.coupled) else report.coupled
         if rows.empty:
             continue
         out.append(_coupled_section(rows, target, name, first))
-        first = False
+        first = first and out[-1][1] is None
     if len(report.mutual_information):
         out.append(_mutual_information_section(report.mutual_information))
     return out
