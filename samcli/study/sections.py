@@ -156,7 +156,9 @@ def _mutual_information_section(rows: pd.DataFrame) -> Section:
         out.append(row)
     lines = ["min over hyperparameter sets S (|S| <= 2, at least one axis left free) of I(sign delta measure; sign "
              "delta target | S) / H(sign delta target | S) over ordered pairs of configurations; 1: the measure's "
-             "order determines the target's, 0: it carries no information once S is known. S: the minimizing set."]
+             "order determines the target's, 0: it carries no information once S is known. S: the minimizing set. "
+             "Mutual information has no direction: a measure that orders every pair backwards also scores 1; read "
+             "it beside tau."]
     lines += _reasons(rows.assign(key=[f"{_names(n)} vs {TARGETS.get(t, t)}" for n, t in
                                        zip(rows["notion"], rows["target"])]), "key")
     return heading, pd.DataFrame(out).fillna(""), lines

@@ -246,3 +246,10 @@ def test_an_axis_that_only_a_missing_value_varies_is_no_axis():
     runs = frame([("GD", {"method": "sgd", "rho": MISSING}, 1.0, 0.5), ("SAM", {"method": "sam", "rho": 0.05}, 2.0, 0.4)])
     result = granulated_kendall(runs, "lambda_1", "test_accuracy", ["method", "rho"])
     assert [a.axis for a in result.axes] == ["method"] and result.overall == -1.0
+
+
+def test_mutual_information_has_no_direction():
+    # a measure that orders every pair backwards determines the gap's order as much as one that orders it right
+    backwards = mutual_information_score(grid(lambda a, b: -(a + 3 * b), lambda a, b: a + 3 * b), "lambda_1",
+                                         "loss_gap", ["a", "b"])
+    assert backwards.score == pytest.approx(1.0)
