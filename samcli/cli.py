@@ -317,7 +317,9 @@ def compare(
 ):
     """Train and measure every run of a study, print the table of accuracy and sharpness (mean ± std over seeds)
     and the rank correlations of each sharpness notion with test accuracy and the generalization gap (Kendall
-    tau-b with bootstrap intervals, granulated Kendall per hyperparameter axis); write table.csv, table.md,
+    tau-b with a bootstrap over configurations and seeds, granulated Kendall per hyperparameter axis with
+    permutation p-values, coupled pairs, conditional mutual information, and warnings where the design cannot
+    support a claim; docs/statistics.md); write table.csv, table.md,
     study.json, plots. Exit code 0: every run completed or diverged; 1: a run failed or the baseline regressed;
     2: bad input (nothing trained); 130: interrupted (finished runs are kept)."""
     from .study import compare as run_study

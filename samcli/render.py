@@ -96,7 +96,7 @@ def compare_result(result, baseline) -> None:
     """`samcli compare`: the study table, the correlations and the baseline diff (stdout); notes and
     the files written (stderr)."""
     from .study.baseline import display_diff
-    from .study.correlations import sections
+    from .study.sections import sections
     from .study.table import display as display_table
     out = stdout()
     out.print(frame_table(display_table(result.table), f"study {result.name}"))

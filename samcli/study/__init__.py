@@ -11,8 +11,10 @@ the plots; it holds one study (another is refused unless `overwrite`). The modul
 spec.py (Study, RunSpec, Tolerance, Ordering: the bottom of the floor), grid.py (building a study),
 rundir.py (run directories and
 records), executors.py (where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
-(intervals, granulated Kendall, gaps, confounds), report.py (the files and the result), plots.py,
-baseline.py (the baseline files, checks and lifecycle).
+(the pooled tau and its two-level interval, gaps, confounds, the report), stats.py (granulated Kendall,
+permutation p-values), robust.py (coupled pairs, conditional mutual information, design warnings),
+sections.py (the report as tables and lines), report.py (the files and the result), plots.py,
+baseline.py (the baseline files, checks and lifecycle); docs/statistics.md defines the statistics.
 """
 from __future__ import annotations
 

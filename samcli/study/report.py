@@ -13,8 +13,9 @@ import pandas as pd
 
 from ..runs import write_json, write_text
 from ..spec.methods import method_names, unused_parameters
-from .correlations import CorrelationReport, correlation_report, sections, with_axes
+from .correlations import CorrelationReport, correlation_report, with_axes
 from .rundir import RunRecord
+from .sections import sections
 from .spec import Study
 from .table import aggregate, caption, display, markdown, runs_frame
 
@@ -37,7 +38,11 @@ class CompareResult:
     baseline_diff: Optional[pd.DataFrame] = None   # one row per baseline check (when checked)
     baseline_ok: Optional[bool] = None             # every check holds (None: no check)
     baseline_written: Optional[Path] = None        # the baseline written (--update-baseline)
-    granulated: Optional[pd.DataFrame] = None      # granulated Kendall per (notion, target, axis), "overall" last
+    granulated: Optional[pd.DataFrame] = None      # granulated Kendall per (notion, target, axis), "overall" last,
+    #                                                with its permutation p-value per axis
+    coupled: Optional[pd.DataFrame] = None         # coupled-pair agreement per (notion, target, axis), "mean" last
+    mutual_information: Optional[pd.DataFrame] = None   # conditional mutual information score per (notion, target)
+    warnings: tuple[str, ...] = ()                 # what the study's design cannot support, in plain words
     eligibility: str = ""                          # how many runs the correlations excluded, and why
     confound: Optional[str] = None                 # the confound warning, when the study's check fails
     report: Optional[CorrelationReport] = None     # all of the correlations, as correlation_report returns it
@@ -99,14 +104,18 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
     files = [study_dir / name for name in OUTPUTS]
     files += study_plots(runs, records, study_dir, list(study.labels), study.name)
     return CompareResult(study.name, table, runs, corr.overall, study_dir, tuple(files), tuple(notes),
-                         caption(study, examples), granulated=corr.granulated, eligibility=corr.eligibility,
-                         confound=corr.warning, report=corr)
+                         caption(study, examples), granulated=corr.granulated, coupled=corr.coupled,
+                         mutual_information=corr.mutual_information, warnings=corr.warnings,
+                         eligibility=corr.eligibility, confound=corr.warning, report=corr)
 
 
 def correlations_json(report: CorrelationReport) -> dict:
     """The correlation report as plain JSON (study.json and `samcli compare --json`)."""
     return {"kendall": json.loads(report.overall.to_json(orient="records")),
             "granulated": json.loads(report.granulated.to_json(orient="records")),
+            "coupled_pairs": json.loads(report.coupled.to_json(orient="records")),
+            "mutual_information": json.loads(report.mutual_information.to_json(orient="records")),
+            "warnings": list(report.warnings),
             "axes": list(report.axes), "eligibility": report.eligibility, "confound_warning": report.warning,
             "confound_tolerance": report.tolerance,
             "train_loss_span": None if math.isnan(report.train_loss_span) else report.train_loss_span,

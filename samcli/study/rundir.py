@@ -75,6 +75,7 @@ class RunRecord:
     reached: Optional[bool] = None                # the stop target was reached (None: the run had no target)
     epochs: Optional[float] = None                # epochs trained: to the target if reached, else to the end
     curve: list = field(default_factory=list)     # every evaluation: step, epoch, train / test loss and accuracy
+    test_examples: Optional[int] = None           # the test-set size (summary.json's data.test): an accuracy's se
 
     @classmethod
     def blank(cls, spec: RunSpec, run_dir: str | Path, status: str = "missing") -> RunRecord:
@@ -103,12 +104,15 @@ class RunRecord:
         stored_target = summary.get("target")
         target: dict = stored_target if isinstance(stored_target, dict) else {}
         reached = bool(target["reached"]) if "reached" in target else None
+        stored_data = summary.get("data")
+        data: dict = stored_data if isinstance(stored_data, dict) else {}
+        test_examples = data.get("test") if isinstance(data.get("test"), int) else None
         return dataclasses.replace(
             cls.blank(spec, run_dir, status), final=final,
             steps=summary.get("steps_done"), seconds=summary.get("seconds"), device=summary.get("device"),
             sharpness=sharp, sharpness_summary=flat, history=history, halted_at=summary.get(f"{status}_at"),
             last_finite={k: _number(v) for k, v in (summary.get("last_finite") or {}).items()}, reached=reached,
-            epochs=target.get("epoch") if reached else final.get("epoch"), curve=curve)
+            epochs=target.get("epoch") if reached else final.get("epoch"), curve=curve, test_examples=test_examples)
 
     @classmethod
     def failed(cls, spec: RunSpec, run_dir: str | Path, err: BaseException) -> RunRecord:

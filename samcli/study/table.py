@@ -68,14 +68,14 @@ def _gradients_per_step(optimizer: Optional[dict]) -> Optional[float]:
 
 
 def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per run: label, seed, status, reached (1 / 0, NaN without a target) and every metric
-    (NaN where absent)."""
+    """One row per run: label, seed, status, reached (1 / 0, NaN without a target), test_examples (the
+    test-set size, NaN where the run does not record it) and every metric (NaN where absent)."""
     rows = []
     value: Optional[float]       # a run's value of one metric, None when it has none
     for r in records:
         final, sharp = r.final or {}, r.sharpness_summary or {}
         row = {"label": r.label, "seed": r.seed, "hash": r.hash, "method": r.method, "status": r.status,
-               "reached": _float(r.reached)}
+               "reached": _float(r.reached), "test_examples": _float(r.test_examples)}
         for key in all_metrics():
             if key == "steps":
                 value = r.steps
@@ -93,7 +93,8 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
                 value = sharp.get(key)
             row[key] = _float(value)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["label", "seed", "hash", "method", "status", "reached", *all_metrics()])
+    return pd.DataFrame(rows, columns=["label", "seed", "hash", "method", "status", "reached", "test_examples",
+                                       *all_metrics()])
 
 
 def aggregate(runs: pd.DataFrame, labels: Optional[Iterable[str]] = None) -> pd.DataFrame:

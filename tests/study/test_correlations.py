@@ -1,5 +1,6 @@
-"""Correlations of sharpness with generalization: bootstrap intervals over seeds, granulated Kendall
-(Jiang et al. 2019) against a hand-computed two-axis example, gaps, exclusions and confounds."""
+"""Correlations of sharpness with generalization: bootstrap intervals (seeds only, and two levels:
+configurations then seeds), granulated Kendall (Jiang et al. 2019) against a hand-computed two-axis
+example, gaps, exclusions and confounds. tests/study/test_stats.py has the statistics' own cases."""
 from __future__ import annotations
 
 import math
@@ -50,18 +51,22 @@ def test_granulated_kendall_matches_the_hand_computed_example():
     assert not math.isclose(result.overall, kendall_tau_b(lam, acc))    # not the pooled tau
 
 
-def test_an_axis_that_does_not_apply_is_a_value_of_its_own():
+def test_a_parameter_a_configuration_does_not_use_matches_any_value():
+    # was: GD (no rho) formed no method group and overall was rho's alone; now GD joins each rho's group
     records = [record("GD", 0, "sgd", 1.0, 0.5), record("SAM 0.05", 0, "sam", 2.0, 0.6),
                record("SAM 0.1", 0, "sam", 3.0, 0.4)]
     values = {"GD": {"method": "sgd", "rho": None}, "SAM 0.05": {"method": "sam", "rho": 0.05},
               "SAM 0.1": {"method": "sam", "rho": 0.1}}
     runs = with_axes(runs_frame(records), values)
     assert runs.loc[runs["label"] == "GD", "rho"].item() == MISSING
-    result = granulated_kendall(runs, "lambda_1", "test_accuracy", ["method", "rho"])
+    result = granulated_kendall(runs, "lambda_1", "test_accuracy", ["method", "rho"], sign=-1)
     by_axis = {a.axis: a for a in result.axes}
-    assert math.isnan(by_axis["method"].tau) and by_axis["method"].groups == 0   # GD shares no rho with SAM
-    assert by_axis["rho"].tau == -1.0 and by_axis["rho"].groups == 1
-    assert result.overall == -1.0
+    # method: {GD, SAM 0.05} concordant (+1), {GD, SAM 0.1} discordant (-1) -> 0
+    assert by_axis["method"].tau == 0.0 and by_axis["method"].groups == 2 and by_axis["method"].overlapping
+    # p = P(sum of two independent +-1 <= 0) = 3/4
+    assert by_axis["method"].p == pytest.approx(0.75)
+    assert by_axis["rho"].tau == -1.0 and by_axis["rho"].groups == 1 and by_axis["rho"].p == pytest.approx(0.5)
+    assert result.overall == pytest.approx(-0.5)
 
 
 def test_a_single_configuration_is_not_applicable():
@@ -83,15 +88,15 @@ def test_no_varying_axis_is_not_applicable():
 
 def test_bootstrap_interval_is_seeded_and_resamples_within_configurations():
     runs = grid_runs(jitter=0.8)
-    first = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, seed=3)
-    again = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, seed=3)
-    other = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, seed=4)
+    first = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, seed=3, level="seeds")
+    again = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, seed=3, level="seeds")
+    other = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, seed=4, level="seeds")
     assert first == again and first != other
     assert first.n == 12 and first.tau == pytest.approx(kendall_tau_b(runs["lambda_1"], runs["test_accuracy"]))
     assert first.low < first.high and first.low <= first.tau + 0.2 and first.high >= first.tau - 0.2
     # one seed per configuration: a within-configuration resample is the data itself, no spread
     single = runs[runs["seed"] == 0]
-    collapsed = kendall_interval(single, "lambda_1", "test_accuracy", resamples=50)
+    collapsed = kendall_interval(single, "lambda_1", "test_accuracy", resamples=50, level="seeds")
     assert collapsed.low == collapsed.high == pytest.approx(collapsed.tau)
 
 
@@ -153,7 +158,7 @@ def test_adaptive_notion_keys_are_those_adaptive_sharpness_reports():
 def test_bootstrap_interval_holds_the_estimate_when_seeds_barely_differ():
     # copies of one run scored as data would lose the concordant within-configuration pairs
     runs = grid_runs(jitter=0.01)
-    result = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300)
+    result = kendall_interval(runs, "lambda_1", "test_accuracy", resamples=300, level="seeds")
     assert result.low <= result.tau <= result.high
 
 

@@ -87,7 +87,11 @@ def test_study_directory_files(diverging):
     assert any("sharp_lambda_1" in h and "epoch" in h for h in run["history"])
     assert [c["step"] for c in run["curve"]] == [0, 10, 20] and {"epoch", "train_loss", "test_accuracy"} <= set(
         run["curve"][-1])
-    assert {"kendall", "granulated", "eligibility", "confound_warning"} <= set(data["correlations"])
+    assert {"kendall", "granulated", "eligibility", "confound_warning", "coupled_pairs", "mutual_information",
+            "warnings"} <= set(data["correlations"])
+    assert run["test_examples"] == 16                       # the tiny study's n_test: an accuracy's se
+    assert {"p", "p_method"} <= set(data["correlations"]["granulated"][0])
+    assert any("fewer than 4 seeds" in w for w in data["correlations"]["warnings"])
 
 
 def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
@@ -176,22 +180,38 @@ def test_runs_trained_to_a_target_count_reached_and_epochs(targeted):
 
 
 def test_granulated_kendall_is_rendered_per_axis(targeted):
+    from samcli.study.stats import group_tau
     out, result = targeted
     g = result.granulated.set_index(["notion", "target", "axis"])
-    # rho: the two SAM radii are the one group; method: GD has no rho, so no group; lr varied only
-    # through slow GD, which missed the target, so among the eligible runs it is no axis at all
+    # rho: the two SAM radii are the one group. method: GD does not use rho, so it matches either
+    # radius and forms a group with each (this test asserted 0 groups when GD's missing rho was a
+    # value of its own). lr varied only through slow GD, which missed the target: among the
+    # eligible runs it is no axis at all
     assert g.loc[("lambda_1", "test_accuracy", "rho"), "groups"] == 1
-    assert g.loc[("lambda_1", "test_accuracy", "method"), "groups"] == 0
+    assert g.loc[("lambda_1", "test_accuracy", "method"), "groups"] == 2
     assert ("lambda_1", "test_accuracy", "lr") not in g.index
+    means = result.table[["lambda_1_mean", "test_accuracy_mean"]]
+
+    def tau(*labels):
+        return group_tau(means.loc[list(labels), "lambda_1_mean"], means.loc[list(labels), "test_accuracy_mean"])
     rho_tau = g.loc[("lambda_1", "test_accuracy", "rho"), "tau"]
-    assert rho_tau in (-1.0, 1.0) and g.loc[("lambda_1", "test_accuracy", "overall"), "tau"] == rho_tau
+    method_tau = g.loc[("lambda_1", "test_accuracy", "method"), "tau"]
+    assert rho_tau == pytest.approx(tau("SAM", "SAM rho=0.3")) and rho_tau in (-1.0, 0.0, 1.0)
+    assert method_tau == pytest.approx((tau("GD", "SAM") + tau("GD", "SAM rho=0.3")) / 2)
+    assert g.loc[("lambda_1", "test_accuracy", "overall"), "tau"] == pytest.approx((rho_tau + method_tau) / 2)
+    # a group of two orders its pair one way or the other with probability 1/2 (sharper-is-worse: tau <= observed)
+    assert g.loc[("lambda_1", "test_accuracy", "rho"), "p"] == (0.5 if rho_tau < 0 else 1.0)
     md = (out / "table.md").read_text()
     assert "## Granulated Kendall (Jiang et al. 2019) with test accuracy" in md
-    assert "| sharpness notion | method [0] | rho [1] | overall |" in md
-    assert f"| lambda_1 | - | {rho_tau:+.2f} | {rho_tau:+.2f} |" in md
+    assert "| sharpness notion | method [2] | rho [1] | overall |" in md
+    for heading in ("## Coupled pairs (Dziugaite et al. 2020) with test - train loss",
+                    "## Conditional mutual information (Jiang et al. 2019)", "## What this design cannot support",
+                    "fewer than 4 seeds"):
+        assert heading in md, heading
     printed = CliRunner().invoke(app, ["compare", "--from", str(out)])
     assert printed.exit_code == 0, printed.output
-    for text in ("Granulated Kendall", "rho [1]", "2 missed the stop target", "reached", "0/2", "confound check"):
+    for text in ("Granulated Kendall", "rho [1]", "2 missed the stop target", "reached", "0/2", "confound check",
+                 "Coupled pairs", "Conditional mutual information", "fewer than 4 seeds"):
         assert text in printed.output, text
 
 
