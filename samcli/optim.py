@@ -94,7 +94,7 @@ class SAM(torch.optim.Optimizer):
                         tuple(p.shape for p in self._params))
         self._ctx = StepContext(x=torch.empty(0), g=None, norm=None, cfg=self.settings, layout=layout, step=0,
                                 generator=torch.Generator().manual_seed(seed), momentum=self._momentum)
-        self._saved: Optional[list[Tensor]] = None     # x while the parameters sit at x + e
+        self._saved: Optional[Tensor] = None           # x (flat) while the parameters sit at x + e
         self._statistics: Optional[list[Tensor]] = None
         self._pending: Optional[str] = None            # "direct" (no second pass) or "second"
 
@@ -107,7 +107,11 @@ class SAM(torch.optim.Optimizer):
 
     def _write_grads(self, flat: Tensor) -> None:
         for p, (_, where, shape) in zip(self._params, self._ctx.layout.pieces()):
-            p.grad = flat[where].view(shape).to(p.dtype).clone()
+            piece = flat[where].view(shape)
+            if p.grad is None:
+                p.grad = piece.to(p.dtype).clone()
+            else:
+                p.grad.copy_(piece)
 
     def _momentum(self) -> Optional[Tensor]:
         buffers = [self.base_optimizer.state.get(p, {}).get("momentum_buffer") for p in self._params]
@@ -120,9 +124,9 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def restore(self) -> None:
         """Put the parameters (and BatchNorm statistics) back at x if a perturbation is in place."""
-        if self._saved is not None:
-            for p, x in zip(self._params, self._saved):
-                p.copy_(x)
+        if self._saved is not None:      # x itself, from the flat copy first_step made
+            for p, (_, where, shape) in zip(self._params, self._ctx.layout.pieces()):
+                p.copy_(self._saved[where].view(shape))
             self._saved = None
         if self._statistics is not None:
             for b, kept in zip(self._statistics_buffers(), self._statistics):
@@ -157,7 +161,7 @@ class SAM(torch.optim.Optimizer):
             self._pending = "second"
             self._statistics = [b.clone() for b in self._statistics_buffers()]
             if e is not None:
-                self._saved = [p.detach().clone() for p in self._params]
+                self._saved = ctx.x
                 for p, (_, where, shape) in zip(self._params, ctx.layout.pieces()):
                     p.add_(e[where].view(shape).to(p.dtype))
         if zero_grad:
