@@ -112,12 +112,22 @@ FSAM = Rule(_fsam_perturb, _second_gradient)
 
 def _wsam_combine(ctx: StepContext, g_p: Optional[Tensor]) -> Tensor:
     assert ctx.g is not None and g_p is not None
+    if ctx.cfg.wsam_decouple:          # the base optimizer sees the loss's gradient alone
+        return ctx.g
     gamma = ctx.cfg.wsam_gamma
     # the gradient of L + gamma/(1 - gamma) (L(x + e) - L): sharpness weighted apart from the loss
     return ((1 - 2 * gamma) * ctx.g + gamma * g_p) / (1 - gamma)
 
 
-WSAM = Rule(ascent(normalized=True), _wsam_combine)
+def _wsam_sharpness_step(ctx: StepContext, g_p: Optional[Tensor]) -> Optional[Tensor]:
+    assert ctx.g is not None and g_p is not None
+    if not ctx.cfg.wsam_decouple:
+        return None
+    gamma = ctx.cfg.wsam_gamma
+    return (gamma / (1 - gamma)) * (g_p - ctx.g)     # the sharpness term, outside momentum and weight decay
+
+
+WSAM = Rule(ascent(normalized=True), _wsam_combine, decoupled=_wsam_sharpness_step)
 
 
 # ---- momentum-sam (Becker et al. 2024) -------------------------------------------------------------

@@ -41,10 +41,13 @@ class StepResult:
     only when `grad_norm` is asked for, which the training loop never does. The direction is valid
     until the next direction at the same objective: inside `Objective.bound` it is a buffer the next
     pass overwrites, so a caller that keeps one across steps copies it (the loop uses each at once)."""
-    __slots__ = ("direction", "loss", "_grad_norm")
+    __slots__ = ("direction", "loss", "_grad_norm", "decoupled")
 
-    def __init__(self, direction: Tensor, loss: float, grad_norm: Union[float, Tensor]):
+    def __init__(self, direction: Tensor, loss: float, grad_norm: Union[float, Tensor],
+                 decoupled: Optional[Tensor] = None):
         self.direction, self.loss, self._grad_norm = direction, loss, grad_norm
+        # a term the loop applies after the base optimizer's step, x <- x - lr * term (decoupled WSAM)
+        self.decoupled = decoupled
 
     @property
     def grad_norm(self) -> float:
@@ -97,7 +100,8 @@ def _rule_direction(rule: Rule, objective: Objective, seed: int,
             loss, g_p = objective.value_and_grad(theta, batch, chunk_size)
         assert loss is not None
         d = rule.combine(ctx, g_p)
-        return StepResult(d, loss.item(), ctx.norm if ctx.norm is not None else torch.linalg.vector_norm(d))
+        after = rule.decoupled(ctx, g_p) if rule.decoupled is not None else None
+        return StepResult(d, loss.item(), ctx.norm if ctx.norm is not None else torch.linalg.vector_norm(d), after)
     return direction
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import fields
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +39,8 @@ from .spec.methods import PARAMETERS, get_method, null_method, validate_optimize
 from .spec.optimizer import OptimizerConfig
 
 _PREFIX = "samcli.optim.SAM: "
+# the method parameters that are switches (True / False), not numbers
+_SWITCHES = {k for k, hint in get_type_hints(OptimizerConfig).items() if hint == Optional[bool] and k in PARAMETERS}
 
 
 def _settings(method: str, values: dict[str, Any]) -> OptimizerConfig:
@@ -65,9 +67,9 @@ class SAM(torch.optim.Optimizer):
             raise ConfigError(_PREFIX + str(err).replace("optimizer.method=", "method=")) from None
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in PARAMETERS}
         for key, value in {"rho": rho, **ours}.items():
-            if value is not None and (isinstance(value, bool) != (key == "asam_biases")
+            if value is not None and (isinstance(value, bool) != (key in _SWITCHES)
                                       or not isinstance(value, (int, float))):
-                raise ConfigError(f"{_PREFIX}{key}={value!r} must be a {'bool' if key == 'asam_biases' else 'number'}")
+                raise ConfigError(f"{_PREFIX}{key}={value!r} must be a {'bool' if key in _SWITCHES else 'number'}")
         momentum = kwargs.get("momentum", 0.0)
         self.settings = _settings(method, {"rho": rho, **ours, "momentum": momentum})
         update = DIRECTIONS.get(null_method(spec, self.settings) or method)
@@ -87,6 +89,7 @@ class SAM(torch.optim.Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
         self._params = [p for g in self.param_groups for p in g["params"]]
+        self._lr_of = {id(p): g for g in self.param_groups for p in g["params"]}     # a group: its lr as scheduled
         if method == "asam" and not self.settings.asam_biases and not names:
             raise ConfigError(f"{_PREFIX}method=asam scales the tensors named 'weight': pass model=your_module "
                               "for the names, or asam_biases=True to scale every tensor")
@@ -185,6 +188,10 @@ class SAM(torch.optim.Optimizer):
         else:
             self._write_grads(self.rule.combine(self._ctx, g_p))
         self.base_optimizer.step()
+        after = self.rule.decoupled(self._ctx, g_p) if self.rule.decoupled is not None else None
+        if after is not None:          # outside the base optimizer: x <- x - lr * term, each group at its lr
+            for p, (_, where, shape) in zip(self._params, self._ctx.layout.pieces()):
+                p.add_(after[where].view(shape), alpha=-self._lr_of[id(p)]["lr"])
         if zero_grad:
             self.zero_grad()
 

@@ -71,7 +71,7 @@ class StepContext:
 
 
 Perturb = Callable[[StepContext], Optional[Tensor]]
-Combine = Callable[[StepContext, Optional[Tensor]], Tensor]
+Combine = Callable[[StepContext, Optional[Tensor]], Any]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,9 @@ class Rule:
     clean: bool = True
     second_batch: Optional[Callable[..., Any]] = None
     example_losses: bool = False
+    # a term applied after the base optimizer's step, x <- x - lr * term, outside its momentum and weight
+    # decay (decoupled WSAM); None from the function: nothing this step
+    decoupled: Optional[Combine] = None
 
 
 # ---- the paper's rules -----------------------------------------------------------------------------

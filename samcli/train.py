@@ -218,6 +218,8 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
                     else:
                         theta.grad = result.direction
                         base.step()
+                    if result.decoupled is not None:
+                        theta_data.add_(result.decoupled, alpha=-lr)
                     if progress:
                         progress(step, cfg.steps, batch_loss)
                     if (step % cfg.eval_every == 0 or step == cfg.steps or step in extra_evals

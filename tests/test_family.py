@@ -112,6 +112,16 @@ def test_wsam_weights_the_sharpness_term(gamma):
     np.testing.assert_allclose(got, loss_plus_weighted_sharpness, rtol=1e-9, atol=1e-9)   # 9 g_p - 8 g cancels
 
 
+def test_decoupled_wsam_hands_g_to_the_base_optimizer_and_steps_the_sharpness_term_after_it():
+    rho, gamma = 0.2, 0.9
+    objective, o = quadratic(), settings("wsam", rho=rho, wsam_gamma=gamma, wsam_decouple=True)
+    result = direction_for(objective, o)(objective, torch.tensor(X0), Batch(torch.tensor(C), torch.zeros(8)), o, 1024)
+    g = grad(X0)
+    np.testing.assert_allclose(result.direction.numpy(), g, rtol=1e-12)
+    np.testing.assert_allclose(result.decoupled.numpy(), gamma / (1 - gamma) * (grad(X0 + rho * unit(g)) - g),
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_momentum_sam_takes_its_one_gradient_ahead_along_the_momentum_buffer():
     rho = 0.3
     v = RNG.normal(size=6)

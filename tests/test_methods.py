@@ -388,15 +388,15 @@ def test_the_registry_lists_exactly_the_methods():
 DECLARED = {"sgd": set(), "sam": {"rho", "grad_eps"}, "usam": {"rho"}, "msam": {"rho", "m", "grad_eps"},
             "ascent-gd": {"rho", "grad_eps"}, "asam": {"rho", "eta", "asam_biases", "grad_eps"},
             "gsam": {"rho", "alpha", "grad_eps"}, "looksam": {"rho", "k", "alpha", "grad_eps"},
-            "fsam": {"rho", "sigma", "lmbda", "grad_eps"}, "wsam": {"rho", "wsam_gamma", "grad_eps"},
+            "fsam": {"rho", "sigma", "lmbda", "grad_eps"}, "wsam": {"rho", "wsam_gamma", "wsam_decouple", "grad_eps"},
             "momentum-sam": {"rho", "grad_eps"}, "esam": {"rho", "esam_beta", "esam_gamma", "grad_eps"},
             "rwp": {"rwp_sigma", "alpha"}}
 # a value per parameter for the base settings, and a different one; looksam's k and alpha and fsam's
 # sigma and lmbda first act at steps 2 and 3, so each run takes three steps
 BASE = {"rho": 0.1, "grad_eps": 1e-12, "m": 2, "eta": 0.01, "asam_biases": False, "alpha": 0.4, "k": 5,
-        "sigma": 1.0, "lmbda": 0.9, "wsam_gamma": 0.7, "esam_beta": 0.5, "esam_gamma": 0.5, "rwp_sigma": 0.05}
+        "sigma": 1.0, "lmbda": 0.9, "wsam_gamma": 0.7, "wsam_decouple": False, "esam_beta": 0.5, "esam_gamma": 0.5, "rwp_sigma": 0.05}
 CHANGES = {"rho": 0.3, "grad_eps": 1.0, "m": 4, "eta": 0.5, "asam_biases": True, "alpha": 0.9, "k": 2,
-           "sigma": 0.3, "lmbda": 0.2, "wsam_gamma": 0.2, "esam_beta": 0.9, "esam_gamma": 1.0, "rwp_sigma": 0.5}
+           "sigma": 0.3, "lmbda": 0.2, "wsam_gamma": 0.2, "wsam_decouple": True, "esam_beta": 0.9, "esam_gamma": 1.0, "rwp_sigma": 0.5}
 
 
 @pytest.mark.parametrize("name", list(DECLARED))

@@ -17,7 +17,8 @@ from samcli.optim import SAM
 from samcli.task import build_task
 
 RULE_METHODS = [("sam", {}), ("usam", {"rho": 0.01}), ("asam", {}), ("gsam", {}), ("looksam", {"k": 3}),
-                ("fsam", {}), ("wsam", {"wsam_gamma": 0.6}), ("momentum-sam", {}), ("esam", {"esam_gamma": 1.0}),
+                ("fsam", {}), ("wsam", {"wsam_gamma": 0.6}), ("wsam", {"wsam_decouple": True}),
+                ("momentum-sam", {}), ("esam", {"esam_gamma": 1.0}),
                 ("rwp", {"rwp_sigma": 0.05})]
 
 
@@ -97,12 +98,16 @@ def _peers():
                  lambda m: po.FriendlySAM(m.parameters(), torch.optim.SGD, rho=0.05, sigma=1.0, lmbda=0.9, **BASE)),
         "wsam": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "wsam", wsam_gamma=0.9, **BASE),
                  lambda m: po.WSAM(m, m.parameters(), torch.optim.SGD, rho=0.05, gamma=0.9, decouple=False, **BASE)),
+        "wsam-decoupled": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "wsam", wsam_gamma=0.9,
+                                         wsam_decouple=True, **BASE),
+                           lambda m: po.WSAM(m, m.parameters(), torch.optim.SGD, rho=0.05, gamma=0.9, decouple=True,
+                                             **BASE)),
         "looksam": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "looksam", k=5, alpha=0.7, **BASE),
                     lambda m: po.LookSAM(m.parameters(), torch.optim.SGD, rho=0.05, k=5, alpha=0.7, **BASE)),
     }
 
 
-@pytest.mark.parametrize("name", ["sam", "asam", "fsam", "wsam"])
+@pytest.mark.parametrize("name", ["sam", "asam", "fsam", "wsam", "wsam-decoupled"])
 def test_equals_pytorch_optimizer_where_the_definitions_match(name):
     ours, theirs = _peers()[name]
     torch.testing.assert_close(_peer_run(_mlp(), ours), _peer_run(_mlp(), theirs), rtol=0, atol=1e-8)

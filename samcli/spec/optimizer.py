@@ -29,6 +29,7 @@ class OptimizerConfig:
     sigma: Optional[float] = None        # fsam
     lmbda: Optional[float] = None        # fsam
     wsam_gamma: Optional[float] = None   # wsam
+    wsam_decouple: Optional[bool] = None  # wsam
     esam_beta: Optional[float] = None    # esam
     esam_gamma: Optional[float] = None   # esam
     rwp_sigma: Optional[float] = None    # rwp
