@@ -17,7 +17,7 @@ from samcli.optim import SAM
 from samcli.task import build_task
 
 RULE_METHODS = [("sam", {}), ("usam", {"rho": 0.01}), ("asam", {}), ("gsam", {}), ("looksam", {"k": 3}),
-                ("fsam", {}), ("wsam", {"wsam_gamma": 0.6}), ("wsam", {"wsam_decouple": True}),
+                ("fsam", {}), ("wsam", {"wsam_gamma": 0.6, "wsam_decouple": False}), ("wsam", {}),
                 ("momentum-sam", {}), ("esam", {"esam_gamma": 1.0}),
                 ("rwp", {"rwp_sigma": 0.05})]
 
@@ -63,7 +63,7 @@ def _peer_run(net, make, steps=20):
         xb, yb = xs[(i * 8) % 32:][:8], ys[(i * 8) % 32:][:8]
         F.cross_entropy(model(xb), yb).backward()
 
-        def closure():
+        def closure(xb=xb, yb=yb):
             opt.zero_grad()
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
@@ -96,7 +96,8 @@ def _peers():
                  lambda m: po.SAM(m.parameters(), torch.optim.SGD, rho=0.5, adaptive=True, **BASE)),
         "fsam": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "fsam", sigma=1.0, lmbda=0.9, **BASE),
                  lambda m: po.FriendlySAM(m.parameters(), torch.optim.SGD, rho=0.05, sigma=1.0, lmbda=0.9, **BASE)),
-        "wsam": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "wsam", wsam_gamma=0.9, **BASE),
+        "wsam": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "wsam", wsam_gamma=0.9, wsam_decouple=False,
+                               **BASE),
                  lambda m: po.WSAM(m, m.parameters(), torch.optim.SGD, rho=0.05, gamma=0.9, decouple=False, **BASE)),
         "wsam-decoupled": (lambda m: SAM(m.parameters(), torch.optim.SGD, 0.05, "wsam", wsam_gamma=0.9,
                                          wsam_decouple=True, **BASE),
