@@ -211,3 +211,107 @@ def test_momentum_sam_refuses_batchnorm_with_the_reason():
     with pytest.raises(ConfigError, match=r"^optimizer.method=momentum-sam cannot update BatchNorm statistics "
                                           r"\(its only pass is at the perturbed point\)"):
         validate_optimizer(o, has_batchnorm=True)
+
+
+# ---- several steps on an MLP against a reference loop written here (plain autograd on the module) --------
+
+def _reference_directions(method: str, cfg, model, x, y, state: dict, momentum_buffer):
+    """The method's direction at the module's current parameters, from the papers' formulas."""
+    params = list(model.parameters())
+
+    def grad_at(shift=None, keep=None):
+        with torch.no_grad():
+            if shift is not None:
+                for p, s in zip(params, shift):
+                    p.add_(s)
+        xs, ys = (x, y) if keep is None else (x[keep], y[keep])
+        gs = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xs), ys), params)
+        with torch.no_grad():
+            if shift is not None:
+                for p, s in zip(params, shift):
+                    p.sub_(s)
+        return torch.cat([t.reshape(-1) for t in gs])
+
+    def split(v):
+        out, i = [], 0
+        for p in params:
+            out.append(v[i:i + p.numel()].view_as(p))
+            i += p.numel()
+        return out
+    o, step = cfg.optimizer, state.setdefault("step", 0) + 1
+    state["step"] = step
+    g = None if method == "momentum-sam" else grad_at()
+    if method == "gsam":
+        g_p = grad_at(split(o.rho * g / g.norm()))
+        return g_p - o.alpha * (g - (g @ g_p) / (g_p @ g_p) * g_p)
+    if method == "looksam":
+        if (step - 1) % o.k == 0:
+            g_s = grad_at(split(o.rho * g / g.norm()))
+            state["g_v"] = g_s - (g_s @ g) / (g @ g) * g
+            return g_s
+        return g + o.alpha * g.norm() / state["g_v"].norm() * state["g_v"]
+    if method == "momentum-sam":
+        if momentum_buffer is None:
+            return grad_at()
+        return grad_at(split(-o.rho * momentum_buffer / momentum_buffer.norm()))
+    if method == "esam":          # esam_beta = 1: every tensor perturbed; the top half of the examples by loss rise
+        e = split(o.rho * g / g.norm())
+        with torch.no_grad():
+            before = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+            for p, s in zip(params, e):
+                p.add_(s)
+            after = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+            for p, s in zip(params, e):
+                p.sub_(s)
+        keep = torch.topk(after - before, round(o.esam_gamma * len(y))).indices
+        return grad_at(e, keep)
+    raise AssertionError(method)
+
+
+@pytest.mark.parametrize("method,values", [("gsam", {}), ("looksam", {"k": 3}), ("momentum-sam", {}),
+                                           ("esam", {"esam_beta": 1.0})])
+def test_several_steps_on_an_mlp_equal_a_reference_loop(method, values):
+    import samcli
+    from samcli.task import build_task
+    raw = {"seed": 1, "dtype": "float64", "steps": 7, "eval_every": 7,
+           "data": {"name": "synthetic", "n_train": 24, "n_test": 8, "dim": 4, "classes": 3},
+           "model": {"name": "mlp", "widths": [5]},
+           "optimizer": {"method": method, "batch_size": "full", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3,
+                         **values}}
+    cfg = TrainConfig.from_dict(raw)
+    trained = samcli.train(cfg, write=False).theta
+    task = build_task(cfg)
+    model, x, y = task.objective.module, task.train.inputs, task.train.targets
+    params = list(model.parameters())
+    base = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    state: dict = {}
+    for _ in range(cfg.steps):
+        buffers = [base.state.get(p, {}).get("momentum_buffer") for p in params]
+        buffer = None if any(b is None for b in buffers) else torch.cat([b.reshape(-1) for b in buffers])
+        d = _reference_directions(method, cfg, model, x, y, state, buffer)
+        i = 0
+        for p in params:
+            p.grad = d[i:i + p.numel()].view_as(p).clone()
+            i += p.numel()
+        base.step()
+    reference = torch.cat([p.detach().reshape(-1) for p in params])
+    torch.testing.assert_close(trained, reference, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["asam", "gsam", "looksam", "fsam", "wsam", "esam", "rwp"])
+def test_only_the_clean_pass_updates_batchnorm_statistics(method):
+    from samcli.models import build_model
+    from samcli.config import ModelConfig
+    torch.manual_seed(0)
+    module = build_model(ModelConfig(name="mlp", widths=[6], norm="batch"), (4,), 3).double()
+    objective, theta = Objective.from_module(module, "cross-entropy")
+    batch = Batch(torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,)))
+    initial = {k: v.clone() for k, v in objective.buffers.items()}
+    expected = {k: v.clone() for k, v in objective.buffers.items()}
+    objective.set_training(True)
+    objective.per_example_losses(theta, batch, expected)         # one forward at x, on copies
+    assert any(not torch.equal(expected[k], initial[k]) for k in initial)     # the statistics do move
+    o = settings(method, batch_size=16)
+    direction_for(objective, o)(objective, theta, batch, o, 1024)
+    for name, value in objective.buffers.items():
+        assert torch.equal(value, expected[name]), name
