@@ -300,12 +300,12 @@ def test_several_steps_on_an_mlp_equal_a_reference_loop(method, values):
 
 @pytest.mark.parametrize("method", ["asam", "gsam", "looksam", "fsam", "wsam", "esam", "rwp"])
 def test_only_the_clean_pass_updates_batchnorm_statistics(method):
-    from samcli.models import build_model
     from samcli.config import ModelConfig
+    from samcli.models import build_model
     torch.manual_seed(0)
-    module = build_model(ModelConfig(name="mlp", widths=[6], norm="batch"), (4,), 3).double()
+    module = build_model(ModelConfig(name="cnn", channels=[4], norm="batch"), (1, 12), 3).double()
     objective, theta = Objective.from_module(module, "cross-entropy")
-    batch = Batch(torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,)))
+    batch = Batch(torch.randn(16, 1, 12, dtype=torch.float64), torch.randint(0, 3, (16,)))
     initial = {k: v.clone() for k, v in objective.buffers.items()}
     expected = {k: v.clone() for k, v in objective.buffers.items()}
     objective.set_training(True)
