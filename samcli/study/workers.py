@@ -146,7 +146,8 @@ def user_registrations() -> tuple[list, list]:
 
     def ours(function) -> bool:
         if isinstance(function, Rule):      # a rule is the user's when any of its functions is
-            return ours(function.perturb) and ours(function.combine)
+            return all(ours(f) for f in (function.perturb, function.combine, function.second_batch,
+                                         function.decoupled) if f is not None)
         return isinstance(function, str) or getattr(function, "__module__", "").startswith("samcli.")
     notions = [n for n in NOTIONS.values() if not ours(n.compute)]
     methods = [(METHODS[name], DIRECTIONS[name]) for name in METHODS
