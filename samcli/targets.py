@@ -118,7 +118,12 @@ def call_target(target: str, args: dict, key: str, offered: dict | None = None) 
             signature.bind(**kwargs)
         except TypeError as err:
             section = key.rsplit(".", 1)[0]
-            raise ConfigError(f"{key}={target} cannot be called with {section}.args {short_repr(args)} ({err}); "
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in names.values())
+            wrong = [k for k in args if k not in names] if not takes_any else []
+            near = near_miss(wrong[0], list(names)) if wrong else None
+            why = (f"{section}.args.{wrong[0]} is not one of its parameters" + (f" (did you mean {near}?)" if near
+                   else "") if wrong else str(err))
+            raise ConfigError(f"{key}={target} cannot be called with {section}.args {short_repr(args)}: {why}; "
                               f"its parameters: {', '.join(names) or 'none'}") from None
     try:
         return function(**kwargs)
@@ -213,7 +218,6 @@ def check_outputs(module: nn.Module, train: Batch, test: Batch, model: str, data
 def load_weights(module: nn.Module, path: str | Path, model: str) -> str:
     """Load a state_dict file (or a samcli checkpoint's theta and buffers) into `module`, every key and
     shape checked first; returns the file's sha256. A mismatch is one line naming both sides."""
-    from .runs import file_sha256
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--weights {path} does not exist; pass a file saved with torch.save(model.state_dict())")
@@ -238,7 +242,7 @@ def load_weights(module: nn.Module, path: str | Path, model: str) -> str:
         raise ConfigError(f"--weights {path} does not match {model}: {'; '.join(problems)}; pass the weights of "
                           "this model (or the args that built it)")
     module.load_state_dict(state)
-    return file_sha256(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()     # as runs.file_sha256 (which sits beside this)
 
 
 def _checkpoint_state(module: nn.Module, state: dict, path: Path, model: str) -> dict:

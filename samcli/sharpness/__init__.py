@@ -128,13 +128,14 @@ def measure_sharpness(model: nn.Module | str | dict, data, *, loss: str | Callab
     """
     config = build_spec(spec, **knobs)
     checkpoint = None
+    named = f"model.target={_section(model).get('target')}" if isinstance(model, (str, dict)) else "the model"
     model, data = _from_targets(model, data)
     if weights is not None:
         if not isinstance(model, nn.Module):
             raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module or a target")
         from ..targets import load_weights
         model = copy.deepcopy(model)       # the user's module stays as it was
-        checkpoint = load_weights(model, weights, "the model")
+        checkpoint = load_weights(model, weights, named)
     if not isinstance(model, nn.Module):
         raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module or a target "
                                   "('pkg.module:factory')")

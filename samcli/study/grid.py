@@ -108,6 +108,7 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
                 continue
             seen[spec.hash] = spec
             runs.append(spec)
+    _check_targets(runs, where)
     labels = tuple(dict.fromkeys(r.label for r in runs))
     sharpness = _sharpness(raw.get("sharpness"), where)
     tolerances, orderings = parse_checks(raw.get("baseline"), labels, all_metrics(), where)
@@ -235,6 +236,21 @@ def _build_run(base: dict, label: str, overrides: dict, seed: int, where: str) -
         raise StudyError(f"{where}: configuration {label!r}: {err}") from None
     _check_data_size(cfg, label, where)
     return RunSpec(label, seed, dict(overrides), cfg, config_hash(cfg))
+
+
+def _check_targets(runs: list[RunSpec], where: str) -> None:
+    """Every model and data target the runs name imports (not called: a loader may be slow), here, before
+    any run trains; the workers import them again from the configs they are handed."""
+    from ..targets import load_target
+    seen: set[tuple[str, str]] = set()
+    for run in runs:
+        for key, section in (("model.target", run.config.model), ("data.target", run.config.data)):
+            if section.target is not None and (key, section.target) not in seen:
+                seen.add((key, section.target))
+                try:
+                    load_target(section.target, key)
+                except ConfigError as err:
+                    raise StudyError(f"{where}: configuration {run.label!r}: {err}") from None
 
 
 def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:
