@@ -122,6 +122,9 @@ def loss_label(loss) -> str:
         return loss
     if loss is mean_squared_error:
         return "nn.MSELoss() (||f - y||^2 / C per example)"
+    if isinstance(loss, nn.Module):     # torch's repr of a loss module leaves out its settings
+        settings = {k: getattr(loss, k) for k in ("label_smoothing", "reduction") if hasattr(loss, k)}
+        return f"nn.{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
     return getattr(loss, "__qualname__", None) or repr(loss)
 
 
@@ -197,7 +200,7 @@ class Objective:
     def from_module(cls, module: nn.Module, loss: str | Callable = "cross-entropy") -> tuple[Objective, Tensor]:
         """Wrap a module and a loss (a name, a per-example function, or a torch loss module: see
         `known_loss`); returns the objective and the module's current flat parameters."""
-        loss = known_loss(loss)
+        label, loss = loss_label(loss), known_loss(loss)
         output_loss = LOSSES[resolve_loss(loss)] if isinstance(loss, str) else loss
         named = dict(module.named_parameters())
         buffers = {k: v for k, v in module.named_buffers()}
@@ -208,7 +211,7 @@ class Objective:
 
         objective = cls(per_example, {k: v.shape for k, v in named.items()}, buffers, module, output_loss)
         objective.call = call
-        objective.loss_label = loss_label(loss)
+        objective.loss_label = label
         theta = torch.cat([p.detach().reshape(-1) for p in named.values()])
         return objective, theta
 

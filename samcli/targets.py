@@ -241,6 +241,9 @@ def load_weights(module: nn.Module, path: str | Path, model: str) -> str:
     if problems:
         raise ConfigError(f"--weights {path} does not match {model}: {'; '.join(problems)}; pass the weights of "
                           "this model (or the args that built it)")
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) == 1:            # the model in the precision its weights were saved in, not rounded to it
+        module.to(dtypes.pop())
     module.load_state_dict(state)
     return hashlib.sha256(path.read_bytes()).hexdigest()     # as runs.file_sha256 (which sits beside this)
 

@@ -143,9 +143,9 @@ def measure_sharpness(model: nn.Module | str | dict, data, *, loss: str | Callab
     if param is None:
         raise SharpnessInputError("the model has no parameters: sharpness is a property of the loss in the "
                                   "parameters; pass a model with trainable weights")
-    loss = known_loss(loss)          # nn.CrossEntropyLoss() is "cross-entropy"
+    given, loss = loss, known_loss(loss)      # nn.CrossEntropyLoss() is "cross-entropy"
     if isinstance(loss, str):
-        loss = resolve_loss(loss)
+        loss = given = resolve_loss(loss)
     elif not callable(loss):
         raise SharpnessInputError(f"loss={loss!r} must be a loss name (cross-entropy, mse) or a function")
     if config.dtype != "model" and param.dtype != getattr(torch, config.dtype):
@@ -153,7 +153,7 @@ def measure_sharpness(model: nn.Module | str | dict, data, *, loss: str | Callab
         param = next(iter(model.parameters()))
     batch = _as_batch(data).to(param.device, param.dtype)
     _check_against_model(model, loss, batch)
-    objective, theta = Objective.from_module(model, loss)
+    objective, theta = Objective.from_module(model, given)      # the loss as given: the report names it
     was_training = model.training
     try:
         return measure(objective, theta, _subsample(batch, config.samples, config.seed), config,
@@ -162,8 +162,14 @@ def measure_sharpness(model: nn.Module | str | dict, data, *, loss: str | Callab
         model.train(was_training)
 
 
-def _section(value) -> dict:
+def _section(value, kind: str = "model") -> dict:
     """A target string, a built-in name or a {target, args} mapping as a config section."""
+    from ..config import DATASETS, MODELS
+    if isinstance(value, str) and ":" not in value and value not in (MODELS if kind == "model" else DATASETS):
+        what = ("a torch.nn.Module or a factory target ('pkg.nets:build', 'nets.py:build')" if kind == "model" else
+                "a pair of tensors (inputs, targets), a samcli Batch, a DataLoader of pairs, a loader target "
+                "('pkg.data:load') or a built-in data set's name")
+        raise SharpnessInputError(f"{kind}={value!r} is neither a target nor a built-in {kind}; pass {what}")
     if isinstance(value, str):
         return {"target": value} if ":" in value else {"name": value}
     return dict(value)
@@ -177,7 +183,7 @@ def _from_targets(model, data):
     if not isinstance(data, (str, dict)) and not isinstance(model, (str, dict)):
         return model, data
     cfg = TrainConfig.from_dict({"model": _section(model) if isinstance(model, (str, dict)) else {},
-                                 "data": _section(data) if isinstance(data, (str, dict)) else {}})
+                                 "data": _section(data, "data") if isinstance(data, (str, dict)) else {}})
     if isinstance(data, (str, dict)):
         splits = load_data(cfg.data)
         data = splits.train

@@ -54,7 +54,7 @@ def trace_estimate(objective, theta, data, hessian, settings: MeasureSpec, gener
 
 def _no_ggn_reason(objective) -> str:
     if not supports_ggn(objective):
-        named = f" (loss {objective.loss_label})" if getattr(objective, "loss_label", None) else ""
+        named = f" {objective.loss_label}" if getattr(objective, "loss_label", None) else ""
         return (f"the loss{named} is not a cross-entropy or squared error of a module's outputs that samcli "
                 "knows, so no exact Tr(G)")
     return "a BatchNorm uses batch statistics, which couple the examples: no per-example Tr(G)"

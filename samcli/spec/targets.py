@@ -15,6 +15,7 @@ from ..errors import ConfigError, short_repr
 MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 EXAMPLE = "pkg.module:factory or path/to/file.py:factory"
+DEFAULT_NAMES = {"model": "mlp", "data": "mnist1d"}      # config.py's defaults, which a target replaces
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -82,7 +83,8 @@ def _plain(value: Any, key: str) -> None:
 
 def resolve_section(raw: Any, section: str) -> Any:
     """The `model:` or `data:` mapping with its target normalized and `name` set to 'target' when a
-    target is given: a model (or data set) is a built-in one or a target, never both."""
+    target is given: a model (or data set) is a built-in one or a target, never both (a name left at
+    its default, as in a resolved config, gives way to the target)."""
     if not isinstance(raw, dict) or raw.get("target") is None:
         if isinstance(raw, dict) and raw.get("name") == "target":
             raise ConfigError(f"{section}.name=target needs {section}.target ({EXAMPLE})")
@@ -91,7 +93,7 @@ def resolve_section(raw: Any, section: str) -> Any:
                               f"args are the keyword arguments of a target ({EXAMPLE})")
         return raw
     name = raw.get("name", "target")
-    if name != "target":
+    if name not in ("target", DEFAULT_NAMES[section]):    # the default: a resolved config switched to a target
         raise ConfigError(f"{section}.name={short_repr(name)} and {section}.target={short_repr(raw['target'])} are "
                           f"both set; a {section} is a built-in one or a target: drop {section}.name (or set "
                           f"{section}.target: null for the built-in)")
