@@ -453,6 +453,7 @@ def test_the_own_model_example_runs(tmp_path, monkeypatch):
                                   "ascent_iters": 2}
             Path("small.yaml").write_text(yaml.safe_dump(study))
             args[1] = "small.yaml"
+            args += ["--jobs", "1", "--quiet"]      # in this process: a pool's start costs more than the runs
         if args[0] == "train":
             args = [a if a != "150" else "10" for a in args]
         if args[0] == "sharpness":
