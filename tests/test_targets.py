@@ -77,6 +77,15 @@ def a_dict():
     return {"train": 1}
 
 
+def mismatched():
+    return (torch.randn(4, 3), torch.zeros(3, dtype=torch.long)), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+
+
+def integer_inputs():
+    x = torch.ones(4, 3, dtype=torch.long)
+    return (x, x[:, 0]), (x, x[:, 0])
+
+
 def regression(n=16):
     x = torch.randn(2 * n, 3, generator=torch.Generator().manual_seed(1))
     return (x[:n], x[:n, :2].sum(1, keepdim=True)), (x[n:], x[n:, :2].sum(1, keepdim=True))
@@ -178,6 +187,17 @@ def test_set_model_target_and_module_targets_work_and_the_hash_covers_target_and
     assert len(hashes) == 3
 
 
+def test_a_config_built_in_python_names_its_target(code):
+    from samcli.config import DataConfig, ModelConfig
+    cfg = TrainConfig(model=ModelConfig(target="nets.py:build", args={"width": 5}),
+                      data=DataConfig(target="data.py:load"), steps=3, dtype="float64", device="cpu")
+    cfg.optimizer.batch_size, cfg.optimizer.lr = "full", 0.1
+    assert cfg.model.name == "target" and cfg.model.target == f"{code[0] / 'nets.py'}:build"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    model, _, _ = reference_gd(width=5, steps=3, lr=0.1)
+    torch.testing.assert_close(samcli.train(cfg, write=False).theta, flat(model), rtol=0, atol=1e-12)
+
+
 def test_the_data_fingerprint_covers_user_data(code):
     cfg = TrainConfig.from_dict({"data": {"target": "data.py:load"}, "dtype": "float64"})
     changed = TrainConfig.from_dict({"data": {"target": "data.py:load", "args": {"seed": 1}}, "dtype": "float64"})
@@ -250,6 +270,27 @@ def test_a_study_naming_a_missing_target_is_refused_before_anything_trains(code)
     refused(invoke(["compare", "study.yaml", "--out", "st", "--quiet"]), "configuration 'typo'",
             "has no attribute 'biuld' (did you mean build?)")
     assert not Path("st").exists()
+
+
+def test_the_ray_executor_imports_the_targets_on_its_workers(code):
+    ray = pytest.importorskip("ray")
+    study = {"name": "own-ray", "base": {"device": "cpu", "dtype": "float64", "steps": 3, "eval_every": 3,
+                                         "model": {"target": "nets.py:build", "args": {"width": 5}},
+                                         "data": {"target": "data.py:load"},
+                                         "optimizer": {"lr": 0.1, "batch_size": "full", "method": "sgd"}},
+             "variants": [{"label": "GD"}], "seeds": [0],
+             "sharpness": {"notions": ["worst"], "lanczos_iters": 5, "ascent_iters": 2, "ascent_restarts": 1}}
+    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             configure_logging=False)
+    try:
+        result = samcli.compare(study, out="st-ray", executor="ray")
+    finally:
+        ray.shutdown()
+    assert not result.failed_runs
+    (run,) = Path("st-ray/runs").iterdir()
+    model, _, _ = reference_gd(width=5, steps=3, lr=0.1)
+    torch.testing.assert_close(torch.load(run / "checkpoint.pt", weights_only=True)["theta"], flat(model),
+                               rtol=0, atol=1e-12)
 
 
 # ---- --weights: a checkpoint samcli did not write -----------------------------------------------------
@@ -399,6 +440,8 @@ BAD = [
     (["--model", "bad name:build"], ["'bad name' is neither a module name"]),
     (["--set", "model.name=cnn", "--set", "model.target=nets.py:build"], ["both set", "drop model.name"]),
     (["--dataset", "data.py:regression"], ["loss=cross-entropy needs class labels"]),
+    (["--dataset", "data.py:mismatched"], ["the train split of data.target=", "give one target per input"]),
+    (["--dataset", "data.py:integer_inputs"], ["has inputs of dtype torch.int64; give floating-point inputs"]),
 ]
 
 
