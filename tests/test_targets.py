@@ -263,12 +263,21 @@ def test_compare_a_study_of_targets_on_the_local_executor_and_reuse(code):
 
 
 def test_a_study_naming_a_missing_target_is_refused_before_anything_trains(code):
-    study = {"name": "bad", "base": {"model": {"target": "nets.py:build"}, "data": {"target": "data.py:load"}},
+    study = {"name": "bad", "base": {"model": {"target": "nets.py:build"}, "data": {"target": "data.py:load"},
+                                     "optimizer": {"batch_size": "full"}},
              "variants": [{"label": "GD", "optimizer.method": "sgd"},
                           {"label": "typo", "optimizer.method": "sgd", "model.target": "nets.py:biuld"}]}
     Path("study.yaml").write_text(yaml.safe_dump(study))
     refused(invoke(["compare", "study.yaml", "--out", "st", "--quiet"]), "configuration 'typo'",
             "has no attribute 'biuld' (did you mean build?)")
+    assert not Path("st").exists()
+    study["variants"][1]["model.target"] = "nets.py:raises"       # imports, but its factory raises
+    Path("study.yaml").write_text(yaml.safe_dump(study))
+    refused(invoke(["compare", "study.yaml", "--out", "st", "--quiet"]), "configuration 'typo'",
+            "nets.py:raises raised ValueError: width 3 must be even")
+    study["variants"][1]["model.target"] = "nets.py:two_outputs"  # builds, but 2 outputs for 3 classes
+    Path("study.yaml").write_text(yaml.safe_dump(study))
+    refused(invoke(["compare", "study.yaml", "--out", "st", "--quiet"]), "has the label 2", "has 2 outputs")
     assert not Path("st").exists()
 
 

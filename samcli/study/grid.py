@@ -239,18 +239,30 @@ def _build_run(base: dict, label: str, overrides: dict, seed: int, where: str) -
 
 
 def _check_targets(runs: list[RunSpec], where: str) -> None:
-    """Every model and data target the runs name imports (not called: a loader may be slow), here, before
-    any run trains; the workers import them again from the configs they are handed."""
+    """Every model and data target the runs name imports, and each distinct pair of them builds (factory
+    called, loader run, the model's outputs fitting the labels), here, before any run trains: a user's
+    mistake is one line and exit 2, not a study of failed runs. Workers import them again from the configs."""
+    import json
+
     from ..targets import load_target
-    seen: set[tuple[str, str]] = set()
+    from ..task import build_task
+    seen: set[str] = set()
     for run in runs:
-        for key, section in (("model.target", run.config.model), ("data.target", run.config.data)):
-            if section.target is not None and (key, section.target) not in seen:
-                seen.add((key, section.target))
-                try:
-                    load_target(section.target, key)
-                except ConfigError as err:
-                    raise StudyError(f"{where}: configuration {run.label!r}: {err}") from None
+        cfg = run.config
+        if cfg.model.target is None and cfg.data.target is None:
+            continue
+        sections = cfg.to_dict()
+        key = json.dumps([sections["model"], sections["data"], cfg.loss], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            for name, section in (("model.target", cfg.model), ("data.target", cfg.data)):
+                if section.target is not None:
+                    load_target(section.target, name)
+            build_task(cfg.replace(device="cpu"))
+        except ConfigError as err:
+            raise StudyError(f"{where}: configuration {run.label!r}: {err}") from None
 
 
 def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:
