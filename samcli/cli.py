@@ -274,11 +274,11 @@ def sharpness(
     weights: Optional[Path] = typer.Option(None, help="A state_dict file or checkpoint.pt to measure (no run dir)."),
     out: Optional[Path] = typer.Option(None, help="With --weights: where sharpness.json goes (default: beside it)."),
 ):
-    """Measure a trained run (or a checkpoint samcli did not write: --model, --data, --weights) by the three
-    notions of sharpness; writes sharpness.json."""
+    """Measure a run (or --model/--data/--weights: a checkpoint samcli did not write); writes sharpness.json."""
     given = {flag: value for flag, value in (("--model", model), ("--data", data), ("--weights", weights)) if value}
     if run_dir is not None and given or run_dir is None and len(given) < 3:
-        fail("give a run directory, or --model, --data and --weights (a checkpoint samcli did not write)")
+        fail("samcli sharpness needs RUN_DIR (a run directory written by `samcli train`), or instead --model, "
+             "--data and --weights (a checkpoint samcli did not write)")
     _sharpness(run_dir, rho, samples, notions, exact, seed, as_json, set_, weights=weights, out=out,
                targets={"model": model, "data": data})
 
