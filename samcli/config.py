@@ -351,9 +351,6 @@ def validate(cfg: TrainConfig) -> None:
         raise unknown_choice("data.name", d.name, DATASETS)
     if m.name not in MODELS and m.target is None:
         raise unknown_choice("model.name", m.name, MODELS)
-    for section, node in (("data", d), ("model", m)):
-        _require(node.target is None or node.name == "target", f"{section}.name={node.name} and {section}.target="
-                 f"{node.target} are both set; drop {section}.name (a {section} is a built-in one or a target)")
     # measure.seed is the measurement spec's, checked by its validator
     _require(0 <= cfg.seed <= INT_MAX, f"seed={cfg.seed} must be in [0, 2**63 - 1]")
     _require(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")

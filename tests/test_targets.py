@@ -514,3 +514,9 @@ def test_the_own_model_example_runs(tmp_path, monkeypatch):
         assert result.exit_code == 0, (line, result.output)
     assert Path("results/runs/own-cnn/sharpness.json").is_file()
     assert len(list(Path("results/studies/own-model/runs").iterdir())) == 2
+    text = (EXAMPLE / "README.md").read_text()
+    (python,) = [b.split("```")[0] for b in text.split("```python\n")[1:]]
+    scope: dict = {}
+    exec(compile(python, "examples/own_model/README.md", "exec"), scope)    # the Python door, on the same file
+    cli = json.loads(Path("sharpness.json").read_text())
+    assert scope["report"].loss == pytest.approx(cli["loss"], rel=1e-6)

@@ -103,7 +103,10 @@ def resolve_section(raw: Any, section: str) -> Any:
 
 def named_by_target(name: str, target: str | None, default: str, section: str) -> tuple[str, str | None]:
     """(name, target) of a section built in Python: with a target, a name left at its default becomes
-    'target' and the target is normalized."""
+    'target' and the target is normalized; another built-in name beside a target is refused."""
     if target is None:
         return name, None
-    return ("target" if name == default else name), normalize_target(target, f"{section}.target")
+    if name not in ("target", default):
+        raise ConfigError(f"{section}.name={name} and {section}.target={target} are both set; drop {section}.name "
+                          f"(a {section} is a built-in one or a target)")
+    return "target", normalize_target(target, f"{section}.target")
