@@ -198,6 +198,18 @@ def test_a_config_built_in_python_names_its_target(code):
     torch.testing.assert_close(samcli.train(cfg, write=False).theta, flat(model), rtol=0, atol=1e-12)
 
 
+def test_a_relative_file_target_is_found_from_another_working_directory(code, tmp_path, monkeypatch):
+    Path("train.yaml").write_text(yaml.safe_dump({
+        "model": {"target": "nets.py:build", "args": {"width": 5}}, "data": {"target": "data.py:load"},
+        "steps": 3, "dtype": "float64", "device": "cpu", "optimizer": {"lr": 0.1, "batch_size": "full"}}))
+    cfg = TrainConfig.load("train.yaml")        # a worker gets this config, resolved where it was loaded
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model, _, _ = reference_gd(width=5, steps=3, lr=0.1)
+    torch.testing.assert_close(samcli.train(cfg, write=False).theta, flat(model), rtol=0, atol=1e-12)
+
+
 def test_the_data_fingerprint_covers_user_data(code):
     cfg = TrainConfig.from_dict({"data": {"target": "data.py:load"}, "dtype": "float64"})
     changed = TrainConfig.from_dict({"data": {"target": "data.py:load", "args": {"seed": 1}}, "dtype": "float64"})
