@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -133,24 +131,6 @@ def one_line_errors(interrupted: str, options: Optional[Mapping[str, str]] = Non
     return decorate
 
 
-@contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler's time limit, `kill`) ends a training as Ctrl-C does: the loop stops, the
-    summary says 'interrupted' with the step, the checkpoint is written. Python's default for SIGTERM
-    is to die on the spot, leaving a summary that claims 'running'."""
-    if threading.current_thread() is not threading.main_thread():     # only the main thread may set handlers
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _default(key: str) -> str:
     """The built-in default of a config key, for --help (a YAML file or --set may change it)."""
     node = _DEFAULTS
@@ -165,9 +145,11 @@ def _default(key: str) -> str:
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML train config (defaults apply to missing keys)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set optimizer.rho=0.1 (repeatable)."),
-    dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ...",
+    dataset: Optional[str] = typer.Option(None, help="data.name: mnist1d, digits, synthetic, mnist, cifar10, ...; "
+                                          "or your loader, data.target: pkg.data:load or data.py:load",
                                           show_default=_default("data.name")),
-    model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear.",
+    model: Optional[str] = typer.Option(None, help="model.name: mlp, cnn, resnet, linear, diag-linear; or your "
+                                        "factory, model.target: pkg.nets:build or nets.py:build",
                                         show_default=_default("model.name")),
     method: Optional[str] = typer.Option(None, help="optimizer.method: " + "; ".join(
                                               f"{name}: {get_method(name).help}" for name in method_names()),
@@ -195,10 +177,12 @@ def train(
     """Train one model and write its run directory (config, metrics.jsonl, summary.json, checkpoint).
     Exit code 0: completed; 1: diverged; 2: bad input (nothing trained) or a run file that cannot be written
     (full disk, quota: the run is marked failed); 130: interrupted (Ctrl-C, SIGTERM)."""
+    from .study.workers import sigterm_as_interrupt
     from .train import halt_line
     from .train import train as run_training
     raw = load_yaml(config) if config else {}
-    flags = {"data.name": dataset, "model.name": model, "optimizer.method": method, "optimizer.rho": rho,
+    flags = {_name_or_target(raw, "data", dataset): dataset, _name_or_target(raw, "model", model): model,
+             "optimizer.method": method, "optimizer.rho": rho,
              "optimizer.m": m, "optimizer.lr": lr, "optimizer.momentum": momentum, "steps": steps,
              "seed": seed, "device": device, "dtype": dtype, "loss": loss}
     if batch_size is not None:
@@ -216,6 +200,16 @@ def train(
     render.train_result(result, quiet, as_json)
     if result.status == "diverged":
         raise typer.Exit(1)
+
+
+def _name_or_target(raw: dict, section: str, value: Optional[str]) -> str:
+    """--model / --dataset set the built-in's name, or the target when the value has a ':' (nets.py:build),
+    which then replaces the name a config file gives."""
+    if value is None or ":" not in value:
+        return f"{section}.name"
+    if isinstance(raw.get(section), dict):
+        raw[section].pop("name", None)
+    return f"{section}.target"
 
 
 # the sharpness settings that have options of their own: an error about one names the option, not --set
@@ -241,12 +235,21 @@ def _settings(items: Sequence[str]) -> dict:
     return knobs
 
 
-def _sharpness(run_dir: Path, rho: float, samples: str, notions: list[str], exact: bool, seed: int,
-               as_json: bool, settings: Sequence[str] = ()) -> None:
+def _sharpness(run_dir: Optional[Path], rho: float, samples: str, notions: list[str], exact: bool, seed: int,
+               as_json: bool, settings: Sequence[str] = (), weights: Optional[Path] = None,
+               out: Optional[Path] = None, targets: Optional[dict] = None) -> None:
     from .study.rundir import measure_and_record
     count = None if samples == "all" else _int(samples, "--samples", "all")
-    report, written, warning = measure_and_record(run_dir, rho=rho, notions=notions or DEFAULT_NOTIONS,
-                                                  samples=count, seed=seed, exact=exact, **_settings(settings))
+    knobs: dict = dict(rho=rho, notions=notions or DEFAULT_NOTIONS, samples=count, seed=seed, exact=exact)
+    if weights is not None:         # --set model.args.*, data.args.*, loss describe the model; the rest measure
+        from .sharpness import measure_weights
+        ours = [i for i in settings if i.startswith(("model.", "data.", "loss="))]
+        weighed = measure_weights((targets or {})["model"], (targets or {})["data"], weights, out, overrides=ours,
+                                  **knobs, **_settings([i for i in settings if i not in ours]))
+        render.sharpness_result(*weighed, as_json)
+        return
+    assert run_dir is not None      # the command gives a run directory or --weights
+    report, written, warning = measure_and_record(run_dir, **knobs, **_settings(settings))
     render.warn(warning)
     render.sharpness_result(report, written, as_json)
 
@@ -254,7 +257,8 @@ def _sharpness(run_dir: Path, rho: float, samples: str, notions: list[str], exac
 @app.command()
 @one_line_errors(interrupted=SHARPNESS_INTERRUPTED, options=SHARPNESS_OPTIONS)
 def sharpness(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `samcli train`."),
+    run_dir: Optional[Path] = typer.Argument(None, help="A run directory written by `samcli train` (or give "
+                                                        "--model, --data and --weights)."),
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
     notions: list[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable).",
@@ -263,10 +267,20 @@ def sharpness(
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     set_: list[str] = typer.Option([], "--set", help="A measurement setting, e.g. --set ascent_restarts=1 "
-                                                     "(repeatable; the keys of samcli.sharpness.Settings)."),
+                                                     "(repeatable; the keys of samcli.sharpness.Settings); with "
+                                                     "--model: also model.args.*, data.args.* and loss."),
+    model: Optional[str] = typer.Option(None, help="With --weights: the model factory (pkg.nets:build)."),
+    data: Optional[str] = typer.Option(None, help="With --weights: the loader (pkg.data:load) or a data set."),
+    weights: Optional[Path] = typer.Option(None, help="A state_dict file or checkpoint.pt to measure (no run dir)."),
+    out: Optional[Path] = typer.Option(None, help="With --weights: where sharpness.json goes (default: beside it)."),
 ):
-    """Measure a trained run by the three notions of sharpness; writes sharpness.json."""
-    _sharpness(run_dir, rho, samples, notions, exact, seed, as_json, set_)
+    """Measure a run (or --model/--data/--weights: a checkpoint samcli did not write); writes sharpness.json."""
+    given = {flag: value for flag, value in (("--model", model), ("--data", data), ("--weights", weights)) if value}
+    if run_dir is not None and given or run_dir is None and len(given) < 3:
+        fail("samcli sharpness needs RUN_DIR (a run directory written by `samcli train`), or instead --model, "
+             "--data and --weights (a checkpoint samcli did not write)")
+    _sharpness(run_dir, rho, samples, notions, exact, seed, as_json, set_, weights=weights, out=out,
+               targets={"model": model, "data": data})
 
 
 @app.command("measure-sharpness", hidden=True)
@@ -324,6 +338,7 @@ def compare(
     2: bad input (nothing trained); 130: interrupted (finished runs are kept)."""
     from .study import compare as run_study
     from .study import load_study, render_from
+    from .study.workers import sigterm_as_interrupt
     if from_ is not None and study is not None:
         fail("give a study file or --from STUDY_DIR, not both")
     if from_ is not None:

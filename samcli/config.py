@@ -24,6 +24,7 @@ from .spec.losses import LOSS_NAMES, resolve_loss
 from .spec.measure import MeasureSpec, _int_rule, default_notions, notion_names
 from .spec.methods import get_method, validate_optimizer, with_method_defaults
 from .spec.optimizer import OptimizerConfig  # noqa: F401  (re-exported: a section of TrainConfig)
+from .spec.targets import named_by_target, resolve_section
 
 INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1
 DATASETS = ("mnist1d", "digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
@@ -46,6 +47,12 @@ class DataConfig:
     dim: int = 20
     classes: int = 10
     label_noise: float = 0.0
+    # the user's own loader, `module:attr` or `file.py:attr` (name is then 'target'), called with args
+    target: Optional[str] = None
+    args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:    # built in Python with a target: named 'target', its path absolute
+        self.name, self.target = named_by_target(self.name, self.target, 'mnist1d', "data")
 
 
 @dataclass
@@ -57,6 +64,12 @@ class ModelConfig:
     channels: Optional[list[int]] = None   # cnn conv channels; null: [16, 32] on images, [32, 32, 32] on 1-D signals
     depth: int = 18                                                  # resnet: 18 or 20
     norm: Literal["batch", "group", "none"] = "batch"                # cnn / resnet normalization
+    # the user's own factory, `module:attr` or `file.py:attr` (name is then 'target'), called with args
+    target: Optional[str] = None
+    args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:    # built in Python with a target: named 'target', its path absolute
+        self.name, self.target = named_by_target(self.name, self.target, 'mlp', "model")
 
 
 # the sharpness notions, from their registry (samcli/spec/measure.py): the paper's three by default
@@ -126,6 +139,8 @@ class TrainConfig:
             raw = {**raw, "loss": resolve_loss(raw["loss"])}     # cross_entropy, CrossEntropyLoss ...
         if isinstance(raw, dict) and "optimizer" in raw:
             raw = {**raw, "optimizer": with_method_defaults(raw["optimizer"])}
+        if isinstance(raw, dict):       # a target: its path made absolute, name 'target' (spec/targets.py)
+            raw = {**raw, **{k: resolve_section(raw[k], k) for k in ("model", "data") if k in raw}}
         cfg = build_dataclass(cls, raw or {}, prefix="")
         validate(cfg)
         return cfg
@@ -332,9 +347,9 @@ def validate(cfg: TrainConfig) -> None:
     if bad_number:
         raise ConfigError(f"{bad_number} must be a finite number, got {_get_dotted(cfg, bad_number)!r}")
     get_method(o.method)
-    if d.name not in DATASETS:
+    if d.name not in DATASETS and d.target is None:
         raise unknown_choice("data.name", d.name, DATASETS)
-    if m.name not in MODELS:
+    if m.name not in MODELS and m.target is None:
         raise unknown_choice("model.name", m.name, MODELS)
     # measure.seed is the measurement spec's, checked by its validator
     _require(0 <= cfg.seed <= INT_MAX, f"seed={cfg.seed} must be in [0, 2**63 - 1]")

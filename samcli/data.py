@@ -37,8 +37,13 @@ class DataSplits:
 
 
 def load_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
-    """Load the configured data set on the CPU as float32 inputs (move with `Batch.to`)."""
-    if cfg.name == "mnist1d":
+    """Load the configured data set on the CPU as float32 inputs (move with `Batch.to`); a target's
+    (data.target: the user's loader) as its loader gives them."""
+    if cfg.target is not None:
+        from .targets import load_target_data
+        train, test, classes = load_target_data(cfg.target, cfg.args)
+        splits = DataSplits(train, test, classes, tuple(train.inputs.shape[1:]))
+    elif cfg.name == "mnist1d":
         splits = _mnist1d()
     elif cfg.name == "digits":
         splits = _digits(seed)
@@ -60,6 +65,8 @@ def train_set_size(cfg: DataConfig) -> int | None:
     """The number of training examples `load_data(cfg)` gives, when it is known without loading; else None."""
     if cfg.train_size is not None:
         return cfg.train_size
+    if cfg.target is not None:
+        return None
     if cfg.name == "synthetic":
         return cfg.n_train
     return KNOWN_TRAIN_SIZES.get(cfg.name)
@@ -74,6 +81,8 @@ INPUT_SPECS = {"mnist1d": ((1, 40), 10), "digits": ((1, 8, 8), 10), "mnist": ((1
 
 def input_spec(cfg: DataConfig) -> tuple[tuple[int, ...], int] | None:
     """(input shape, number of model outputs) of `load_data(cfg)`, or None when unknown without loading."""
+    if cfg.target is not None:
+        return None
     if cfg.name == "synthetic":
         return (cfg.dim,), cfg.classes if cfg.task == "classification" else 1
     return INPUT_SPECS.get(cfg.name)

@@ -22,7 +22,11 @@ SIGNAL_CHANNELS = [32, 32, 32]
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], outputs: int) -> nn.Module:
-    """Build the configured model; `outputs` is the number of classes (1 for scalar regression)."""
+    """Build the configured model; `outputs` is the number of classes (1 for scalar regression). A
+    target (model.target: the user's factory) is called with model.args, input_shape and num_outputs."""
+    if cfg.target is not None:
+        from .targets import build_target_model
+        return build_target_model(cfg.target, cfg.args, input_shape, outputs)
     features = math.prod(input_shape)
     if cfg.name == "mlp":
         return mlp(features, cfg.widths, outputs, ACTIVATIONS[cfg.activation])

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import SamcliError
 from .spec.losses import LOSS_ALIASES, LOSS_NAMES, resolve_loss  # noqa: F401  (re-exported)
 
 PerExampleFn = Callable[[dict, dict, Tensor, Tensor], Tensor]
@@ -85,7 +86,46 @@ def squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
     return 0.5 * (outputs - targets.reshape(outputs.shape)).pow(2).flatten(1).sum(1)
 
 
+def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
+    """||f(x) - y||^2 / C per example: torch's nn.MSELoss() (the mean over examples and outputs) as a
+    mean over examples, so that loss module keeps its own scale (2/C times samcli's mse)."""
+    return 2.0 * squared_error(outputs, targets) / outputs[0].numel()
+
+
 LOSSES = {"cross-entropy": cross_entropy, "mse": squared_error}     # keyed by spec.losses.LOSS_NAMES
+
+
+def known_loss(loss):
+    """A torch loss module samcli knows as the per-example loss it is: nn.CrossEntropyLoss() (no class
+    weights, no label smoothing; reduction mean or none) is "cross-entropy", nn.MSELoss() (mean or none)
+    is `mean_squared_error`, so they take the exact curvature paths of samcli's own losses. Any other
+    torch loss module must give per-example losses (reduction='none'); names and functions pass as given."""
+    if not isinstance(loss, nn.modules.loss._Loss):
+        return loss
+    reduction = getattr(loss, "reduction", "mean")
+    if isinstance(loss, nn.CrossEntropyLoss) and loss.weight is None and loss.label_smoothing == 0 \
+            and reduction in ("mean", "none"):
+        return "cross-entropy"     # ignore_index never matters: labels are checked to be classes
+    if type(loss) is nn.MSELoss and reduction in ("mean", "none"):
+        return mean_squared_error
+    if reduction != "none":
+        raise SamcliError(f"loss={loss!r} reduces over the batch (reduction={reduction!r}), but samcli needs "
+                          f"per-example losses: pass {type(loss).__name__}(..., reduction='none')")
+    if type(loss) is nn.MSELoss:
+        return mean_squared_error
+    return lambda outputs, targets: loss(outputs, targets).reshape(len(outputs), -1).mean(1)
+
+
+def loss_label(loss) -> str:
+    """The loss in words, for a report: its name, or what a function or module is."""
+    if isinstance(loss, str):
+        return loss
+    if loss is mean_squared_error:
+        return "nn.MSELoss() (||f - y||^2 / C per example)"
+    if isinstance(loss, nn.Module):     # torch's repr of a loss module leaves out its settings
+        settings = {k: getattr(loss, k) for k in ("label_smoothing", "reduction") if hasattr(loss, k)}
+        return f"nn.{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
+    return getattr(loss, "__qualname__", None) or repr(loss)
 
 
 class StatelessCall:
@@ -149,6 +189,7 @@ class Objective:
         self.buffers = buffers
         self.module = module               # the nn.Module behind a model task (None for toys)
         self.output_loss = output_loss     # loss of (outputs, targets) for model tasks
+        self.loss_label: Optional[str] = None    # the loss in words (from_module), for reports
         # module outputs of (params dict, buffers dict, inputs), for model tasks
         self.call: Optional[StatelessCall] = None
         self._bound: dict[int, _Bound] = {}       # id(vector) -> _Bound, inside a `bound` block
@@ -157,8 +198,10 @@ class Objective:
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def from_module(cls, module: nn.Module, loss: str | Callable = "cross-entropy") -> tuple[Objective, Tensor]:
-        """Wrap a module and a loss; returns the objective and the module's current flat parameters."""
-        output_loss = LOSSES[loss] if isinstance(loss, str) else loss
+        """Wrap a module and a loss (a name, a per-example function, or a torch loss module: see
+        `known_loss`); returns the objective and the module's current flat parameters."""
+        label, loss = loss_label(loss), known_loss(loss)
+        output_loss = LOSSES[resolve_loss(loss)] if isinstance(loss, str) else loss
         named = dict(module.named_parameters())
         buffers = {k: v for k, v in module.named_buffers()}
         call = StatelessCall(module)
@@ -168,6 +211,7 @@ class Objective:
 
         objective = cls(per_example, {k: v.shape for k, v in named.items()}, buffers, module, output_loss)
         objective.call = call
+        objective.loss_label = label
         theta = torch.cat([p.detach().reshape(-1) for p in named.values()])
         return objective, theta
 

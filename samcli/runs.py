@@ -211,6 +211,10 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:
             raise bad(f"has no {key!r} field")
     if not isinstance(state["config"], dict):
         raise bad(f"has a config of type {type(state['config']).__name__}, not a mapping")
+    if state.get("origin") == "python":     # samcli.train(cfg, task=...): the config does not describe the model
+        raise SamcliError(f"{run_dir}: this run's model came from Python code samcli cannot rebuild (train(..., "
+                          f"task=...)); pass --model TARGET --data TARGET --weights {checkpoint}, or train it with "
+                          "model.target / data.target so the run records them")
     try:
         cfg = TrainConfig.from_dict(state["config"])
     except ConfigError as err:
@@ -241,7 +245,7 @@ def _model_shapes(cfg: TrainConfig) -> tuple[int, dict[str, tuple]] | None:
     from .data import input_spec
     from .models import build_model
     spec = input_spec(cfg.data)
-    if spec is None:
+    if spec is None or cfg.model.target is not None:    # the user's factory is not run on the meta device
         return None
     with torch.device("meta"):
         module = build_model(cfg.model, *spec)

@@ -12,6 +12,7 @@ from .data import load_data
 from .models import build_model
 from .objective import Batch, Objective
 from .spec.methods import validate_optimizer
+from .targets import check_outputs
 
 
 @dataclass
@@ -22,6 +23,9 @@ class Task:
     train: Batch
     test: Batch
     num_classes: int         # 0 for regression / toys
+    # what rebuilds the model: "config" (built-ins and targets, from the run's config) or "python" (a
+    # Task made by hand: its module is the caller's, which no config describes)
+    origin: str = "python"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,9 +51,16 @@ def build_task(cfg: TrainConfig) -> Task:
     torch.manual_seed(cfg.seed)   # the seed fixes initialization
     outputs = splits.num_classes or splits.train.targets.reshape(n, -1).shape[1]
     module = build_model(cfg.model, splits.input_shape, outputs).to(device=device, dtype=dtype)
+    train, test = splits.train.to(device, dtype), splits.test.to(device, dtype)
+    if cfg.model.target is not None or cfg.data.target is not None:    # the user's code: check it fits
+        check_outputs(module, train, test, _describe(cfg.model, "model"), _describe(cfg.data, "data"))
     objective, theta = Objective.from_module(module, cfg.loss)
     validate_optimizer(cfg.optimizer, has_batchnorm=bool(objective.buffers))
-    return Task(objective, theta, splits.train.to(device, dtype), splits.test.to(device, dtype), splits.num_classes)
+    return Task(objective, theta, train, test, splits.num_classes, origin="config")
+
+
+def _describe(section, kind: str) -> str:
+    return f"{kind}.target={section.target}" if section.target is not None else f"{kind}.name={section.name}"
 
 
 def data_fingerprint(train: Batch, test: Batch) -> dict:

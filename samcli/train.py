@@ -36,6 +36,7 @@ from .runs import (
     write_json,
     write_yaml,
 )
+from .spec.targets import short_name
 from .task import Task, build_task, data_fingerprint
 
 ProgressFn = Callable[[int, int, float], None]   # (step, total steps, latest batch loss)
@@ -106,7 +107,8 @@ def lr_factor(schedule: str, step: int, total: int, milestones, gamma: float) ->
 def default_run_dir(cfg: TrainConfig) -> Path:
     """Where a run goes when no --out is given: results/runs/<data>-<model>-<method>-<time stamp>-<config hash>."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
+    data, model = (short_name(c.target) if c.target else c.name for c in (cfg.data, cfg.model))
+    name = f"{data}-{model}-{cfg.optimizer.method}-{stamp}-{config_hash(cfg)[:6]}"
     return Path("results/runs") / name
 
 
@@ -118,7 +120,10 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
     `out` must not hold a run already: that is refused (SamcliError) unless `overwrite`, which removes
     the old run's files first, its sharpness.json included.
 
-    `task` overrides the model + data set the config would build (the paper's toys use this).
+    `task` overrides the model + data set the config would build (the paper's toys use this); its module
+    ends holding the trained parameters. No config describes such a module, so the run directory records
+    that it came from Python (`samcli sharpness RUN` then asks for --model/--weights instead of guessing);
+    a model of the user's own is better given as a target (model.target), which the run records.
     Evaluations happen at step 0, every `eval_every` steps, at the last step and at the steps in `eval_at`.
     At each one `on_record(step, theta, record)` sees a copy of the parameters (safe to keep) and may add
     keys to the record before it is logged; then the config's target (`stop:`) being reached, or
@@ -241,7 +246,8 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
                 log.close()
             try:
                 save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
-                                                       "buffers": {k: v.cpu() for k, v in objective.buffers.items()}})
+                                                       "buffers": {k: v.cpu() for k, v in objective.buffers.items()},
+                                                       "origin": task.origin})
             except RunFileError as err:
                 fault = fault or err
         status = "failed" if fault else status
@@ -254,6 +260,10 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         if fault:
             summary["error"] = str(fault)
         summary["data"] = data_fingerprint(train_data, test_data)
+        summary["origin"] = task.origin
+        if task.origin != "config" and objective.module is not None:
+            # the caller's own module: it holds the trained weights (its buffers are the objective's already)
+            objective.load_into_module(theta.detach())
         if write:
             if not fault:      # reuse checks the checkpoint file against this hash
                 summary["checkpoint_sha256"] = file_sha256(run_dir / CHECKPOINT)

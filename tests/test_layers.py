@@ -11,7 +11,7 @@ FLOORS = {
     "samcli.errors": 0, "samcli.ascent": 0, "samcli._version": 0, "samcli.objective": 0, "samcli.spec": 0,
     "samcli.curvature": 1, "samcli.methods": 1, "samcli.msam": 1, "samcli.rules": 1, "samcli.family": 1,
     "samcli.config": 2,
-    "samcli.data": 3, "samcli.models": 3, "samcli.runs": 3, "samcli.task": 3,
+    "samcli.data": 3, "samcli.models": 3, "samcli.runs": 3, "samcli.task": 3, "samcli.targets": 3,
     "samcli.sharpness": 4,
     "samcli.train": 5, "samcli.optim": 5,
     "samcli.study": 6, "samcli.paper": 6,

@@ -1,10 +1,10 @@
 """Every README example runs in a test.
 
-The fenced ```bash and ```python blocks of README.md are extracted and run for real, in README order, in
-one temporary working directory (``configs/`` linked into it, ``results/baselines/`` copied, so the relative
-paths of the examples resolve). Each line of a ```bash block is one command, run literally by bash with a
-``samcli`` on PATH that runs this checkout's package (``python -m samcli.cli``); each ```python block runs
-unchanged in a fresh interpreter, after a prelude that defines the names it leaves to the reader. Each
+The fenced ```bash and ```python blocks of README.md are extracted and run for real, in README order, in one
+temporary working directory (``configs/`` and ``examples/`` linked into it, ``results/baselines/`` copied, so
+the relative paths of the examples resolve). Each line of a ```bash block is one command, run literally by
+bash with a ``samcli`` on PATH that runs this checkout's package (``python -m samcli.cli``); each ```python
+block runs unchanged in a fresh interpreter, after a prelude that defines the names it leaves to the reader. Each
 example must exit 0 (or the code in EXIT_CODES). Where the README shows an example's output (the plain
 fenced block introduced by "prints", and the default study's tables), the output must have the same shape:
 the same lines, rows, columns and labels, with every number free to differ and the timings not compared.
@@ -193,6 +193,7 @@ class Workdir:
         self.path = path
         path.mkdir()
         (path / "configs").symlink_to(ROOT / "configs", target_is_directory=True)
+        (path / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
         shutil.copytree(ROOT / "results" / "baselines", path / "results" / "baselines")
         bin_dir = path.parent / "bin"
         bin_dir.mkdir()

@@ -21,13 +21,13 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
-from ..objective import Batch, Objective, cross_entropy, squared_error
+from ..objective import Batch, Objective, cross_entropy, mean_squared_error, squared_error
 from .factors import Entry, gram_matrix, rule_for
 
 
 def supports_ggn(objective: Objective) -> bool:
     """Whether G has the form used here: a module's outputs under cross-entropy or squared error."""
-    return objective.module is not None and objective.output_loss in (cross_entropy, squared_error)
+    return objective.module is not None and objective.output_loss in (cross_entropy, squared_error, mean_squared_error)
 
 
 def output_hessian_sqrt(objective: Objective, outputs: Tensor) -> Tensor:
@@ -35,6 +35,8 @@ def output_hessian_sqrt(objective: Objective, outputs: Tensor) -> Tensor:
     n, c = outputs.shape
     if objective.output_loss is squared_error:
         return torch.eye(c, dtype=outputs.dtype, device=outputs.device).expand(n, c, c)
+    if objective.output_loss is mean_squared_error:     # ||f - y||^2 / C: Lambda = (2 / C) I
+        return ((2 / c) ** 0.5 * torch.eye(c, dtype=outputs.dtype, device=outputs.device)).expand(n, c, c)
     p = outputs.softmax(-1)
     root = p.sqrt()
     # (diag(sqrt p) - p sqrt(p)^T)(...)^T = diag(p) - p p^T, using sum(p) = 1
@@ -45,6 +47,8 @@ def output_hessian_apply(objective: Objective, outputs: Tensor, u: Tensor) -> Te
     """Lambda_k u_k for each example (u may carry a leading vmapped dimension)."""
     if objective.output_loss is squared_error:
         return u
+    if objective.output_loss is mean_squared_error:
+        return u * (2 / outputs.shape[-1])
     p = outputs.softmax(-1)
     return p * u - p * (p * u).sum(-1, keepdim=True)
 

@@ -7,7 +7,7 @@ computed, and anything wrong is one SamcliError line, never a raw torch error fr
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from ..errors import SamcliError
-from ..objective import Batch, Objective, resolve_loss
+from ..objective import Batch, Objective, known_loss, resolve_loss
 from ..spec.measure import MeasureSpec, default_notions
 from .measure import measure
 from .report import SharpnessReport
 
-__all__ = ["measure_sharpness", "measure_run", "measure", "MeasureSpec", "Settings", "SharpnessReport",
-           "DEFAULT_NOTIONS", "SharpnessInputError", "build_spec"]
+__all__ = ["measure_sharpness", "measure_run", "measure_weights", "measure", "MeasureSpec", "Settings",
+           "SharpnessReport", "DEFAULT_NOTIONS", "SharpnessInputError", "build_spec"]
 
 Settings = MeasureSpec          # the name this knob set had before it was the one measurement spec
 DEFAULT_NOTIONS = default_notions()
@@ -113,23 +113,39 @@ def _subsample(data: Batch, samples: Optional[int], seed: int) -> Batch:
     return data.take(index.sort().values.to(data.inputs.device))
 
 
-def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-entropy",
-                      spec: Optional[MeasureSpec] = None, chunk_size: int = 4096, **knobs) -> SharpnessReport:
+def measure_sharpness(model: nn.Module | str | dict, data, *, loss: str | Callable | nn.Module = "cross-entropy",
+                      spec: Optional[MeasureSpec] = None, chunk_size: int = 4096,
+                      weights: str | Path | None = None, **knobs) -> SharpnessReport:
     """Measure any torch module on (inputs, targets). The knobs are `MeasureSpec`'s (rho, samples,
     notions, seed, exact, lanczos_iters, ...), as keywords and/or a `spec`.
 
-    The module is measured in eval mode (BatchNorm running statistics, no dropout). Bad input raises
-    SharpnessInputError (a SamcliError) with one line.
+    `model` may also be a target ("pkg.nets:build", "nets.py:build", or {"target": ..., "args": {...}})
+    and `data` a loader target (its training split is measured) or a built-in data set's name; `weights`
+    is a state_dict file (or a samcli checkpoint.pt) loaded into the model first, a copy of it when the
+    model is yours. A torch loss module samcli knows (nn.CrossEntropyLoss(), nn.MSELoss()) takes the
+    same exact paths as the loss's name. The module is measured in eval mode (BatchNorm running
+    statistics, no dropout). Bad input raises SharpnessInputError (a SamcliError) with one line.
     """
     config = build_spec(spec, **knobs)
+    checkpoint = None
+    named = f"model.target={_section(model).get('target')}" if isinstance(model, (str, dict)) else "the model"
+    model, data = _from_targets(model, data)
+    if weights is not None:
+        if not isinstance(model, nn.Module):
+            raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module or a target")
+        from ..targets import load_weights
+        model = copy.deepcopy(model)       # the user's module stays as it was
+        checkpoint = load_weights(model, weights, named)
     if not isinstance(model, nn.Module):
-        raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module")
+        raise SharpnessInputError(f"model is a {type(model).__name__}; pass a torch.nn.Module or a target "
+                                  "('pkg.module:factory')")
     param = next(iter(model.parameters()), None)
     if param is None:
         raise SharpnessInputError("the model has no parameters: sharpness is a property of the loss in the "
                                   "parameters; pass a model with trainable weights")
+    given, loss = loss, known_loss(loss)      # nn.CrossEntropyLoss() is "cross-entropy"
     if isinstance(loss, str):
-        loss = resolve_loss(loss)
+        loss = given = resolve_loss(loss)
     elif not callable(loss):
         raise SharpnessInputError(f"loss={loss!r} must be a loss name (cross-entropy, mse) or a function")
     if config.dtype != "model" and param.dtype != getattr(torch, config.dtype):
@@ -137,12 +153,48 @@ def measure_sharpness(model: nn.Module, data, *, loss: str | Callable = "cross-e
         param = next(iter(model.parameters()))
     batch = _as_batch(data).to(param.device, param.dtype)
     _check_against_model(model, loss, batch)
-    objective, theta = Objective.from_module(model, loss)
+    objective, theta = Objective.from_module(model, given)      # the loss as given: the report names it
     was_training = model.training
     try:
-        return measure(objective, theta, _subsample(batch, config.samples, config.seed), config, chunk_size=chunk_size)
+        return measure(objective, theta, _subsample(batch, config.samples, config.seed), config,
+                       chunk_size=chunk_size, checkpoint=checkpoint)
     finally:
         model.train(was_training)
+
+
+def _section(value, kind: str = "model") -> dict:
+    """A target string, a built-in name or a {target, args} mapping as a config section."""
+    from ..config import DATASETS, MODELS
+    if isinstance(value, str) and ":" not in value and value not in (MODELS if kind == "model" else DATASETS):
+        what = ("a torch.nn.Module or a factory target ('pkg.nets:build', 'nets.py:build')" if kind == "model" else
+                "a pair of tensors (inputs, targets), a samcli Batch, a DataLoader of pairs, a loader target "
+                "('pkg.data:load') or a built-in data set's name")
+        raise SharpnessInputError(f"{kind}={value!r} is neither a target nor a built-in {kind}; pass {what}")
+    if isinstance(value, str):
+        return {"target": value} if ":" in value else {"name": value}
+    return dict(value)
+
+
+def _from_targets(model, data):
+    """(module, data) with a data target loaded (its training split) and a model target built for it."""
+    from ..config import TrainConfig
+    from ..data import load_data
+    from ..models import build_model
+    if not isinstance(data, (str, dict)) and not isinstance(model, (str, dict)):
+        return model, data
+    cfg = TrainConfig.from_dict({"model": _section(model) if isinstance(model, (str, dict)) else {},
+                                 "data": _section(data, "data") if isinstance(data, (str, dict)) else {}})
+    if isinstance(data, (str, dict)):
+        splits = load_data(cfg.data)
+        data = splits.train
+    if isinstance(model, (str, dict)):
+        batch = _as_batch(data)
+        n = len(batch)
+        outputs = (batch.targets.reshape(n, -1).shape[1] if batch.targets.is_floating_point()
+                   else int(batch.targets.max()) + 1)
+        torch.manual_seed(0)        # a factory's initialization, when no weights follow, is reproducible
+        model = build_model(cfg.model, tuple(batch.inputs.shape[1:]), outputs)
+    return model, data
 
 
 def measure_run(run_dir: str | Path, *, spec: Optional[MeasureSpec] = None, chunk_size: Optional[int] = None,
@@ -157,7 +209,36 @@ def measure_run(run_dir: str | Path, *, spec: Optional[MeasureSpec] = None, chun
         cfg = cfg.replace(dtype=config.dtype)
     task = build_task(cfg)
     theta = state["theta"].to(task.theta)
+    built = "the model its config builds" + (f" (model.target={cfg.model.target})" if cfg.model.target else "")
+    missing = [k for k in state.get("buffers", {}) if k not in task.objective.buffers or
+               task.objective.buffers[k].shape != state["buffers"][k].shape]
+    if theta.numel() != task.objective.dim or missing:
+        what = (f"a buffer {missing[0]!r} that {built} lacks in that shape" if missing
+                else f"{theta.numel()} parameters, but {built} has {task.objective.dim}")
+        raise SamcliError(f"{Path(run_dir) / CHECKPOINT} holds {what}; the factory or its file changed since the "
+                          "run: restore it, or re-run the training")
     for name, value in state.get("buffers", {}).items():
         task.objective.buffers[name].copy_(value.to(task.objective.buffers[name]))
     return measure(task.objective, theta, _subsample(task.train, config.samples, config.seed), config,
                    chunk_size=chunk_size or cfg.chunk_size, checkpoint=file_sha256(Path(run_dir) / CHECKPOINT))
+
+
+def measure_weights(model: str, data: str, weights: str | Path, out: str | Path | None = None, *,
+                    overrides: Sequence[str] = (), spec: Optional[MeasureSpec] = None,
+                    **knobs) -> tuple[SharpnessReport, Path]:
+    """`samcli sharpness --model --data --weights`: measure a state_dict file samcli did not write, on the
+    training split of `data`, and write OUT/sharpness.json (default: the weights' directory). `model` and
+    `data` are targets (with a ':') or built-in names; `overrides` are `key=value` items of their config
+    (model.args.width=64, data.args.n=100, loss=mse)."""
+    from ..config import TrainConfig, apply_override
+    from ..runs import write_sharpness
+    raw: dict = {}
+    for section, value in (("model", model), ("data", data)):
+        raw[section] = {"target": value} if ":" in value else {"name": value}
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = TrainConfig.from_dict(raw)            # targets and args checked, file paths made absolute
+    sections = cfg.to_dict()
+    report = measure_sharpness(sections["model"], sections["data"], loss=cfg.loss, weights=weights, spec=spec,
+                               chunk_size=cfg.chunk_size, **knobs)
+    return report, write_sharpness(Path(out) if out is not None else Path(weights).parent, report)

@@ -54,7 +54,9 @@ def trace_estimate(objective, theta, data, hessian, settings: MeasureSpec, gener
 
 def _no_ggn_reason(objective) -> str:
     if not supports_ggn(objective):
-        return "the loss is not a cross-entropy or squared error of a module's outputs, so no exact Tr(G)"
+        named = f" {objective.loss_label}" if getattr(objective, "loss_label", None) else ""
+        return (f"the loss{named} is not a cross-entropy or squared error of a module's outputs that samcli "
+                "knows, so no exact Tr(G)")
     return "a BatchNorm uses batch statistics, which couple the examples: no per-example Tr(G)"
 
 

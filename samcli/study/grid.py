@@ -125,6 +125,7 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
                 continue
             seen[spec.hash] = spec
             runs.append(spec)
+    _check_targets(runs, where)
     labels = tuple(dict.fromkeys(r.label for r in runs))
     sharpness = _sharpness(raw.get("sharpness"), where)
     tolerances, orderings = parse_checks(raw.get("baseline"), labels, all_metrics(), where)
@@ -252,6 +253,33 @@ def _build_run(base: dict, label: str, overrides: dict, seed: int, where: str) -
         raise StudyError(f"{where}: configuration {label!r}: {err}") from None
     _check_data_size(cfg, label, where)
     return RunSpec(label, seed, dict(overrides), cfg, config_hash(cfg))
+
+
+def _check_targets(runs: list[RunSpec], where: str) -> None:
+    """Every model and data target the runs name imports, and each distinct pair of them builds (factory
+    called, loader run, the model's outputs fitting the labels), here, before any run trains: a user's
+    mistake is one line and exit 2, not a study of failed runs. Workers import them again from the configs."""
+    import json
+
+    from ..targets import load_target
+    from ..task import build_task
+    seen: set[str] = set()
+    for run in runs:
+        cfg = run.config
+        if cfg.model.target is None and cfg.data.target is None:
+            continue
+        sections = cfg.to_dict()
+        key = json.dumps([sections["model"], sections["data"], cfg.loss], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            for name, section in (("model.target", cfg.model), ("data.target", cfg.data)):
+                if section.target is not None:
+                    load_target(section.target, name)
+            build_task(cfg.replace(device="cpu"))
+        except ConfigError as err:
+            raise StudyError(f"{where}: configuration {run.label!r}: {err}") from None
 
 
 def _check_data_size(cfg: TrainConfig, label: str, where: str) -> None:

@@ -165,3 +165,21 @@ def restore_registrations(registrations: tuple[list, list]) -> None:
     for spec, direction in methods:
         if spec.name not in engine.DIRECTIONS:
             engine.register(spec, direction)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's time limit, `kill`) ends a training as Ctrl-C does: the loop stops, the
+    summary says 'interrupted' with the step, the checkpoint is written. Python's default for SIGTERM
+    is to die on the spot, leaving a summary that claims 'running'."""
+    if threading.current_thread() is not threading.main_thread():     # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
