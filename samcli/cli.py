@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from . import render
 from ._version import __version__
 from .config import DEFAULT_NOTIONS, SamcliError, TrainConfig, apply_override, load_yaml
-from .errors import SamcliWarning, short_repr
+from .errors import SamcliWarning, integer_or_word
 from .spec.methods import get_method, method_names
 
 # Typer vendors its own copy of Click in some versions: find its ClickException by name, not by import
@@ -186,7 +186,7 @@ def train(
              "optimizer.m": m, "optimizer.lr": lr, "optimizer.momentum": momentum, "steps": steps,
              "seed": seed, "device": device, "dtype": dtype, "loss": loss}
     if batch_size is not None:
-        flags["optimizer.batch_size"] = batch_size if batch_size == "full" else _int(batch_size, "--batch-size")
+        flags["optimizer.batch_size"] = "full" if batch_size == "full" else integer_or_word(batch_size, "--batch-size")
     for key, value in flags.items():
         if value is not None:
             apply_override(raw, f"{key}={json.dumps(value)}")
@@ -203,8 +203,7 @@ def train(
 
 
 def _name_or_target(raw: dict, section: str, value: Optional[str]) -> str:
-    """--model / --dataset set the built-in's name, or the target when the value has a ':' (nets.py:build),
-    which then replaces the name a config file gives."""
+    """--model / --dataset: a built-in's name, or a target (has a ':', nets.py:build) replacing the file's name."""
     if value is None or ":" not in value:
         return f"{section}.name"
     if isinstance(raw.get(section), dict):
@@ -239,7 +238,7 @@ def _sharpness(run_dir: Optional[Path], rho: float, samples: str, notions: list[
                as_json: bool, settings: Sequence[str] = (), weights: Optional[Path] = None,
                out: Optional[Path] = None, targets: Optional[dict] = None) -> None:
     from .study.rundir import measure_and_record
-    count = None if samples == "all" else _int(samples, "--samples", "all")
+    count = None if samples == "all" else integer_or_word(samples, "--samples", "all")
     knobs: dict = dict(rho=rho, notions=notions or DEFAULT_NOTIONS, samples=count, seed=seed, exact=exact)
     if weights is not None:         # --set model.args.*, data.args.*, loss describe the model; the rest measure
         from .sharpness import measure_weights
@@ -294,20 +293,12 @@ def measure_sharpness_alias(
     _sharpness(run_dir, rho, samples, notions, exact, seed, as_json)
 
 
-def _int(text: str, flag: str, word: str = "full") -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise SamcliError(f"{flag}={short_repr(text)} must be an integer or {word!r}") from None
-
-
 # ---- compare: a study of many runs (samcli/study) ----------------------------------------------
 
 @app.command()
 @one_line_errors(interrupted="interrupted: finished runs are kept; run the same command again to resume")
 def compare(
-    study: Optional[Path] = typer.Argument(None, help="Study YAML, or a study shipped with samcli by name "
-                                          "(default, variants; none: default)."),
+    study: Optional[Path] = typer.Argument(None, help="Study YAML, or a packaged study's name (default, variants)."),
     from_: Optional[Path] = typer.Option(None, "--from", help="Re-render tables and plots from a study directory "
                                                                "(no training)."),
     out: Optional[Path] = typer.Option(None, help="Study directory.", show_default="results/studies/<name>"),

@@ -103,3 +103,12 @@ def unknown_choice(key: str, value: object, choices: Iterable[str]) -> ConfigErr
 class SamcliWarning(UserWarning):
     """Something the user must know that did not stop the work (a cache regenerated): one line, which the
     CLI prints as its own `warning:` line."""
+
+
+def integer_or_word(text: str, flag: str, word: str = "full") -> int:
+    """An option's integer value; a SamcliError naming the option when it is neither an integer nor `word`
+    (the caller handles `word` itself)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise SamcliError(f"{flag}={short_repr(text)} must be an integer or {word!r}") from None
