@@ -290,3 +290,35 @@ def test_momentum_sam_refuses_a_batchnorm_model():
     net = BatchNormNet()
     with pytest.raises(ConfigError, match=r"^samcli.optim.SAM: method=momentum-sam cannot honour BatchNorm's "):
         SAM(net.parameters(), torch.optim.SGD, method="momentum-sam", model=net, lr=0.1, momentum=0.9)
+
+
+def test_gsam_equals_pytorch_optimizers_gsam_at_a_constant_radius():
+    """pytorch-optimizer's GSAM takes its radius from a scheduler and runs its own closure; at a
+    constant radius (min = max) it is the rule samcli implements."""
+    po = pytest.importorskip("pytorch_optimizer")
+    torch.manual_seed(0)
+    xs, ys = torch.randn(32, 5, dtype=torch.float64), torch.randint(0, 3, (32,))
+
+    def ours():
+        model = _mlp()
+        opt = SAM(model.parameters(), torch.optim.SGD, 0.05, "gsam", alpha=0.4, **BASE)
+        for i in range(20):
+            xb, yb = xs[(i * 8) % 32:][:8], ys[(i * 8) % 32:][:8]
+            F.cross_entropy(model(xb), yb).backward()
+            opt.first_step(zero_grad=True)
+            F.cross_entropy(model(xb), yb).backward()
+            opt.second_step(zero_grad=True)
+        return flat(model)
+
+    def theirs():
+        model = _mlp()
+        base = torch.optim.SGD(model.parameters(), **BASE)
+        constant = torch.optim.lr_scheduler.LambdaLR(base, lambda step: 1.0)
+        radius = po.ProportionScheduler(constant, max_lr=BASE["lr"], min_lr=0.0, max_value=0.05, min_value=0.05)
+        opt = po.GSAM(model.parameters(), base, model, radius, alpha=0.4)
+        for i in range(20):
+            opt.set_closure(F.cross_entropy, xs[(i * 8) % 32:][:8], ys[(i * 8) % 32:][:8])
+            opt.step()
+            opt.update_rho_t()
+        return flat(model)
+    torch.testing.assert_close(ours(), theirs(), rtol=0, atol=1e-8)
