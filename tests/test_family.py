@@ -315,3 +315,24 @@ def test_only_the_clean_pass_updates_batchnorm_statistics(method):
     direction_for(objective, o)(objective, theta, batch, o, 1024)
     for name, value in objective.buffers.items():
         assert torch.equal(value, expected[name]), name
+
+
+def test_a_grid_gives_each_variants_parameters_as_axes_only_to_it():
+    from samcli.study.grid import load_study
+    study = load_study({"name": "g", "seeds": [0], "base": {"data": {"name": "synthetic"}},
+                        "grid": {"method": ["sam", "looksam", "asam"], "optimizer.k": [2, 5],
+                                 "optimizer.eta": [0.0, 0.01]}})
+    assert study.labels == ("sam", "looksam k=2", "looksam k=5", "asam eta=0.0", "asam eta=0.01")
+    looksam = [r.config.optimizer for r in study.runs if r.config.optimizer.method == "looksam"]
+    assert [o.k for o in looksam] == [2, 5] and all(o.eta is None and o.alpha == 0.7 for o in looksam)
+
+
+def test_the_variants_study_runs_each_method_at_its_papers_settings():
+    from samcli.study.grid import load_study
+    study = load_study("variants")
+    by_label = {r.label: r.config.optimizer for r in study.runs}
+    assert len(by_label) == 10 and len(study.runs) == 30
+    assert (by_label["ASAM"].rho, by_label["ASAM"].eta) == (0.5, 0.01)
+    assert (by_label["LookSAM"].k, by_label["LookSAM"].alpha) == (5, 0.7)
+    assert by_label["WSAM"].wsam_decouple is True and by_label["momentum-SAM"].rho == 0.3
+    assert {o.batch_size for o in by_label.values()} == {128}
