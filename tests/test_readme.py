@@ -117,8 +117,10 @@ SKIPS = {
         "quiet machine. With it this file would take 6.5-12 min",
     "samcli compare --from results/studies/default":
         "re-renders the default study, which `samcli compare` (slow, skipped) trains; 10 s once it exists",
+    "samcli compare variants":
+        "slow: the SAM family study (30 runs) took 10 min on this project's 2-core machine shared with other jobs",
 }
-SLOW = {"samcli compare", "samcli compare --from results/studies/default"}
+SLOW = {"samcli compare", "samcli compare --from results/studies/default", "samcli compare variants"}
 RUN_SLOW = os.environ.get("SAMCLI_README_SLOW") == "1"
 
 # The README's inline prerequisites: an example runs these commands (in the same directory) first.
