@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .rules import Layout, Rule, StepContext, ascent
+from .rules import Rule, StepContext, ascent
 
 
 def _eps(ctx: StepContext) -> float:
@@ -145,20 +145,13 @@ MOMENTUM_SAM = Rule(_momentum_perturb, _second_gradient, clean=False)
 
 # ---- esam (Du et al. 2022) -------------------------------------------------------------------------
 
-def _tensor_mask(layout: Layout, keep: Tensor, like: Tensor) -> Tensor:
-    out = torch.zeros_like(like)
-    for (_, where, _), kept in zip(layout.pieces(), keep.tolist()):
-        if kept:
-            out[where] = 1
-    return out
-
-
 def _esam_perturb(ctx: StepContext) -> Tensor:
     g, cfg = ctx.g, ctx.cfg
     assert g is not None
     # stochastic weight perturbation: each tensor perturbed with probability beta, the step scaled by 1/beta
-    keep = torch.rand(len(ctx.layout.names), generator=ctx.generator) < cfg.esam_beta
-    masked = g * _tensor_mask(ctx.layout, keep, g)
+    draws = torch.rand(len(ctx.layout.names), generator=ctx.generator) < cfg.esam_beta
+    kept = dict(zip(ctx.layout.names, draws.tolist()))
+    masked = g * ctx.layout.mask(lambda name, shape: kept[name], g)
     return (cfg.rho / cfg.esam_beta) * _unit(masked, _eps(ctx))
 
 
