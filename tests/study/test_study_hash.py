@@ -34,7 +34,7 @@ def changed(key: str, value):
     if key in special:
         return special[key]
     if value is None and key.split(".")[-1] in PARAMETERS:     # a method parameter msam does not read
-        return {"asam_biases": True, "wsam_decouple": True, "k": 3}.get(key.split(".")[-1], 0.25)
+        return {"asam_biases": True, "wsam_decouple": False, "k": 3}.get(key.split(".")[-1], 0.25)   # not its default
     if isinstance(value, bool):
         return not value
     if isinstance(value, float):
