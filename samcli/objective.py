@@ -331,6 +331,15 @@ class Objective:
             with torch.no_grad():
                 losses = torch.cat([self.per_example_losses(theta, c, scratch) for c in data.chunks(chunk_size)])
             return value, g, losses
+        bound = self._bound_entry(theta)
+        if bound is not None:       # the training loop's vector: its leaves and gradient buffer, as value_and_grad
+            with torch.enable_grad():
+                losses = self.named_loss(bound.named, data, buffers, reduce=False)
+                value = losses.mean()
+            bound.grad.fill_(-0.0)
+            _run_backward((value,), (bound.one,), False, False, bound.leaves, allow_unreachable=True,
+                          accumulate_grad=True)
+            return value.detach(), bound.grad, losses.detach()
         with torch.enable_grad():
             named = self._leaves(theta)
             losses = self.named_loss(named, data, buffers, reduce=False)
