@@ -54,6 +54,7 @@ def _save(fig, path: Path, title: str, legend_rows: int) -> Path:
     fig.tight_layout(rect=(0, 0.06 + 0.02 * legend_rows, 1, 0.95))
     path = Path(path)
     fig.savefig(path, dpi=110)
+    fig.savefig(path.with_suffix(".pdf"))          # vector, for a paper
     plt.close(fig)
     return path
 
@@ -146,4 +147,4 @@ def study_plots(runs: pd.DataFrame, records: list[RunRecord], study_dir: Path, l
     plots = (sharpness_scatter(runs, study_dir / ACCURACY_PLOT, "test_accuracy", "test accuracy", labels, title),
              sharpness_scatter(runs, study_dir / GAP_PLOT, "loss_gap", "test - train loss", labels, title),
              training_curves(records, study_dir / TRAINING_PLOT, labels, title))
-    return [p for p in plots if p is not None]
+    return [f for p in plots if p is not None for f in (p, p.with_suffix(".pdf"))]

@@ -70,11 +70,13 @@ def test_study_directory_files(diverging):
     raw, out, result = diverging
     table = result.table
     assert [f.name for f in result.files] == ["table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
-                                              "gap_vs_sharpness.png", "training_curves.png"]
+                                              "accuracy_vs_sharpness.pdf", "gap_vs_sharpness.png",
+                                              "gap_vs_sharpness.pdf", "training_curves.png", "training_curves.pdf"]
     for name in ("study.yaml", "table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
                  "gap_vs_sharpness.png", "training_curves.png"):
         assert (out / name).is_file(), name
     assert (out / "accuracy_vs_sharpness.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "accuracy_vs_sharpness.pdf").read_bytes()[:5] == b"%PDF-"
     csv = pd.read_csv(out / "table.csv", index_col="label")
     assert list(csv.index) == ["GD", "SAM", "1-SAM", "blow-up"]
     assert csv.loc["SAM", "lambda_1_mean"] == pytest.approx(table.loc["SAM", "lambda_1_mean"])
