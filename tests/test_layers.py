@@ -8,7 +8,7 @@ from pathlib import Path
 import samcli
 
 FLOORS = {
-    "samcli.errors": 0, "samcli.ascent": 0, "samcli._version": 0, "samcli.objective": 0, "samcli.spec": 0,
+    "samcli.errors": 0, "samcli.ascent": 0, "samcli._version": 0, "samcli.objective": 0, "samcli.losses": 0, "samcli.spec": 0,
     "samcli.curvature": 1, "samcli.methods": 1, "samcli.msam": 1, "samcli.rules": 1, "samcli.family": 1,
     "samcli.config": 2,
     "samcli.data": 3, "samcli.models": 3, "samcli.runs": 3, "samcli.task": 3, "samcli.targets": 3,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..spec.measure import columns
 from .correlations import with_gaps
+from .edge import threshold_points
 
 if TYPE_CHECKING:
     from matplotlib.lines import Line2D
@@ -129,6 +130,12 @@ def training_curves(records: Iterable[RunRecord], path: Path, labels: Optional[l
             values += ys
             line, = ax.plot(epochs, ys, color=colours.get(r.label, "k"), lw=1.1, alpha=0.8)
             handles.setdefault(r.label, line)
+            if key == "sharp_lambda_1":       # the method's stability threshold, dashed, where one is stated
+                edge = [(e, t) for e, _, t in threshold_points(r) if t is not None]
+                if edge:
+                    ax.plot(*zip(*edge), color=colours.get(r.label, "k"), lw=0.9, ls="--", alpha=0.7)
+                    values += [t for _, t in edge]
+                    ax.set_title("dashed: stability threshold", fontsize=9)
         if key != "test_accuracy":
             _log_if_spread(ax, pd.Series(values), "y")
         ax.set_xlabel("epoch")

@@ -14,6 +14,7 @@ import pandas as pd
 from ..runs import write_json, write_text
 from ..spec.methods import method_names, unused_parameters
 from .correlations import CorrelationReport, correlation_report, with_axes
+from .edge import above_threshold_notes
 from .rundir import RunRecord
 from .sections import sections
 from .spec import Study
@@ -88,6 +89,7 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
     """Tables, study.json and plots of `records` into `study_dir`; the result (no baseline yet)."""
     from .plots import study_plots
     study_dir = Path(study_dir)
+    notes = [*notes, *above_threshold_notes(records)]
     runs = with_axes(runs_frame(records), axis_values(study))
     table = aggregate(runs, study.labels)
     corr = correlation_report(runs, tolerance=study.confound_tolerance)
