@@ -209,6 +209,24 @@ class SAM(torch.optim.Optimizer):
                 closure()
         self.second_step()
 
+    def state_dict(self) -> dict:
+        """The base optimizer's state (momentum buffers, ...) and the rule's: its step count, its memory
+        (LookSAM's g_v, FriendlySAM's average) and its random generator, so a resumed loop continues the
+        same steps."""
+        rule = {"step": self._ctx.step, "memory": dict(self._ctx.memory)}
+        generator = self._ctx.generator.get_state() if self._ctx.generator is not None else None
+        return {"base": self.base_optimizer.state_dict(), "rule": rule, "generator": generator}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what `state_dict` returned (the base optimizer's parameter groups are this one's)."""
+        self.base_optimizer.load_state_dict(state_dict["base"])
+        self.param_groups = self.base_optimizer.param_groups
+        self._lr_of = {id(p): g for g in self.param_groups for p in g["params"]}
+        self._ctx.step = state_dict["rule"]["step"]
+        self._ctx.memory = dict(state_dict["rule"]["memory"])
+        if state_dict.get("generator") is not None and self._ctx.generator is not None:
+            self._ctx.generator.set_state(state_dict["generator"])
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of every parameter (the base optimizer's groups are this one's)."""
         self.base_optimizer.zero_grad(set_to_none)

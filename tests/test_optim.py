@@ -322,3 +322,32 @@ def test_gsam_equals_pytorch_optimizers_gsam_at_a_constant_radius():
             opt.update_rho_t()
         return flat(model)
     torch.testing.assert_close(ours(), theirs(), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("method,values", [("sam", {}), ("looksam", {"k": 3}), ("fsam", {}), ("rwp", {})])
+def test_a_resumed_loop_continues_the_same_steps(method, values, tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            F.cross_entropy(model(x), y).backward()
+            if opt.first_step(zero_grad=True):
+                F.cross_entropy(model(x), y).backward()
+            opt.second_step(zero_grad=True)
+
+    def make(model):
+        return SAM(model.parameters(), torch.optim.SGD, method=method, lr=0.1, momentum=0.9, **values)
+    straight = _mlp()
+    steps(straight, make(straight), 8)
+    first = _mlp()
+    opt = make(first)
+    steps(first, opt, 4)
+    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    resumed = _mlp()
+    resumed.load_state_dict(saved["model"])
+    again = make(resumed)
+    again.load_state_dict(saved["opt"])
+    steps(resumed, again, 4)
+    assert torch.equal(flat(resumed), flat(straight))
