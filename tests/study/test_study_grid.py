@@ -81,7 +81,7 @@ def test_shipped_studies_load():
     assert default.name == "default"
     assert all(r.config.stop.train_loss == 0.01 for r in default.runs) and default.confound_tolerance == 0.01
     assert len({r.seed for r in default.runs}) >= 4 and len(default.runs) == 4 * len(default.labels)
-    assert all(r.config.data.test_with_unused and r.config.data.train_size == 1000 for r in default.runs)
+    assert all(r.config.data.test_with_unused and r.config.data.train_size == 500 for r in default.runs)
     assert {r.config.optimizer.lr for r in default.runs} == {0.05}        # one learning rate for both batch sizes
 
 
