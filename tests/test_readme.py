@@ -112,9 +112,9 @@ SKIPS = {
         "a template (STUDY.yaml, alternatives separated by |, an optional [--address ADDR]), not a command",
     # slow: run with SAMCLI_README_SLOW=1
     "samcli compare":
-        "slow: the embedded default study (18 runs) took 3 min 25 s (load average ~3) and 8 min 40 s (load ~5, "
-        "4 min 27 s CPU) on this project's 2-core machine shared with other jobs; the README's 1 min 45 s is the "
-        "quiet machine. With it this file would take 6.5-12 min",
+        "slow: the embedded default study (32 runs, 263 s of CPU) took 10 min 41 s on this project's 2-core "
+        "machine shared with other jobs (load average 5-10); about 2-3 min on an idle one. With it this file "
+        "would take 6-15 min",
     "samcli compare --from results/studies/default":
         "re-renders the default study, which `samcli compare` (slow, skipped) trains; 10 s once it exists",
 }

@@ -59,7 +59,7 @@ class CompareResult:
         return {"table": json.loads(self.table.reset_index().to_json(orient="records")),
                 "correlations": correlations_json(self.report) if self.report else None,
                 "study_dir": str(self.study_dir), "files": [str(f) for f in self.files],
-                "baseline_ok": self.baseline_ok}
+                "baseline_ok": self.baseline_ok, "findings": self.findings}
 
 
 def axis_values(study: Study) -> dict[str, dict[str, Any]]:
