@@ -15,8 +15,7 @@ Examples that cannot run literally are in SKIPS, each with its reason; those ski
 shape are in OUTPUT_DRIFT (strict xfail: delete the entry when the README is regenerated). The whole file
 took 2 min 35 s to 3 min 5 s on this project's 2-core machine (the Python API block, which trains and checks
 the CI study, 75-88 s of it; the CLI's `samcli compare configs/ci.yaml` then reuses those runs: 9 s). Those
-times predate the factorial CI study (16 runs, 123 s of CPU where the old one took about 100), not measured
-again since.
+times predate the factorial CI study (16 runs, 123 s of CPU in one run) and were not measured again.
 """
 from __future__ import annotations
 
