@@ -119,7 +119,7 @@ def summary(report: CorrelationReport, alpha: float = ALPHA) -> list[str]:
 
 
 def _runs(report: CorrelationReport, runs: Optional[pd.DataFrame]) -> list[str]:
-    out = [report.eligibility[0].upper() + report.eligibility[1:] + "."]
+    out = [report.eligibility[:1].upper() + report.eligibility[1:] + "."] if report.eligibility else []
     if report.warning:
         out.append("The confound check failed: " + report.warning + ".")
     elif report.tolerance is not None and not math.isnan(report.train_loss_span):
@@ -129,7 +129,8 @@ def _runs(report: CorrelationReport, runs: Optional[pd.DataFrame]) -> list[str]:
         seeds = runs.groupby("label", sort=False).size()
         count = f"{int(seeds.min())}" if seeds.min() == seeds.max() else f"{int(seeds.min())}-{int(seeds.max())}"
         axes = ", ".join(f"{a}{_axis_values(runs, a)}" for a in report.axes) or "no axis"
-        out.append(f"{len(seeds)} configurations with {count} seeds each; the design varies {axes}.")
+        out.append(f"{_count(len(seeds), 'configuration', 'configurations')} with {count} seeds each; the design "
+                   f"varies {axes}.")
     return out
 
 

@@ -110,3 +110,10 @@ def test_smallest_p_by_hand():
     # a tie in the measure: orders (1, 1, 2) over targets (1, 2, 3): the best tau comes from the 2 orders
     # that put the 2 last, out of 3! = 6
     assert smallest_p([([1.0, 1.0, 2.0], [1.0, 2.0, 3.0])]) == pytest.approx(2 / 6)
+
+
+def test_one_configuration_makes_no_claim():
+    runs = runs_frame({"only": (0.05, 32, 0.3)}, lambda g: g)
+    text = findings_markdown(report_of(runs), "one", runs)
+    assert "no claim about any axis is made" in section(text, "In short")[0]
+    assert "significant for" not in text and "1 configuration with 4 seeds each; the design varies no axis." in text
