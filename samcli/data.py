@@ -95,17 +95,23 @@ def derived_seed(seed: int, offset: int) -> int:
 
 
 def _subset(splits: DataSplits, cfg: DataConfig, seed: int) -> DataSplits:
-    def take(batch: Batch, size, key: str, salt: int) -> Batch:
+    """The seeded train_size and test_size subsets; with test_with_unused, the training examples the
+    train_size subset leaves out are appended to the test split first (test_size then picks from both)."""
+    def split(batch: Batch, size, key: str, salt: int) -> tuple[Batch, Batch]:
+        """(the seeded subset of `size` examples, the rest), both in their original order."""
         if size is None:
-            return batch
+            return batch, batch.take(slice(0, 0))
         if size > len(batch):
             raise ConfigError(f"data.{key}={size} exceeds the {len(batch)} examples of {cfg.name}; "
                               "lower it or use null")
         generator = torch.Generator().manual_seed(derived_seed(seed * 1000, salt))
-        return batch.take(torch.randperm(len(batch), generator=generator)[:size].sort().values)
-    return DataSplits(take(splits.train, cfg.train_size, "train_size", 1),
-                      take(splits.test, cfg.test_size, "test_size", 2),
-                      splits.num_classes, splits.input_shape)
+        order = torch.randperm(len(batch), generator=generator)
+        return batch.take(order[:size].sort().values), batch.take(order[size:].sort().values)
+    train, unused = split(splits.train, cfg.train_size, "train_size", 1)
+    test = splits.test
+    if cfg.test_with_unused:
+        test = Batch(torch.cat([test.inputs, unused.inputs]), torch.cat([test.targets, unused.targets]))
+    return DataSplits(train, split(test, cfg.test_size, "test_size", 2)[0], splits.num_classes, splits.input_shape)
 
 
 def _standardize(train: np.ndarray, test: np.ndarray, axes) -> tuple[torch.Tensor, torch.Tensor]:

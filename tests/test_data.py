@@ -157,6 +157,35 @@ def test_train_and_test_size_subsets_are_seeded():
     assert torch.equal(full.train.targets[rows], a.train.targets)
 
 
+def test_test_with_unused_appends_the_training_examples_left_out():
+    """The test set is the test split followed by exactly the training rows the train_size subset does not
+    hold, in their original order; the training subset is the one made without the option."""
+    base = dict(name="synthetic", n_train=200, n_test=50, dim=5, classes=3)
+    full = load_data(DataConfig(**base), seed=7)
+    plain = load_data(DataConfig(**base, train_size=60), seed=7)
+    held = load_data(DataConfig(**base, train_size=60, test_with_unused=True), seed=7)
+    assert torch.equal(held.train.inputs, plain.train.inputs) and torch.equal(held.train.targets, plain.train.targets)
+    assert len(held.test) == 50 + 140
+    assert torch.equal(held.test.inputs[:50], full.test.inputs) and torch.equal(held.test.targets[:50], full.test.targets)
+    # which rows of the full training set each part holds (synthetic Gaussian rows are distinct)
+    def rows(part):
+        match = (part.inputs[:, None] == full.train.inputs[None]).all(-1)
+        assert match.sum(1).eq(1).all()
+        return match.float().argmax(1).tolist()
+    train_rows, added = rows(plain.train), rows(held.test.take(slice(50, None)))
+    assert added == sorted(set(range(200)) - set(train_rows))
+    assert torch.equal(held.test.targets[50:], full.train.targets[added])
+    # test_size picks its seeded subset from the test split and the added rows together
+    small = load_data(DataConfig(**base, train_size=60, test_with_unused=True, test_size=120), seed=7)
+    assert len(small.test) == 120 and (small.test.inputs[:, None] == held.test.inputs[None]).all(-1).any(1).all()
+
+
+def test_test_with_unused_needs_train_size():
+    from samcli.config import TrainConfig
+    with pytest.raises(ConfigError, match="data.test_with_unused=true .* set data.train_size"):
+        TrainConfig.from_dict({"data": {"name": "mnist1d", "test_with_unused": True}})
+
+
 @pytest.mark.parametrize("key", ["train_size", "test_size"])
 def test_subset_larger_than_set_is_a_config_error(key):
     with pytest.raises(ConfigError, match=f"data.{key}=5000 exceeds"):

@@ -14,7 +14,8 @@ Examples that cannot run literally are in SKIPS, each with its reason; those ski
 `samcli sharpness results/runs/sam-example` measures) are in NEEDS. Outputs the README shows in an older
 shape are in OUTPUT_DRIFT (strict xfail: delete the entry when the README is regenerated). The whole file
 took 2 min 35 s to 3 min 5 s on this project's 2-core machine (the Python API block, which trains and checks
-the CI study, 75-88 s of it; the CLI's `samcli compare configs/ci.yaml` then reuses those runs: 9 s).
+the CI study, 75-88 s of it; the CLI's `samcli compare configs/ci.yaml` then reuses those runs: 9 s). Those
+times predate the factorial CI study (16 runs, 123 s of CPU in one run) and were not measured again.
 """
 from __future__ import annotations
 
@@ -112,9 +113,9 @@ SKIPS = {
         "a template (STUDY.yaml, alternatives separated by |, an optional [--address ADDR]), not a command",
     # slow: run with SAMCLI_README_SLOW=1
     "samcli compare":
-        "slow: the embedded default study (18 runs) took 3 min 25 s (load average ~3) and 8 min 40 s (load ~5, "
-        "4 min 27 s CPU) on this project's 2-core machine shared with other jobs; the README's 1 min 45 s is the "
-        "quiet machine. With it this file would take 6.5-12 min",
+        "slow: the embedded default study (32 runs, 263 s of CPU) took 10 min 41 s on this project's 2-core "
+        "machine shared with other jobs (load average 5-10); about 2-3 min on an idle one. With it this file "
+        "would take 6-15 min",
     "samcli compare --from results/studies/default":
         "re-renders the default study, which `samcli compare` (slow, skipped) trains; 10 s once it exists",
     "samcli compare variants":

@@ -228,7 +228,7 @@ class CorrelationReport:
 
 
 GRANULATED_COLUMNS = ["notion", "target", "axis", "tau", "groups", "configurations", "p", "p_method", "overlapping",
-                      "reason"]
+                      "reason", "p_min"]
 COUPLED_COLUMNS = ["notion", "target", "axis", "pairs", "counted", "agree", "worst", "worst_axis", "reason"]
 MI_COLUMNS = ["notion", "target", "score", "subset", "subsets", "pairs", "reason"]
 
@@ -276,10 +276,10 @@ def _granulated_rows(eligible, notion, target, axes, sign, seed) -> list[dict]:
     g = granulated_kendall(eligible, notion, target, axes, sign, seed=seed)
     rows = [{"notion": notion, "target": target, "axis": a.axis, "tau": a.tau, "groups": a.groups,
              "configurations": a.configurations, "p": a.p, "p_method": a.p_method, "overlapping": a.overlapping,
-             "reason": a.reason} for a in g.axes]
+             "reason": a.reason, "p_min": a.p_min} for a in g.axes]
     rows.append({"notion": notion, "target": target, "axis": "overall", "tau": g.overall,
                  "groups": sum(a.groups for a in g.axes), "configurations": math.nan, "p": math.nan,
-                 "p_method": "", "overlapping": False, "reason": g.reason})
+                 "p_method": "", "overlapping": False, "reason": g.reason, "p_min": math.nan})
     return rows
 
 

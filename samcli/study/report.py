@@ -1,5 +1,5 @@
 """A study's outputs: from its run records to the table, the correlations, the files in the study
-directory (table.csv, table.md, study.json, plots) and the `CompareResult` value `compare` returns."""
+directory (table.csv, table.md, findings.md, study.json, plots) and the `CompareResult` value `compare` returns."""
 from __future__ import annotations
 
 import json
@@ -15,12 +15,13 @@ from ..runs import write_json, write_text
 from ..spec.methods import method_names, unused_parameters
 from .correlations import CorrelationReport, correlation_report, with_axes
 from .edge import above_threshold_notes
+from .findings import findings_markdown
 from .rundir import RunRecord
 from .sections import sections
 from .spec import Study
 from .table import aggregate, caption, display, markdown, runs_frame
 
-OUTPUTS = ("table.csv", "table.md", "study.json")
+OUTPUTS = ("table.csv", "table.md", "findings.md", "study.json")
 # overridden keys that are not hyperparameters of the minimum: never a granulated axis
 BOOKKEEPING = ("eval_every", "chunk_size", "device", "measure.", "stop.")
 
@@ -47,6 +48,7 @@ class CompareResult:
     eligibility: str = ""                          # how many runs the correlations excluded, and why
     confound: Optional[str] = None                 # the confound warning, when the study's check fails
     report: Optional[CorrelationReport] = None     # all of the correlations, as correlation_report returns it
+    findings: str = ""                             # findings.md: what the study found, in sentences with figures
 
     @property
     def failed_runs(self) -> int:
@@ -58,7 +60,7 @@ class CompareResult:
         return {"table": json.loads(self.table.reset_index().to_json(orient="records")),
                 "correlations": correlations_json(self.report) if self.report else None,
                 "study_dir": str(self.study_dir), "files": [str(f) for f in self.files],
-                "baseline_ok": self.baseline_ok}
+                "baseline_ok": self.baseline_ok, "findings": self.findings}
 
 
 def axis_values(study: Study) -> dict[str, dict[str, Any]]:
@@ -96,6 +98,8 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
     write_text(study_dir / "table.csv", table.to_csv())
     examples = [r.sharpness["examples"] for r in records if r.sharpness and "examples" in r.sharpness]
     write_text(study_dir / "table.md", table_markdown(study, table, corr, notes, examples))
+    found = findings_markdown(corr, study.name, runs)
+    write_text(study_dir / "findings.md", found)
     write_json(study_dir / "study.json", {
         "study": {"name": study.name, "source": study.source, "definition": study.raw,
                   "sharpness": study.sharpness},
@@ -108,7 +112,7 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
     return CompareResult(study.name, table, runs, corr.overall, study_dir, tuple(files), tuple(notes),
                          caption(study, examples), granulated=corr.granulated, coupled=corr.coupled,
                          mutual_information=corr.mutual_information, warnings=corr.warnings,
-                         eligibility=corr.eligibility, confound=corr.warning, report=corr)
+                         eligibility=corr.eligibility, confound=corr.warning, report=corr, findings=found)
 
 
 def correlations_json(report: CorrelationReport) -> dict:

@@ -194,6 +194,7 @@ class AxisScore:
     p_method: str = ""
     overlapping: bool = False  # groups share configurations (a wildcard): p treats them as independent
     reason: Optional[str] = None   # why not applicable
+    p_min: float = math.nan    # the smallest p these groups can give (every group at its extreme tau)
 
 
 @dataclass(frozen=True)
@@ -239,4 +240,21 @@ def _axis_score(configs: pd.DataFrame, axis: str, varying: list[str], sign: int,
     psi = float(np.mean(taus))
     p = permutation_p(arrays, psi, sign, draws=draws, seed=seed)
     labels = [label for g in groups for label in g]
-    return AxisScore(axis, psi, len(groups), len(set(labels)), p.p, p.method, len(labels) > len(set(labels)))
+    return AxisScore(axis, psi, len(groups), len(set(labels)), p.p, p.method, len(labels) > len(set(labels)),
+                     p_min=smallest_p(arrays, sign))
+
+
+def smallest_p(groups: Sequence[tuple], sign: int = 1) -> float:
+    """The smallest one-sided permutation p-value `groups` ((measure, target) arrays) can give whatever the
+    measure's order: P(every group at its most extreme tau in the direction `sign`), the product over
+    groups (independent under the null). Three groups of three distinct values: (1/6)^3; two groups of
+    two: 1/4, so such an axis cannot reach p < 0.05 whatever the measure does. NaN when a group is too
+    large to enumerate."""
+    p = 1.0
+    for m, g in groups:
+        if len(m) > EXACT_MAX_GROUP:
+            return math.nan
+        distribution = permutation_distribution(m, g)
+        extreme = max(distribution, key=lambda tau: sign * tau)
+        p *= distribution[extreme]
+    return p

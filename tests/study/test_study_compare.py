@@ -69,10 +69,12 @@ def test_diverged_runs_are_shown_not_dropped(diverging):
 def test_study_directory_files(diverging):
     raw, out, result = diverging
     table = result.table
-    assert [f.name for f in result.files] == ["table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
-                                              "accuracy_vs_sharpness.pdf", "gap_vs_sharpness.png",
-                                              "gap_vs_sharpness.pdf", "training_curves.png", "training_curves.pdf"]
-    for name in ("study.yaml", "table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png",
+    assert [f.name for f in result.files] == ["table.csv", "table.md", "findings.md", "study.json",
+                                              "accuracy_vs_sharpness.png", "accuracy_vs_sharpness.pdf",
+                                              "gap_vs_sharpness.png", "gap_vs_sharpness.pdf", "training_curves.png",
+                                              "training_curves.pdf"]
+    assert (out / "findings.md").read_text() == result.findings and result.findings.startswith("# What study")
+    for name in ("study.yaml", "table.csv", "table.md", "findings.md", "study.json", "accuracy_vs_sharpness.png",
                  "gap_vs_sharpness.png", "training_curves.png"):
         assert (out / name).is_file(), name
     assert (out / "accuracy_vs_sharpness.png").read_bytes()[:4] == b"\x89PNG"
@@ -102,7 +104,7 @@ def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    for name in ("table.csv", "table.md", "study.json", "accuracy_vs_sharpness.png"):
+    for name in ("table.csv", "table.md", "findings.md", "study.json", "accuracy_vs_sharpness.png"):
         (copy / name).unlink()
     monkeypatch.setattr(sys.modules["samcli.train"], "train",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
@@ -111,6 +113,7 @@ def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again.table[cols], table[cols])
     assert again.notes == () and again.caption == result.caption
     assert (copy / "table.md").is_file() and (copy / "accuracy_vs_sharpness.png").is_file()
+    assert (copy / "findings.md").read_text() == result.findings == again.findings
 
     result = CliRunner().invoke(app, ["compare", "--from", str(copy)])
     assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 """Study files: grid expansion, variants, seeds, validation before any training."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -78,9 +79,29 @@ def test_shipped_studies_load():
         assert study.runs and study.labels
     default = load_study(None)
     assert default.name == "default"
-    assert set(default.labels) == {"GD", "SGD", "SAM rho=0.05", "SAM rho=0.1", "m-SAM rho=0.05", "m-SAM rho=0.02"}
     assert all(r.config.stop.train_loss == 0.01 for r in default.runs) and default.confound_tolerance == 0.01
-    assert len({r.seed for r in default.runs}) >= 3
+    assert len({r.seed for r in default.runs}) >= 4 and len(default.runs) == 4 * len(default.labels)
+    assert all(r.config.data.test_with_unused and r.config.data.train_size == 500 for r in default.runs)
+    assert {r.config.optimizer.lr for r in default.runs} == {0.05}        # one learning rate for both batch sizes
+
+
+def test_default_study_is_factorial():
+    """rho x batch size at one lr, and m = 1 vs m = b (sam) at batch 32: the granulated groups along each
+    axis are exactly the design's cells, so every axis the design varies has groups."""
+    from samcli.study.report import axis_values
+    from samcli.study.stats import axis_groups, axis_value, varying_axes
+    default = load_study(None)
+    frame = pd.DataFrame(axis_values(default)).T.map(axis_value)
+    frame.columns = [c.removeprefix("optimizer.") for c in frame.columns]
+    axes = varying_axes(frame, list(frame.columns))
+    assert sorted(axes) == ["batch_size", "method", "rho"]
+    rho = sorted(tuple(sorted(frame.loc[list(g), "rho"])) for g in axis_groups(frame, "rho", axes))
+    assert rho == [(0.0, 0.02, 0.05), (0.0, 0.02, 0.05), (0.02, 0.05)]
+    batch = axis_groups(frame, "batch_size", axes)
+    assert len(batch) == 3 and all(sorted(frame.loc[list(g), "batch_size"], key=str) == [32, "full"] for g in batch)
+    method = axis_groups(frame, "method", axes)
+    assert len(method) == 2 and all(set(frame.loc[list(g), "batch_size"]) == {32} for g in method)
+    assert all(frame.loc[list(g), "m"].tolist().count(1) == 1 for g in method)    # sam (m = b) vs msam m = 1
 
 
 @pytest.mark.parametrize("change, needle", [
