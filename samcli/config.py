@@ -39,9 +39,7 @@ class DataConfig:
     download: bool = False              # torchvision sets only; never implicit
     train_size: Optional[int] = None    # seeded subset of the training set
     test_size: Optional[int] = None
-    # the training examples a train_size subset leaves out join the test set (before test_size picks
-    # from it): held-out examples from the training distribution, so accuracy's standard error shrinks
-    test_with_unused: bool = False
+    test_with_unused: bool = False      # the examples train_size leaves out join the test set (then test_size)
     augment: bool = False               # random crop + flip for 32x32 image sets
     # synthetic teacher-student task
     task: Literal["classification", "regression"] = "classification"
@@ -379,9 +377,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("train_size", "test_size"):
         value = getattr(d, name)
         _require(value is None or value >= 1, f"data.{name}={value} must be >= 1 or null")
-    _require(not d.test_with_unused or d.train_size is not None,
-             "data.test_with_unused=true adds the examples data.train_size leaves out to the test set; "
-             "set data.train_size, or drop test_with_unused")
+    _require(not d.test_with_unused or d.train_size is not None, "data.test_with_unused=true adds the examples "
+             "data.train_size leaves out to the test set; set data.train_size, or drop test_with_unused")
     _require(all(w >= 1 for w in m.widths), f"model.widths={m.widths} must be positive integers")
     _require(m.depth in (18, 20), f"model.depth={m.depth} is not available; resnet depth is 18 or 20")
     _require(0 <= d.label_noise <= 1, f"data.label_noise={d.label_noise} must be in [0, 1]")
