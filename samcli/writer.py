@@ -19,7 +19,7 @@ from __future__ import annotations
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from torch import nn
@@ -118,7 +118,7 @@ class RunWriter:
         self.records.append(record)
         return record
 
-    def __exit__(self, kind, error, traceback) -> bool:
+    def __exit__(self, kind, error, traceback) -> Literal[False]:
         log, self._log = self._log, None
         if log is not None:
             log.close()
