@@ -260,6 +260,8 @@ def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
     done = summary.get("steps_done")
     if not isinstance(done, int):
         return "summary.json has no steps_done"
+    if summary.get("origin") == "writer":       # the user's loop: its own schedule, checked for form only
+        return _written_metrics_problem(records, steps, done, summary)
     expected = evaluation_steps(cfg, done)
     if summary.get("stopped_at") == done and done not in expected:
         expected.append(done)                       # stopped at a target: an evaluation ended it
@@ -272,6 +274,21 @@ def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
     final = summary.get("final")
     if summary.get("status") == "completed" and final != {k: v for k, v in records[-1].items()
                                                           if k not in ("step", "batch_loss")}:
+        return "metrics.jsonl's last record is not the summary's final evaluation"
+    return ""
+
+
+def _written_metrics_problem(records: list, steps: list, done: int, summary: dict) -> str:
+    """metrics_problem for a run written by RunWriter: records are mappings of numbers, their steps
+    integers that increase, the last one steps_done and, for a completed run, the summary's final."""
+    if not records or not all(isinstance(r, dict) for r in records):
+        return "metrics.jsonl holds no records" if not records else "metrics.jsonl has a foreign line"
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in steps) or steps != sorted(set(steps)):
+        return "metrics.jsonl's steps are not increasing integers"
+    if steps[-1] != done:
+        return f"metrics.jsonl's last step {steps[-1]} is not the summary's steps_done {done}"
+    final = {k: v for k, v in records[-1].items() if k not in ("step", "batch_loss")}
+    if summary.get("status") == "completed" and summary.get("final") != final:
         return "metrics.jsonl's last record is not the summary's final evaluation"
     return ""
 
