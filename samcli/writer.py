@@ -166,6 +166,7 @@ def _check_same_model(mine: nn.Module, built: nn.Module, cfg: TrainConfig) -> No
                 raise ConfigError(f"your module's {kind} {name!r} has shape {shape}, the model {what} builds has "
                                   f"{other_shape}; {fix}")
         if len(a) != len(b):
-            extra = a[len(b)] if len(a) > len(b) else b[len(a)]
-            whose = "your module has" if len(a) > len(b) else f"the model {what} builds has"
-            raise ConfigError(f"{whose} a {kind} {extra[0]!r} {extra[1]} the other lacks; {fix}")
+            name, shape = a[len(b)] if len(a) > len(b) else b[len(a)]
+            has, lacks = ("your module", f"the model {what} builds") if len(a) > len(b) else \
+                (f"the model {what} builds", "your module")
+            raise ConfigError(f"{has} has a {kind} {name!r} of shape {shape} that {lacks} lacks; {fix}")

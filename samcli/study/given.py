@@ -17,7 +17,17 @@ import yaml
 
 from .. import _version
 from ..config import ConfigError, TrainConfig, config_hash
-from ..runs import CHECKPOINT, CONFIG, METRICS, RUN_FILES, SUMMARY, read_run_files, read_summary, write_run_files
+from ..runs import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    RUN_FILES,
+    SUMMARY,
+    file_sha256,
+    read_run_files,
+    read_summary,
+    write_run_files,
+)
 from .rundir import move_aside, run_state
 from .spec import RunSpec, StudyError
 
@@ -82,16 +92,14 @@ def given_run(path: Path, where: str) -> RunSpec:
 
 
 def adopt(spec: RunSpec, run_dir: Path, sharpness: dict) -> tuple[str, str]:
-    """(action, reason) of a given run: its files copied into `run_dir` (again when the user's directory
-    holds another checkpoint than the copy), then run_state; 'train' or 'stale' there is 'failed' here
+    """(action, reason) of a given run: its files copied into `run_dir` (again when a file in the user's
+    directory is no longer the copy's), then run_state; 'train' or 'stale' there is 'failed' here
     (samcli never trains a given run), 'measure' and 'done' as for any run."""
     assert spec.given is not None
     source = Path(spec.given)
     if not source.is_dir():
         return "failed", f"the given run directory {source} is gone"
-    copy = read_summary(run_dir) if run_dir.is_dir() else None
-    wanted = read_summary(source) or {}
-    if copy is None or copy.get("checkpoint_sha256") != wanted.get("checkpoint_sha256"):
+    if not _same_files(source, run_dir):      # new, or the user's directory changed since it was copied
         if run_dir.exists() or run_dir.is_symlink():
             move_aside(run_dir)
         try:
@@ -105,3 +113,11 @@ def adopt(spec: RunSpec, run_dir: Path, sharpness: dict) -> tuple[str, str]:
     if action in ("train", "stale"):
         return "failed", f"{source}: {reason or 'unfinished'}; samcli never trains a given run: write it again"
     return action, reason
+
+
+def _same_files(source: Path, copy: Path) -> bool:
+    """Whether the copy holds the given run's files as they are now (sha256 of each)."""
+    try:
+        return all(file_sha256(source / name) == file_sha256(copy / name) for name in NEEDED)
+    except OSError:
+        return False
