@@ -151,7 +151,7 @@ def test_bad_input_to_the_writer_is_one_line_with_nothing_written(mods):
         samcli.RunWriter("run", no_model, model)
     with pytest.raises(ConfigError, match=r"parameter '1.weight' has shape \(4, 3\), the model model.target="):
         samcli.RunWriter("run", config(width=5), model)
-    with pytest.raises(ConfigError, match=r"builds has a parameter '3.weight' of shape \(2, 4\) that your module lacks"):
+    with pytest.raises(ConfigError, match=r"has a parameter '3.weight' of shape \(2, 4\) that your module lacks"):
         samcli.RunWriter("run", config(), nn.Sequential(nn.Flatten(), nn.Linear(3, 4)).double())
     with pytest.raises(ConfigError, match="optimizer.lr"):
         samcli.RunWriter("run", config(optimizer={"lr": -1}), model)

@@ -51,7 +51,7 @@ def train_one(out: str, method: str, seed: int, steps: int = 150, eval_every: in
         for step in range(1, steps + 1):
             index = torch.randint(0, len(x), (batch_size,), generator=generator)
 
-            def closure():
+            def closure(index=index):
                 loss = nn.functional.cross_entropy(model(x[index]), y[index])
                 loss.backward()
                 return loss
