@@ -265,3 +265,25 @@ def test_the_cli_runs_a_study_of_given_runs_and_refuses_bad_ones(mods):
     refused(invoke(["compare", "--runs", "old", "--out", "new"]), "written by samcli 0.0.1")
     refused(invoke(["compare", "sgd-0", "sam-0", "--out", "new"]), "--runs")
     assert not Path("new").exists()
+
+
+# ---- examples/own_loop ---------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_the_own_loop_example_runs(tmp_path, monkeypatch):
+    import runpy
+    monkeypatch.chdir(tmp_path)
+    Path("examples").symlink_to(EXAMPLES, target_is_directory=True)
+    text = (EXAMPLES / "own_loop" / "README.md").read_text()
+    blocks = [b.split("\n", 1)[1].split("```")[0] for b in text.split("```bash")[1:]]
+    lines = [line.strip() for b in blocks for line in b.splitlines() if line.strip()]
+    assert [line.split()[:2] for line in lines] == [["python", "examples/own_loop/loop.py"], ["samcli", "compare"]]
+    out = lines[0].split()[2]
+    written = runpy.run_path("examples/own_loop/loop.py", run_name="own_loop")["main"](out, steps=4)   # shorter
+    assert sorted(str(p) for p in written) == sorted(a for a in lines[1].split() if a.startswith(out))
+    result = invoke([*lines[1].split()[1:], "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    table = {row["label"]: row for row in json.loads(result.stdout)["table"]}
+    assert set(table) == {"SGD", "SAM"} and all(row["runs"] == 2 and row["failed"] == 0 for row in table.values())
