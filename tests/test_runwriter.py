@@ -287,3 +287,23 @@ def test_the_own_loop_example_runs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     table = {row["label"]: row for row in json.loads(result.stdout)["table"]}
     assert set(table) == {"SGD", "SAM"} and all(row["runs"] == 2 and row["failed"] == 0 for row in table.values())
+
+
+def test_given_runs_on_ray_equal_the_local_executor_and_only_the_measurement_comes_back(mods):
+    ray = pytest.importorskip("ray")
+    four_runs(mods)
+    dirs = ["sgd-0", "sam-1"]
+    local = samcli.compare(given_study(dirs, sharpness=FAST), out="local")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             configure_logging=False)
+    try:
+        remote = samcli.compare(given_study(dirs, sharpness=FAST), out="ray", executor="ray")
+    finally:
+        ray.shutdown()
+    columns = ["label", "seed", "hash", "status", "test_accuracy", "lambda_1", "r_max", "r_avg"]
+    assert remote.runs[columns].equals(local.runs[columns]) and not remote.failed_runs
+    for source in dirs:
+        copy = Path("ray/runs") / json.loads(Path(source, "summary.json").read_text())["config_hash"]
+        assert (copy / "sharpness.json").is_file()
+        for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"):
+            assert (copy / name).read_bytes() == Path(source, name).read_bytes(), name
