@@ -333,8 +333,10 @@ def compare(
     from .study import compare as run_study
     from .study import given_study, load_study, render_from
     from .study.workers import sigterm_as_interrupt
-    if (from_ is not None and (study or runs)) or (runs and not study) or (len(study or []) > 1 and not runs):
-        fail("give one study file, --runs RUN_DIR [RUN_DIR ...] or --from STUDY_DIR")
+    if from_ is not None and (study or runs):
+        fail("give a study file or --from STUDY_DIR, not both")
+    if (runs and not study) or (len(study or []) > 1 and not runs):
+        fail("give one study file, or --runs RUN_DIR [RUN_DIR ...] to tabulate run directories")
     if from_ is not None:
         result = render_from(from_, baseline=baseline, update_baseline=update_baseline, allow_new=allow_new)
     else:
