@@ -307,3 +307,15 @@ def test_given_runs_on_ray_equal_the_local_executor_and_only_the_measurement_com
         assert (copy / "sharpness.json").is_file()
         for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"):
             assert (copy / name).read_bytes() == Path(source, name).read_bytes(), name
+
+
+def test_a_run_samcli_trained_is_a_given_run_too_labelled_by_method_and_hash(mods):
+    from samcli.config import TrainConfig, config_hash
+    trained = {**config("sgd"), "steps": 3, "eval_every": 2}
+    samcli.train(trained, "trained")
+    write_run("written", mods, "sgd", seed=1)        # no label=
+    result = samcli.compare(given_study(["trained", "written"], sharpness=FAST), out="study")
+    assert not result.failed_runs and list(result.table["runs"]) == [1, 1]
+    expected = [f"sgd {config_hash(TrainConfig.from_dict({**raw, 'seed': 0}))[:6]}"
+                for raw in (trained, config("sgd", seed=1))]
+    assert list(result.table.index) == expected
