@@ -10,7 +10,8 @@ runs/<config_hash>/ (one run directory each, see rundir.py), table.csv, table.md
 the plots; it holds one study (another is refused unless `overwrite`). The modules by role:
 spec.py (Study, RunSpec, Tolerance, Ordering: the bottom of the floor), grid.py (building a study),
 rundir.py (run directories and
-records), executors.py (where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
+records), given.py (run directories the study tabulates but never trains: `runs:`), executors.py
+(where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
 (the pooled tau and its two-level interval, gaps, confounds, the report), stats.py (granulated Kendall,
 permutation p-values), robust.py (coupled pairs, conditional mutual information, design warnings),
 sections.py (the report as tables and lines), report.py (the files and the result), plots.py,

@@ -12,9 +12,10 @@ So killing the process at any moment loses at most the runs in progress:
     foreign, corrupt or damaged directory  -> reported, moved aside to <hash>.stale-N, trained again
 
 A finished run is only reused when every file holds up: metrics.jsonl parses line by line and its
-steps are exactly the evaluation schedule of its config up to the summary's steps_done, the
-checkpoint loads with the summary's parameter count (finite weights for a completed run), and
-sharpness.json is a finite report (a non-finite one is measured again).
+steps are exactly the evaluation schedule of its config up to the summary's steps_done (a run that
+RunWriter wrote, origin "writer", follows its loop's own schedule: its records are checked for form,
+steps increasing to steps_done), the checkpoint loads with the summary's parameter count (finite
+weights for a completed run), and sharpness.json is a finite report (a non-finite one is measured again).
 """
 from __future__ import annotations
 
