@@ -319,3 +319,14 @@ def test_a_run_samcli_trained_is_a_given_run_too_labelled_by_method_and_hash(mod
     expected = [f"sgd {config_hash(TrainConfig.from_dict({**raw, 'seed': 0}))[:6]}"
                 for raw in (trained, config("sgd", seed=1))]
     assert list(result.table.index) == expected
+
+
+def test_a_symlinked_copy_is_replaced_and_the_users_directory_never_written(mods):
+    write_run("mine", mods)
+    samcli.compare(given_study(["mine"], sharpness=FAST), out="study")
+    (copy,) = [d for d in Path("study/runs").iterdir()]
+    shutil.rmtree(copy)
+    copy.symlink_to(Path("mine").absolute(), target_is_directory=True)
+    result = samcli.compare(given_study(["mine"], sharpness=FAST), out="study")
+    assert not result.failed_runs and copy.is_dir() and not copy.is_symlink()
+    assert (copy / "sharpness.json").is_file() and not Path("mine/sharpness.json").exists()

@@ -143,7 +143,7 @@ def _run_all(study: Study, study_dir: Path, runner, emit: ProgressFn) -> Compare
         run_dir = runs_dir / spec.hash
         linked = link_problem(run_dir)
         if spec.given is not None:
-            action, reason = adopt(spec, run_dir, study.sharpness)
+            action, reason = adopt(spec, run_dir, study.sharpness, linked)
         else:
             action, reason = ("stale", linked) if linked else run_state(run_dir, spec, study.sharpness)
         if action == "failed":

@@ -91,15 +91,18 @@ def given_run(path: Path, where: str) -> RunSpec:
     return RunSpec(label, cfg.seed, {}, cfg, config_hash(cfg), given=str(path))
 
 
-def adopt(spec: RunSpec, run_dir: Path, sharpness: dict) -> tuple[str, str]:
+def adopt(spec: RunSpec, run_dir: Path, sharpness: dict, linked: str = "") -> tuple[str, str]:
     """(action, reason) of a given run: its files copied into `run_dir` (again when a file in the user's
     directory is no longer the copy's), then run_state; 'train' or 'stale' there is 'failed' here
-    (samcli never trains a given run), 'measure' and 'done' as for any run."""
+    (samcli never trains a given run), 'measure' and 'done' as for any run. `linked`: why the copy is
+    not trusted (a symlink), when it is not."""
     assert spec.given is not None
     source = Path(spec.given)
     if not source.is_dir():
         return "failed", f"the given run directory {source} is gone"
-    if not _same_files(source, run_dir):      # new, or the user's directory changed since it was copied
+    # new, changed in the user's directory since it was copied, or a symlink (measuring through one could
+    # write into the user's directory): copied afresh
+    if linked or not _same_files(source, run_dir):
         if run_dir.exists() or run_dir.is_symlink():
             move_aside(run_dir)
         try:
