@@ -80,7 +80,10 @@ class RunWriter:
             raise ConfigError(f"RunWriter label={label!r} must be a non-empty string")
         self.config, self.model, self.label = config, model, label
         self.out, self.overwrite = Path(out), overwrite
-        task = build_task(config.replace(device="cpu"))     # the model the checkpoint will rebuild, and the data
+        # the model the checkpoint will rebuild, and the data; building seeds torch's generator, which is
+        # the user's loop's: its state is put back, so a loop draws the same numbers with or without a writer
+        with torch.random.fork_rng(devices=[]):
+            task = build_task(config.replace(device="cpu"))
         assert task.objective.module is not None            # built from a config: always a module
         _check_same_model(model, task.objective.module, config)
         self.data = data_fingerprint(task.train, task.test)

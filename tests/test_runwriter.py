@@ -147,6 +147,10 @@ def test_a_block_that_raises_is_marked_and_the_exception_goes_on(mods, monkeypat
 def test_bad_input_to_the_writer_is_one_line_with_nothing_written(mods):
     model = model_for()
     no_model = {k: v for k, v in config().items() if k != "model"}
+    torch.manual_seed(123)                            # not the config's seed: a reseeded generator would differ
+    state = torch.get_rng_state()
+    samcli.RunWriter("unused", config(), model)       # builds the config's model: the loop's generator is kept
+    assert torch.equal(torch.get_rng_state(), state) and not Path("unused").exists()
     with pytest.raises(ConfigError, match="no model section"):
         samcli.RunWriter("run", no_model, model)
     with pytest.raises(ConfigError, match=r"parameter '1.weight' has shape \(4, 3\), the model model.target="):
