@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from .sharpness import SharpnessReport, measure_run, measure_sharpness
     from .study import CompareResult, compare
     from .train import RunResult, train
+    from .writer import RunWriter
 
 _LAZY = {"RunResult": ".train", "train": ".train", "SharpnessReport": ".sharpness", "measure_sharpness": ".sharpness",
-         "measure_run": ".sharpness", "CompareResult": ".study", "compare": ".study"}
+         "measure_run": ".sharpness", "CompareResult": ".study", "compare": ".study", "RunWriter": ".writer"}
 
 __all__ = ["__version__", "TrainConfig", "ConfigError", "SamcliError", "RunResult", "train", "SharpnessReport",
-           "measure_sharpness", "measure_run", "CompareResult", "compare", "MeasureSpec", "Notion", "Column",
-           "register_notion"]
+           "measure_sharpness", "measure_run", "CompareResult", "compare", "RunWriter", "MeasureSpec", "Notion",
+           "Column", "register_notion"]
 
 
 def __getattr__(name: str) -> Any:

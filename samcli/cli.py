@@ -298,7 +298,10 @@ def measure_sharpness_alias(
 @app.command()
 @one_line_errors(interrupted="interrupted: finished runs are kept; run the same command again to resume")
 def compare(
-    study: Optional[Path] = typer.Argument(None, help="Study YAML, or a packaged study's name (default, variants)."),
+    study: Optional[list[Path]] = typer.Argument(None, help="Study YAML, or a packaged study's name (default, "
+                                                 "variants); with --runs, run directories."),
+    runs: bool = typer.Option(False, "--runs", help="Tabulate the run directories given (samcli.RunWriter's or "
+                              "samcli train's): measured, never trained; --out default results/studies/runs."),
     from_: Optional[Path] = typer.Option(None, "--from", help="Re-render tables and plots from a study directory "
                                                                "(no training)."),
     out: Optional[Path] = typer.Option(None, help="Study directory.", show_default="results/studies/<name>"),
@@ -328,14 +331,16 @@ def compare(
     study.json, plots. Exit code 0: every run completed or diverged; 1: a run failed or the baseline regressed;
     2: bad input (nothing trained); 130: interrupted (finished runs are kept)."""
     from .study import compare as run_study
-    from .study import load_study, render_from
+    from .study import given_study, load_study, render_from
     from .study.workers import sigterm_as_interrupt
-    if from_ is not None and study is not None:
+    if from_ is not None and (study or runs):
         fail("give a study file or --from STUDY_DIR, not both")
+    if (runs and not study) or (len(study or []) > 1 and not runs):
+        fail("give one study file, or --runs RUN_DIR [RUN_DIR ...] to tabulate run directories")
     if from_ is not None:
         result = render_from(from_, baseline=baseline, update_baseline=update_baseline, allow_new=allow_new)
     else:
-        spec = load_study(study)
+        spec = given_study(study) if runs else load_study(study[0] if study else None)
         display = None if quiet or as_json else render.StudyProgress(spec.name)
         # SIGTERM as Ctrl-C: with --jobs 1 the run in progress is in this process and must be marked interrupted
         with display.bar if display else nullcontext(), sigterm_as_interrupt():

@@ -13,14 +13,18 @@ import errno
 import json
 import math
 import os
+import platform
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import yaml
 
-from .config import ConfigError, SamcliError, TrainConfig
+from . import _version
+from .config import ConfigError, SamcliError, TrainConfig, config_hash
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"
 SHARPNESS = "sharpness.json"
@@ -127,6 +131,56 @@ def save_checkpoint(path: Path, data: dict) -> None:
         except RuntimeError:     # torch's zip writer reports a failed write() as a RuntimeError (iostream error)
             raise OSError(errno.EIO, "torch.save could not write it") from None
     _atomic(Path(path), write)
+
+
+def run_summary(cfg: TrainConfig, status: str, step: int, metrics: list[dict], started: float,
+                device: torch.device, dim: int) -> dict:
+    """The summary of a run that ended with `status` at `step`: a completed run's last evaluation is its
+    "final"; any other run says where it stopped (`<status>_at`) and keeps its last evaluation with finite
+    losses as "last_finite", so a stale healthy evaluation is never shown as the result. `started` is
+    the time.perf_counter() at its start."""
+    summary: dict[str, Any] = {"status": status, "steps_done": step, "config_hash": config_hash(cfg)}
+    if status == "completed":
+        final = metrics[-1] if metrics else {}
+        summary["final"] = {k: v for k, v in final.items() if k not in ("step", "batch_loss")}
+    else:
+        finite = [r for r in metrics if all(math.isfinite(v) for k, v in r.items()
+                                            if k.endswith("_loss") and isinstance(v, float))]
+        summary[f"{status}_at"] = step
+        summary["last_finite"] = {k: v for k, v in finite[-1].items() if k != "batch_loss"} if finite else None
+    summary.update({"parameters": dim, "seconds": round(time.perf_counter() - started, 3),
+                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                    "versions": {"samcli": _version.__version__, "torch": torch.__version__,
+                                 "python": platform.python_version()}})
+    return summary
+
+
+def finish_run(run_dir: Path, checkpoint: dict, summarize: Callable[[Optional[RunFileError]], dict],
+               fault: Optional[RunFileError] = None) -> dict:
+    """The end of every run directory (samcli train's and RunWriter's): checkpoint.pt, then summary.json
+    with the checkpoint's sha256 (what reuse checks the file against), both atomically. `summarize(fault)`
+    makes the summary (a fault makes the run "failed"). A file that cannot be written (here, or `fault`
+    from earlier) is raised as a RunFileError whose line says what became of the summary."""
+    run_dir = Path(run_dir)
+    try:
+        save_checkpoint(run_dir / CHECKPOINT, checkpoint)
+    except RunFileError as err:
+        fault = fault or err
+    summary = summarize(fault)
+    if fault:
+        summary["error"] = str(fault)
+    else:
+        summary["checkpoint_sha256"] = file_sha256(run_dir / CHECKPOINT)
+    try:
+        write_json(run_dir / SUMMARY, summary)
+        marked = f"the run is marked failed at step {summary.get('steps_done')} in {run_dir / SUMMARY}"
+    except RunFileError:
+        if not fault:
+            raise
+        marked = f"{run_dir / SUMMARY} could not be marked failed either (it still says 'running')"
+    if fault:
+        raise fault.noted(f"{marked}; free space and re-run with --overwrite") from None
+    return summary
 
 
 class MetricsLog:

@@ -7,7 +7,6 @@ al.; with momentum 0 and no weight decay that is exactly x <- x - lr * direction
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,22 +16,20 @@ from typing import Optional
 
 import torch
 
-from . import _version
 from .config import TrainConfig, config_hash
 from .data import augment as augment_images
 from .methods import direction_for
 from .objective import Batch
 from .runs import (
-    CHECKPOINT,
     CONFIG,
     METRICS,
     SUMMARY,
     MetricsLog,
     RunFileError,
-    file_sha256,
+    finish_run,
     open_run_dir,
     refuse_empty_out,
-    save_checkpoint,
+    run_summary,
     write_json,
     write_yaml,
 )
@@ -241,43 +238,30 @@ def train(config: TrainConfig | dict, out: str | Path | None = None, *, task: Op
         status = "failed"          # an error mid-run: the summary must not claim "completed"
         raise
     finally:
-        if write:
-            if log is not None:     # opened with the run directory
-                log.close()
-            try:
-                save_checkpoint(run_dir / CHECKPOINT, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
-                                                       "buffers": {k: v.cpu() for k, v in objective.buffers.items()},
-                                                       "origin": task.origin})
-            except RunFileError as err:
-                fault = fault or err
-        status = "failed" if fault else status
-        summary = _summary(cfg, status, step, metrics, started, train_data.inputs.device, objective.dim)
-        summary["stopped_at"] = stopped_at
-        if cfg.stop.active:     # train to a target: whether it was reached, and when (steps and epochs)
-            summary["target"] = {"reached": target_at is not None,
-                                 "step": target_at["step"] if target_at else None,
-                                 "epoch": target_at["epoch"] if target_at else None}
-        if fault:
-            summary["error"] = str(fault)
-        summary["data"] = data_fingerprint(train_data, test_data)
-        summary["origin"] = task.origin
+        if log is not None:     # opened with the run directory
+            log.close()
         if task.origin != "config" and objective.module is not None:
             # the caller's own module: it holds the trained weights (its buffers are the objective's already)
             objective.load_into_module(theta.detach())
-        if write:
-            if not fault:      # reuse checks the checkpoint file against this hash
-                summary["checkpoint_sha256"] = file_sha256(run_dir / CHECKPOINT)
-            try:
-                write_json(run_dir / SUMMARY, summary)
-                marked = f"the run is marked failed at step {step} in {run_dir / SUMMARY}"
-            except RunFileError:
-                if not fault:
-                    raise
-                marked = f"{run_dir / SUMMARY} could not be marked failed either (it still says 'running')"
-            if fault:
-                # raised from finally: the disk fault outranks an interrupt in flight, whose
-                # "checkpoint written" would no longer be true
-                raise fault.noted(f"{marked}; free space and re-run with --overwrite") from None
+
+        def summarize(fault: Optional[RunFileError]) -> dict:
+            summary = run_summary(cfg, "failed" if fault else status, step, metrics, started,
+                                  train_data.inputs.device, objective.dim)
+            summary["stopped_at"] = stopped_at
+            if cfg.stop.active:     # train to a target: whether it was reached, and when (steps and epochs)
+                summary["target"] = {"reached": target_at is not None,
+                                     "step": target_at["step"] if target_at else None,
+                                     "epoch": target_at["epoch"] if target_at else None}
+            summary["data"] = data_fingerprint(train_data, test_data)
+            summary["origin"] = task.origin
+            return summary
+        if write:   # a disk fault raised from here outranks an interrupt in flight ("checkpoint written" is untrue)
+            summary = finish_run(run_dir, {"theta": theta.detach().cpu(), "config": cfg.to_dict(),
+                                           "buffers": {k: v.cpu() for k, v in objective.buffers.items()},
+                                           "origin": task.origin}, summarize, fault)
+        else:
+            summary = summarize(None)
+        status = summary["status"]
     return RunResult(run_dir if write else None, status, summary, metrics, theta.detach())
 
 
@@ -285,26 +269,6 @@ def _finite(direction: torch.Tensor) -> bool:
     """Every entry finite? A finite sum says so in one reduction (elementwise isfinite costs as much
     as a small model's step); only a non-finite sum (or one that overflowed) needs the full check."""
     return math.isfinite(direction.sum().item()) or bool(torch.isfinite(direction).all())
-
-
-def _summary(cfg, status, step, metrics, started, device, dim) -> dict:
-    """A completed run's last evaluation is its "final"; any other run says where it stopped
-    (`<status>_at`) and keeps its last evaluation with finite losses as "last_finite", so a stale
-    healthy evaluation is never shown as the result."""
-    summary = {"status": status, "steps_done": step, "config_hash": config_hash(cfg)}
-    if status == "completed":
-        final = metrics[-1] if metrics else {}
-        summary["final"] = {k: v for k, v in final.items() if k not in ("step", "batch_loss")}
-    else:
-        finite = [r for r in metrics if all(math.isfinite(v) for k, v in r.items()
-                                            if k.endswith("_loss") and isinstance(v, float))]
-        summary[f"{status}_at"] = step
-        summary["last_finite"] = {k: v for k, v in finite[-1].items() if k != "batch_loss"} if finite else None
-    summary.update({"parameters": dim, "seconds": round(time.perf_counter() - started, 3),
-                    "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                    "versions": {"samcli": _version.__version__, "torch": torch.__version__,
-                                 "python": platform.python_version()}})
-    return summary
 
 
 def halt_line(summary: dict) -> Optional[str]:

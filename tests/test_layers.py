@@ -13,7 +13,7 @@ FLOORS = {
     "samcli.config": 2,
     "samcli.data": 3, "samcli.models": 3, "samcli.runs": 3, "samcli.task": 3, "samcli.targets": 3,
     "samcli.sharpness": 4,
-    "samcli.train": 5, "samcli.optim": 5,
+    "samcli.train": 5, "samcli.optim": 5, "samcli.writer": 5,
     "samcli.study": 6, "samcli.paper": 6,
     "samcli.cli": 7, "samcli.render": 7, "samcli": 7,
 }

@@ -10,7 +10,8 @@ runs/<config_hash>/ (one run directory each, see rundir.py), table.csv, table.md
 the plots; it holds one study (another is refused unless `overwrite`). The modules by role:
 spec.py (Study, RunSpec, Tolerance, Ordering: the bottom of the floor), grid.py (building a study),
 rundir.py (run directories and
-records), executors.py (where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
+records), given.py (run directories the study tabulates but never trains: `runs:`), executors.py
+(where runs execute), table.py (aggregation, Kendall tau-b), correlations.py
 (the pooled tau and its two-level interval, gaps, confounds, the report), stats.py (granulated Kendall,
 permutation p-values), robust.py (coupled pairs, conditional mutual information, design warnings),
 sections.py (the report as tables and lines), report.py (the files and the result), plots.py,
@@ -28,13 +29,14 @@ from ..config import SamcliError, load_yaml
 from ..runs import refuse_empty_out, write_yaml
 from .baseline import refuse_bad_baseline, settle_baseline
 from .executors import Event, ProgressFn, make_executor
+from .given import adopt
 from .grid import load_study, parse_study
 from .lock import StudyBusyError, study_lock
 from .report import CompareResult, render
 from .rundir import RunRecord, move_aside, run_state
 from .spec import Study, StudyError
 
-__all__ = ["compare", "render_from", "load_study", "Study", "StudyError", "Event", "CompareResult",
+__all__ = ["compare", "render_from", "load_study", "given_study", "Study", "StudyError", "Event", "CompareResult",
            "RunRecord", "default_study_dir", "StudyBusyError"]
 
 STUDY_FILE = "study.yaml"
@@ -75,6 +77,16 @@ def compare(study=None, *, out: str | Path | None = None, executor: str = "local
         refuse_other_study(study_dir, study, overwrite)
         return _with_baseline(study, _run_all(study, study_dir, runner, progress or (lambda event: None)),
                               baseline, update_baseline, allow_new)
+
+
+def given_study(paths, name: str = "runs", sharpness: Optional[dict] = None) -> Study:
+    """The ad-hoc study of existing run directories (`samcli compare --runs DIR ...`): each given run
+    measured (or its report reused) and tabulated, none trained; configurations are the runs' configs
+    less their seeds."""
+    raw: dict = {"name": name, "runs": [str(Path(p).absolute()) for p in paths]}
+    if sharpness is not None:
+        raw["sharpness"] = sharpness
+    return parse_study(raw)
 
 
 def make_study_dir(study_dir: Path) -> None:
@@ -126,11 +138,18 @@ def _run_all(study: Study, study_dir: Path, runner, emit: ProgressFn) -> Compare
     # plain YAML types; the name too, so a later run can tell whether the directory is its study's
     write_yaml(study_dir / STUDY_FILE, json.loads(json.dumps({"name": study.name, **study.raw}, default=str)))
     plan, notes = [], []
+    failed: dict[str, RunRecord] = {}        # given runs that cannot be used: failed, never trained
     for spec in study.runs:
         run_dir = runs_dir / spec.hash
         linked = link_problem(run_dir)
-        action, reason = ("stale", linked) if linked else run_state(run_dir, spec, study.sharpness)
-        if action == "stale":
+        if spec.given is not None:
+            action, reason = adopt(spec, run_dir, study.sharpness, linked)
+        else:
+            action, reason = ("stale", linked) if linked else run_state(run_dir, spec, study.sharpness)
+        if action == "failed":
+            failed[spec.hash] = RunRecord.failed(spec, run_dir, SamcliError(reason))
+            action = "done"
+        elif action == "stale":
             moved = move_aside(run_dir)
             note = f"{spec.name}: run directory {run_dir.name} not trusted ({reason}); moved to {moved.name}, rerunning"
             notes.append(note)
@@ -145,7 +164,8 @@ def _run_all(study: Study, study_dir: Path, runner, emit: ProgressFn) -> Compare
                message=f"{len(plan) - len(todo)} of {len(plan)} runs already done"))
     fresh = runner.run(todo, study.sharpness, emit) if todo else []
     by_hash = {r.hash: r for r in fresh}
-    records = [by_hash.get(spec.hash) or RunRecord.read(run_dir, spec) for spec, run_dir, _ in plan]
+    records = [by_hash.get(spec.hash) or failed.get(spec.hash) or RunRecord.read(run_dir, spec)
+               for spec, run_dir, _ in plan]
     notes += [f"{r.label} seed {r.seed} failed: {r.error}" for r in records if r.error]
     notes += [f"{r.label} seed {r.seed} diverged at step {r.halted_at}" for r in records if r.status == "diverged"]
     return render(study, records, study_dir, notes)

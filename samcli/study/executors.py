@@ -25,7 +25,7 @@ from typing import Optional, Protocol, TypeVar
 
 from ..config import SamcliError
 from ..errors import near_miss
-from ..runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_run_files, read_summary, write_run_files
+from ..runs import CHECKPOINT, CONFIG, METRICS, SHARPNESS, SUMMARY, read_run_files, read_summary, write_run_files
 from .rundir import KeptReportError, RunRecord, measure_and_record, record_diverged
 from .spec import RunSpec
 from .workers import (
@@ -129,7 +129,7 @@ def execute(spec: RunSpec, run_dir: str | Path, sharpness: dict, action: str,
         except KeptReportError:
             raise                # the run fails with that line; its finite report stays
         except SamcliError:
-            if action != "measure":
+            if action != "measure" or spec.given is not None:     # a given run is never trained
                 raise
             return execute(spec, run_dir, sharpness, "train", progress, threads)   # unreadable checkpoint
     elif status == "diverged":
@@ -306,7 +306,11 @@ class RayExecutor:
 
         def outcome(ref) -> RunRecord:
             spec, run_dir = refs[ref]
-            _write_back(run_dir, ray.get(ref))
+            files = ray.get(ref)
+            if spec.given is not None:       # the run's own files stay as copied: only its measurement comes back
+                write_run_files(run_dir, {k: v for k, v in files.items() if k == SHARPNESS})
+            else:
+                _write_back(run_dir, files)
             return RunRecord.read(run_dir, spec)
         # Ctrl-C to the group also reaches Ray's workers, whose tasks then fail: the signal is noted and read
         # between waits (and once more at the end), so the study ends interrupted, never as failed runs

@@ -37,7 +37,7 @@ __all__ = ["RunSpec", "Study", "StudyError", "load_study", "parse_study", "defau
            "packaged_studies"]
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "sharpness", "baseline",
-              "confound_tolerance")
+              "confound_tolerance", "runs")
 ALIASES = {"method": "optimizer.method", "lr": "optimizer.lr", "rho": "optimizer.rho",
            "batch_size": "optimizer.batch_size", "m": "optimizer.m", "momentum": "optimizer.momentum"}
 SHORT = {v: k for k, v in ALIASES.items()}
@@ -105,7 +105,8 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
     except ConfigError as err:
         raise StudyError(f"{where}: base: {err}") from None
 
-    points = _points(raw, where)
+    given = raw.get("runs") is not None      # run directories to tabulate, not to train (given.py)
+    points = _points(raw, where) if not given or raw.get("grid") is not None or raw.get("variants") else []
     seeds = _seeds(raw, where)
     runs: list[RunSpec] = []
     seen: dict[str, RunSpec] = {}
@@ -123,6 +124,14 @@ def parse_study(raw: dict, source: Optional[str] = None) -> Study:
                     raise StudyError(f"{where}: configurations {previous.label!r} and {spec.label!r} are the "
                                      "same run; remove one or make them differ")
                 continue
+            seen[spec.hash] = spec
+            runs.append(spec)
+    if given:
+        from .given import given_runs
+        for spec in given_runs(raw["runs"], where):
+            if spec.hash in seen or (spec.label in {r.label for r in runs if r.given is None}):
+                raise StudyError(f"{where}: the given run {spec.given} is a run (or a label, {spec.label!r}) the "
+                                 "study's grid also has; remove it from runs: or relabel it")
             seen[spec.hash] = spec
             runs.append(spec)
     _check_targets(runs, where)
@@ -153,7 +162,7 @@ def _points(raw: dict, where: str) -> list[tuple[str, dict]]:
     grid, variants = raw.get("grid"), raw.get("variants")
     if grid is None and variants is None:
         raise StudyError(f"{where}: has no grid and no variants; add grid: {{optimizer.method: [sgd, sam]}} "
-                         "or a list of variants")
+                         "or a list of variants (or runs: [DIR ...] to tabulate existing runs)")
     axes: list[tuple[str, list]] = []
     if grid is not None:
         if not isinstance(grid, dict):

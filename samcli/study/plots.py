@@ -142,6 +142,9 @@ def training_curves(records: Iterable[RunRecord], path: Path, labels: Optional[l
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     names = [label for label in labels if label in handles]
+    if not names:           # no run logged epochs (a RunWriter loop may log steps only): nothing to draw
+        _pyplot().close(fig)
+        return None
     fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(len(names), 6), frameon=False)
     return _save(fig, path, (title + ": " if title else "") + "training against epochs (one line per run)",
                  math.ceil(len(names) / 6))

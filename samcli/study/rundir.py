@@ -12,9 +12,10 @@ So killing the process at any moment loses at most the runs in progress:
     foreign, corrupt or damaged directory  -> reported, moved aside to <hash>.stale-N, trained again
 
 A finished run is only reused when every file holds up: metrics.jsonl parses line by line and its
-steps are exactly the evaluation schedule of its config up to the summary's steps_done, the
-checkpoint loads with the summary's parameter count (finite weights for a completed run), and
-sharpness.json is a finite report (a non-finite one is measured again).
+steps are exactly the evaluation schedule of its config up to the summary's steps_done (a run that
+RunWriter wrote, origin "writer", follows its loop's own schedule: its records are checked for form,
+steps increasing to steps_done), the checkpoint loads with the summary's parameter count (finite
+weights for a completed run), and sharpness.json is a finite report (a non-finite one is measured again).
 """
 from __future__ import annotations
 
@@ -260,6 +261,8 @@ def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
     done = summary.get("steps_done")
     if not isinstance(done, int):
         return "summary.json has no steps_done"
+    if summary.get("origin") == "writer":       # the user's loop: its own schedule, checked for form only
+        return _written_metrics_problem(records, steps, done, summary)
     expected = evaluation_steps(cfg, done)
     if summary.get("stopped_at") == done and done not in expected:
         expected.append(done)                       # stopped at a target: an evaluation ended it
@@ -272,6 +275,21 @@ def metrics_problem(run_dir: Path, cfg: TrainConfig, summary: dict) -> str:
     final = summary.get("final")
     if summary.get("status") == "completed" and final != {k: v for k, v in records[-1].items()
                                                           if k not in ("step", "batch_loss")}:
+        return "metrics.jsonl's last record is not the summary's final evaluation"
+    return ""
+
+
+def _written_metrics_problem(records: list, steps: list, done: int, summary: dict) -> str:
+    """metrics_problem for a run written by RunWriter: records are mappings of numbers, their steps
+    integers that increase, the last one steps_done and, for a completed run, the summary's final."""
+    if not records or not all(isinstance(r, dict) for r in records):
+        return "metrics.jsonl holds no records" if not records else "metrics.jsonl has a foreign line"
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in steps) or steps != sorted(set(steps)):
+        return "metrics.jsonl's steps are not increasing integers"
+    if steps[-1] != done:
+        return f"metrics.jsonl's last step {steps[-1]} is not the summary's steps_done {done}"
+    final = {k: v for k, v in records[-1].items() if k not in ("step", "batch_loss")}
+    if summary.get("status") == "completed" and summary.get("final") != final:
         return "metrics.jsonl's last record is not the summary's final evaluation"
     return ""
 

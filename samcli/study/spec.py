@@ -32,6 +32,7 @@ class RunSpec:
     overrides: dict            # dotted keys -> values applied to the base (for display)
     config: TrainConfig = field(repr=False, compare=False)
     hash: str = ""
+    given: Optional[str] = None  # a given run's own directory (`runs:`): copied, measured, never trained
 
     @property
     def method(self) -> str:
