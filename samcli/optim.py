@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from . import rules
-from .errors import ConfigError
+from .errors import ConfigError, SamcliError
 from .methods import DIRECTIONS
 from .rules import Layout, Rule, StepContext
 from .spec.methods import PARAMETERS, get_method, null_method, validate_optimizer, with_method_defaults
@@ -148,6 +148,9 @@ class SAM(torch.optim.Optimizer):
         ctx.step += 1
         ctx.x = self._flat(p.detach() for p in self._params)
         if self.rule.clean:
+            if all(p.grad is None for p in self._params):   # else the ascent would be silently zero: plain SGD
+                raise SamcliError(f"{_PREFIX}first_step found no gradients in .grad; call loss.backward() "
+                                  "before first_step (and before step(closure), as davda54/sam's protocol asks)")
             g = self._grads()
             if unscale is not None:
                 g = g / unscale.get_scale()

@@ -351,3 +351,12 @@ def test_a_resumed_loop_continues_the_same_steps(method, values, tmp_path):
     again.load_state_dict(saved["opt"])
     steps(resumed, again, 4)
     assert torch.equal(flat(resumed), flat(straight))
+
+
+def test_a_first_step_without_gradients_is_refused_not_plain_sgd():
+    model = _mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    with pytest.raises(samcli.SamcliError, match=r"^samcli.optim.SAM: first_step found no gradients in .grad; "
+                                                 r"call loss.backward\(\) before first_step"):
+        opt.step(lambda: F.cross_entropy(model(x), y).backward())
