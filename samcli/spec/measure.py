@@ -259,9 +259,11 @@ class MeasureSpec:
     adaptive_rho: float = 0.5
     dtype: str = "model"
     # the density notion: Rademacher probes x Lanczos steps (one HVP each), and the Gaussian broadening
-    # of the smoothed curve as a fraction of the quadrature nodes' range (Ghorbani et al. smooth likewise)
+    # of the smoothed curve as a fraction of the quadrature nodes' range (Ghorbani et al. smooth likewise).
+    # 4 x 16 = 64 HVPs keeps it within the default report's time on a 100k-parameter CNN
+    # (results/benchmarks/density.md); 4 probes are the fewest whose spread is a usable error bar
     density_probes: int = 4
-    density_steps: int = 30
+    density_steps: int = 16
     density_sigma: float = 0.01
 
     RULES: ClassVar[dict[str, _Check]] = {}   # filled below: knob -> check(value) -> problem or None
