@@ -58,7 +58,11 @@ def slq(matvec: Callable[[Tensor], Tensor], dim: int, *, probes: int = 4, steps:
     matvecs = 0
     for j in range(steps):
         basis[:, j] = q
-        w = matvec(q).to(torch.float64, copy=True)
+        if bool(alive.all()):
+            w = matvec(q).to(torch.float64, copy=True)
+        else:                         # only the live probes cost products; a finished one's row stays zero
+            w = torch.zeros_like(q)
+            w[alive] = matvec(q[alive]).to(torch.float64)
         matvecs += int(alive.sum())
         alphas[:, j] = (w * q).sum(1)
         for _ in range(2):            # full re-orthogonalization, twice ("twice is enough")
@@ -74,7 +78,7 @@ def slq(matvec: Callable[[Tensor], Tensor], dim: int, *, probes: int = 4, steps:
         alive &= ~ended
         if not bool(alive.any()) or j == steps - 1:
             break
-        # a finished probe carries a zero vector on: its products are zero and its rows are cut below
+        # a finished probe carries a zero vector on (its rows are cut below)
         q = torch.where(alive.unsqueeze(1), w / beta.clamp_min(1e-300).unsqueeze(1), torch.zeros_like(w))
     nodes, weights = [], []
     for s in range(probes):
