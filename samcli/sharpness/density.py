@@ -1,5 +1,5 @@
-"""The density notion: the Hessian's eigenvalue density by stochastic Lanczos quadrature, its moments
-and density.png.
+"""The density notion: the Hessian's eigenvalue density by stochastic Lanczos quadrature and its moments
+(density.png is drawn by density_plot.py).
 
 The quadrature (curvature/slq.py) gives per probe l nodes theta_lk and weights tau_lk summing to 1; the
 estimated distribution puts weight tau_lk / P on theta_lk (P probes). From it:
@@ -56,7 +56,7 @@ def density_from_quadrature(quad: Quadrature, dim: int, sigma_relative: float,
         values_stderr=tuple((curves.std(0) / math.sqrt(probes)).tolist()),
         trace_per_dim=first.mean().item(), trace_per_dim_stderr=(first.std() / math.sqrt(probes)).item(),
         trace2_per_dim=second.mean().item(), trace2_per_dim_stderr=(second.std() / math.sqrt(probes)).item(),
-        lambda_1=high, bulk_low=quantile(tail), bulk_high=quantile(1 - tail), parameters=dim)
+        lambda_1=high, bulk_low=quantile(tail), bulk_high=quantile(1 - tail), parameters=dim, bulk_mass=BULK_MASS)
 
 
 def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -69,31 +69,3 @@ def density_notion(ctx: MeasureContext) -> DensitySpectrum:
     quad = slq(ctx.hessian.matmat, ctx.objective.dim, probes=spec.density_probes, steps=spec.density_steps,
                generator=ctx.generator, device=ctx.theta.device)
     return density_from_quadrature(quad, ctx.objective.dim, spec.density_sigma)
-
-
-def plot_density(result: DensitySpectrum, path) -> None:
-    """Draw the log-density over eigenvalue (band: +- 2 standard errors over the probes), lambda_1 and the
-    bulk marked, as a PNG at `path` (any file name: the format is given, not read from its suffix)."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend, nothing shown on screen
-    grid = torch.tensor(result.grid, dtype=torch.float64)
-    values = torch.tensor(result.values, dtype=torch.float64)
-    stderr = torch.tensor(result.values_stderr, dtype=torch.float64)
-    floor = max(values.max().item() * 1e-8, 1e-300)        # log scale: the far tails are cut there
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
-    ax.fill_between(grid.numpy(), (values - 2 * stderr).clamp_min(floor).numpy(),
-                    (values + 2 * stderr).clamp_min(floor).numpy(), color="C0", alpha=0.25, linewidth=0,
-                    label=rf"$\pm 2$ s.e. over {result.probes} probes")
-    ax.plot(grid.numpy(), values.clamp_min(floor).numpy(), color="C0", label="density (SLQ)")
-    ax.axvspan(result.bulk_low, result.bulk_high, color="C2", alpha=0.12,
-               label=f"bulk ({BULK_MASS:.0%} of the mass)")
-    ax.axvline(result.lambda_1, color="C3", linestyle="--", label=rf"$\lambda_1 = {result.lambda_1:.4g}$")
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=floor)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (log scale)")
-    ax.set_title(f"Hessian eigenvalue density: {result.probes} probes x {max(result.steps)} Lanczos steps, "
-                 rf"Gaussian $\sigma = {result.sigma:.2g}$", fontsize=9)
-    ax.legend(fontsize=8, loc="upper center")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)

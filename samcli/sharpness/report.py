@@ -245,9 +245,10 @@ class DensitySpectrum(_Result):
     trace2_per_dim: float              # Tr(H^2)/D: the mean over probes of ||H v||^2
     trace2_per_dim_stderr: float
     lambda_1: float                    # the largest node (Lanczos' top Ritz value of the probes)
-    bulk_low: float                    # the bulk: the central 90% of the estimated distribution's mass
+    bulk_low: float                    # the bulk: the central bulk_mass of the estimated distribution
     bulk_high: float
     parameters: int
+    bulk_mass: float = 0.9             # the fraction of the mass in bulk_low .. bulk_high
 
     def summary(self) -> dict[str, float]:
         """The flat numbers a table shows: lambda_1 and the two moments with their standard errors."""
@@ -262,12 +263,12 @@ class DensitySpectrum(_Result):
         return [("density", "Tr(H)/D (SLQ)", self.trace_per_dim, f"+- {self.trace_per_dim_stderr:.2g} ({how})"),
                 ("density", "Tr(H^2)/D (SLQ)", self.trace2_per_dim, f"+- {self.trace2_per_dim_stderr:.2g}"),
                 ("density", "lambda_1 (top node)", self.lambda_1,
-                 f"bulk (90% of the mass) in [{self.bulk_low:.3g}, {self.bulk_high:.3g}]; smoothed with "
-                 f"sigma {self.sigma:.2g} ({self.sigma_relative:g} of the range); density.png")]
+                 f"bulk ({self.bulk_mass:.0%} of the mass) in [{self.bulk_low:.3g}, {self.bulk_high:.3g}]; "
+                 f"smoothed with sigma {self.sigma:.2g} ({self.sigma_relative:g} of the range); density.png")]
 
     def draw(self, path) -> None:
         """density.png: the log-density over eigenvalue with its error band, lambda_1 and the bulk marked."""
-        from .density import plot_density  # matplotlib only when a figure is drawn
+        from .density_plot import plot_density  # matplotlib only when a figure is drawn
         plot_density(self, path)
 
 

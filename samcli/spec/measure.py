@@ -260,10 +260,12 @@ class MeasureSpec:
     dtype: str = "model"
     # the density notion: Rademacher probes x Lanczos steps (one HVP each), and the Gaussian broadening
     # of the smoothed curve as a fraction of the quadrature nodes' range (Ghorbani et al. smooth likewise).
-    # 4 x 16 = 64 HVPs keeps it within the default report's time on a 100k-parameter CNN
-    # (results/benchmarks/density.md); 4 probes are the fewest whose spread is a usable error bar
+    # 4 x 12 = 48 HVPs: about the default report's own budget on a 100k-parameter CNN (its Lanczos stops
+    # after ~7 products, the ascent, trace and per-example parts cost the rest; 64 HVPs took 1.15x its time,
+    # results/benchmarks/density.md); 4 probes are the fewest whose spread is a usable error bar. A figure
+    # for a paper wants more steps (Ghorbani et al. use 90)
     density_probes: int = 4
-    density_steps: int = 16
+    density_steps: int = 12
     density_sigma: float = 0.01
 
     RULES: ClassVar[dict[str, _Check]] = {}   # filled below: knob -> check(value) -> problem or None
