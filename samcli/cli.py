@@ -260,7 +260,7 @@ def sharpness(
                                                         "--model, --data and --weights)."),
     rho: float = typer.Option(0.05, help="Perturbation radius."),
     samples: str = typer.Option("all", help="Examples to measure on: an integer (seeded subset) or 'all'."),
-    notions: list[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive (repeatable).",
+    notions: list[str] = typer.Option([], "--notions", help="worst, ascent, average, adaptive, density (repeatable).",
                                       show_default=DEFAULT_NOTIONS_SHOWN),
     exact: bool = typer.Option(False, "--exact", help="Also the dense float64 Hessian's spectrum (small models)."),
     seed: int = typer.Option(0, help="Seed for every stochastic estimate."),

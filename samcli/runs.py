@@ -308,9 +308,16 @@ def _model_shapes(cfg: TrainConfig) -> tuple[int, dict[str, tuple]] | None:
 
 
 def write_sharpness(run_dir: str | Path, report) -> Path:
-    """Write a SharpnessReport (anything with to_dict) as the run's sharpness.json; return its path."""
+    """Write a SharpnessReport (anything with to_dict) as the run's sharpness.json, and beside it the figures
+    the report draws (`report.figures()`: name -> draw(path), None for one it lacks, whose stale file an
+    earlier measurement left is removed); return the path of sharpness.json."""
     path = Path(run_dir) / SHARPNESS
     write_json(path, report.to_dict())
+    for name, draw in getattr(report, "figures", dict)().items():
+        if draw is None:
+            (Path(run_dir) / name).unlink(missing_ok=True)
+        else:
+            _atomic(Path(run_dir) / name, draw)
     return path
 
 

@@ -8,6 +8,7 @@ trusted only for exactly what made it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, cast
 
@@ -223,6 +224,54 @@ class AdaptiveSharpness(_Result):
                  if self.average_stderr is not None else "")]
 
 
+@dataclass(frozen=True)
+class DensitySpectrum(_Result):
+    """The Hessian's eigenvalue distribution (1/D) sum_i delta(t - lambda_i) by stochastic Lanczos quadrature,
+    smoothed by a Gaussian of width `sigma`, with the moments it implies (Ghorbani et al. 2019)."""
+    probes: int
+    probe: str                         # rademacher (normalized)
+    steps: tuple[int, ...]             # Lanczos steps per probe (fewer at an exhausted Krylov space)
+    matvecs: int                       # Hessian-vector products spent
+    nodes: tuple[float, ...]           # quadrature nodes of every probe, probe after probe (probe_sizes each)
+    weights: tuple[float, ...]         # their weights: each probe's sum to 1 / probes, all of them to 1
+    probe_sizes: tuple[int, ...]
+    sigma: float                       # the broadening's standard deviation, in eigenvalue units
+    sigma_relative: float              # the same as a fraction of the nodes' range (spec.density_sigma)
+    grid: tuple[float, ...]            # eigenvalues the smoothed curve is evaluated at
+    values: tuple[float, ...]          # the smoothed density: the mean of the probes' curves (integrates to ~1)
+    values_stderr: tuple[float, ...]   # the probes' spread at each grid point: std / sqrt(probes)
+    trace_per_dim: float               # Tr(H)/D: the mean over probes of v^T H v
+    trace_per_dim_stderr: float
+    trace2_per_dim: float              # Tr(H^2)/D: the mean over probes of ||H v||^2
+    trace2_per_dim_stderr: float
+    lambda_1: float                    # the largest node (Lanczos' top Ritz value of the probes)
+    bulk_low: float                    # the bulk: the central bulk_mass of the estimated distribution
+    bulk_high: float
+    parameters: int
+    bulk_mass: float = 0.9             # the fraction of the mass in bulk_low .. bulk_high
+
+    def summary(self) -> dict[str, float]:
+        """The flat numbers a table shows: lambda_1 and the two moments with their standard errors."""
+        return {"density_lambda_1": self.lambda_1, "density_trace_per_dim": self.trace_per_dim,
+                "density_trace_per_dim_stderr": self.trace_per_dim_stderr,
+                "density_trace2_per_dim": self.trace2_per_dim,
+                "density_trace2_per_dim_stderr": self.trace2_per_dim_stderr}
+
+    def rows(self) -> list[Row]:
+        """The density lines for the terminal table: the two moments, the top node and the bulk."""
+        how = f"{self.probes} probes x {max(self.steps)} Lanczos steps, {self.matvecs} HVPs"
+        return [("density", "Tr(H)/D (SLQ)", self.trace_per_dim, f"+- {self.trace_per_dim_stderr:.2g} ({how})"),
+                ("density", "Tr(H^2)/D (SLQ)", self.trace2_per_dim, f"+- {self.trace2_per_dim_stderr:.2g}"),
+                ("density", "lambda_1 (top node)", self.lambda_1,
+                 f"bulk ({self.bulk_mass:.0%} of the mass) in [{self.bulk_low:.3g}, {self.bulk_high:.3g}]; "
+                 f"smoothed with sigma {self.sigma:.2g} ({self.sigma_relative:g} of the range); density.png")]
+
+    def draw(self, path) -> None:
+        """density.png: the log-density over eigenvalue with its error band, lambda_1 and the bulk marked."""
+        from .density_plot import plot_density  # matplotlib only when a figure is drawn
+        plot_density(self, path)
+
+
 META = ("rho", "examples", "parameters", "loss", "mode", "seed", "seconds", "notion_seconds", "spec", "spec_hash",
         "version", "checkpoint")
 
@@ -273,6 +322,16 @@ class SharpnessReport:
         out: dict[str, float] = {"loss": self.loss}
         for result in self.results.values():
             out.update(result.summary())
+        return out
+
+    def figures(self) -> dict[str, Optional[Callable[[Any], None]]]:
+        """File name -> draw(path) of each figure a registered notion draws beside sharpness.json; None
+        where this report lacks the notion, so that an earlier measurement's figure is not left stale."""
+        out: dict[str, Optional[Callable[[Any], None]]] = {}
+        for name, notion in NOTIONS.items():
+            if notion.figure:
+                result = self.results.get(name)
+                out[notion.figure] = getattr(result, "draw", None)
         return out
 
     def rows(self) -> list[Row]:

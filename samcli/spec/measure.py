@@ -78,6 +78,10 @@ class Notion:
     # when the notion runs: by default when it is named in spec.notions; the per-example and exact
     # notions are switched by their own knobs (stochastic_examples, exact), as they always were
     enabled: Optional[Callable[[MeasureSpec], bool]] = None
+    # the spec knobs only this notion reads: left out of the spec's hash when it does not run, so adding a
+    # notion with knobs of its own keeps every stored report's hash (and its reuse) as it was
+    knobs: tuple[str, ...] = ()
+    figure: str = ""                 # a file the result draws beside sharpness.json (result.draw(path))
 
     def is_enabled(self, spec: MeasureSpec) -> bool:
         """Whether a measurement by this spec runs the notion (its own switch, else being named in spec.notions)."""
@@ -175,6 +179,15 @@ for _notion in (
             Column("ada_limit_avg", "adaptive limit avg", shown=False),
             Column("ada_r_max", "adaptive R^Max_rho", r"adaptive $R^{\mathrm{Max}}_\rho$", correlate=True),
             Column("ada_r_avg", "adaptive R^Avg_rho", r"adaptive $R^{\mathrm{Avg}}_\rho$", correlate=True))),
+    Notion("density", "Hessian eigenvalue density by stochastic Lanczos quadrature (density_probes x density_steps "
+           "HVPs), its moments Tr(H)/D and Tr(H^2)/D with standard errors, density.png",
+           _SHARP + "density:density_notion", _SHARP + "report:DensitySpectrum",
+           (Column("density_lambda_1", "density lambda_1", r"density $\lambda_1$", shown=False),
+            Column("density_trace_per_dim", "Tr/D (SLQ)", r"$\mathrm{Tr}(H)/D$ (SLQ)", shown=False),
+            Column("density_trace_per_dim_stderr", "Tr/D stderr (SLQ)", shown=False),
+            Column("density_trace2_per_dim", "Tr(H^2)/D (SLQ)", r"$\mathrm{Tr}(H^2)/D$ (SLQ)", shown=False),
+            Column("density_trace2_per_dim_stderr", "Tr(H^2)/D stderr (SLQ)", shown=False)),
+           knobs=("density_probes", "density_steps", "density_sigma"), figure="density.png"),
 ):
     register_notion(_notion)
 
@@ -245,6 +258,15 @@ class MeasureSpec:
     # Andriushchenko et al. 2023's adaptive radii
     adaptive_rho: float = 0.5
     dtype: str = "model"
+    # the density notion: Rademacher probes x Lanczos steps (one HVP each), and the Gaussian broadening
+    # of the smoothed curve as a fraction of the quadrature nodes' range (Ghorbani et al. smooth likewise).
+    # 4 x 12 = 48 HVPs: about the default report's own budget on a 100k-parameter CNN (its Lanczos stops
+    # after ~7 products, the ascent, trace and per-example parts cost the rest; 64 HVPs took 1.15x its time,
+    # results/benchmarks/density.md); 4 probes are the fewest whose spread is a usable error bar. A figure
+    # for a paper wants more steps (Ghorbani et al. use 90)
+    density_probes: int = 4
+    density_steps: int = 12
+    density_sigma: float = 0.01
 
     RULES: ClassVar[dict[str, _Check]] = {}   # filled below: knob -> check(value) -> problem or None
 
@@ -318,6 +340,10 @@ class MeasureSpec:
         so they are sorted)."""
         data = self.to_dict()
         data["notions"] = sorted(data["notions"])
+        for notion in NOTIONS.values():
+            if not notion.is_enabled(self):
+                for knob in notion.knobs:
+                    data.pop(knob, None)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -332,6 +358,8 @@ MeasureSpec.RULES.update({
     "finite": _bool_rule, "ascent_iters": _int_rule(1), "ascent_restarts": _int_rule(1),
     "ascent_tol": _float_rule(True), "directions": _int_rule(1), "stochastic_examples": _int_rule(0),
     "exact": _bool_rule, "zero_tol": _float_rule(True), "adaptive_rho": _float_rule(False), "dtype": _dtype_rule,
+    # two probes at least: the error bars are the probes' spread; two steps at least: Tr(H^2) needs degree 2
+    "density_probes": _int_rule(2), "density_steps": _int_rule(2), "density_sigma": _float_rule(False),
 })
 
 
