@@ -29,8 +29,10 @@ class AngleSeries:
 
     @property
     def angles(self) -> list[float]:
-        """The angles (radians) between g and v_1, from |cos| (clamped to [0, 1])."""
-        return [math.acos(min(1.0, max(0.0, abs(c)))) for c in self.cosines]
+        """The angles (radians) between g and v_1, from |cos| (clamped to [0, 1]); NaN where none was
+        measured (e.g. a zero gradient)."""
+        return [math.acos(min(1.0, abs(c))) if c is not None and math.isfinite(c) else math.nan
+                for c in self.cosines]
 
     def final_angle(self, last: int = 2) -> float:
         """The angle averaged over the last `last` measurements."""
