@@ -69,16 +69,15 @@ def alignment_rate(cfg, start: StartPoint, log: Log) -> RateResult:
         series.append(AngleSeries(rho, [p[0] for p in pairs], [p[1] for p in pairs]))
         rows += [{"method": LABELS["sam-full"], "rho": rho, "step": s, "tau": eta * rho ** 2 * s, "|cos(g, v_1)|": c}
                  for s, c in pairs]
-    longest = max((s.steps[-1] for s in series), default=2)
-    at = _schedule(longest, cfg.rate_points)
-    log(f"network: alignment rate control, GD lr {eta} ({longest} steps)")
-    gd_run = continue_from(start.task, "gd", eta, cfg.rate_rhos[0], longest, at, seed=cfg.seed,
+    # GD has no rho (and no tau): its angle is read at the largest radius's steps for every radius
+    at = list(min(series, key=lambda s: s.steps[-1]).steps) if series else _schedule(2, cfg.rate_points)
+    log(f"network: alignment rate control, GD lr {eta} ({at[-1]} steps)")
+    gd_run = continue_from(start.task, "gd", eta, cfg.rate_rhos[0], at[-1], at, seed=cfg.seed,
                            lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes)
     gd_by_step: dict[int, float] = {s: r["alignment"] if r.get("alignment") is not None else math.nan
                                     for s, r in zip(gd_run.steps, gd_run.records)}
     rows += [{"method": LABELS["gd"], "rho": None, "step": s, "tau": None, "|cos(g, v_1)|": gd_by_step[s]} for s in at]
-    # GD ignores rho: the control reads GD's angle at each radius's step count, as the claim reads SAM's
-    gd_series = [AngleSeries(s.rho, list(s.steps), [gd_by_step.get(t, math.nan) for t in s.steps]) for s in series]
+    gd_series = [AngleSeries(s.rho, at, [gd_by_step.get(t, math.nan) for t in at]) for s in series]
     extra = {"lambda_M on Gamma": lambda_m, "relaxation steps 1/(eta lambda_M)": relax,
              "radii over the cap": skipped}
     regime = regimes.full_batch_sam(eta, max(cfg.rate_rhos), start.lambda_1)
