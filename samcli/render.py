@@ -143,7 +143,8 @@ def verdict_table(result) -> Table:
         table.add_column(column)
     colors = {"PASS": "green", "FAIL": "red", "open": "yellow"}
     for v in result.verdicts:
-        table.add_row(f"[{colors[v.status]}]{v.status}[/]", escape(v.claim_text()),
+        color = "red" if v.failed else ("green" if v.kind == "control" and v.passed is False else colors[v.status])
+        table.add_row(f"[{color}]{escape(v.label)}[/]", escape(v.claim_text()),
                       escape(f"{v.theorem}: {v.condition_text().replace('**', '')}"), escape(v.measured_text()))
     return table
 

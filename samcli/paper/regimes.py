@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .verdicts import Verdict, judged
+from .verdicts import CONTROL, Verdict, judged
 
 RHO_OVER_ETA_MAX = 0.3
 SAM_ETA_LOG_MAX = 0.5
@@ -35,10 +35,21 @@ class Regime:
     in_regime: Optional[bool] = None
 
     def verdict(self, id: str, claim: str, criterion: str, measured: dict, passed: Optional[bool], note: str = "",
-                **more_settings) -> Verdict:
-        """A verdict under this theorem; outside its regime it is reported, not judged."""
+                reason: str = "", **more_settings) -> Verdict:
+        """A verdict under this theorem; outside its regime it is reported, not judged. A `reason` makes it
+        "open: <reason>" whatever `passed` says: the run cannot judge the claim (not in Phase II, not
+        converged), which is never a FAIL."""
+        outcome = None if reason or passed is None else judged(self.in_regime, passed)
         return Verdict(id, claim, self.theorem, self.condition, {**self.settings, **more_settings}, self.in_regime,
-                       criterion, measured, judged(self.in_regime, passed) if passed is not None else None, note)
+                       criterion, measured, outcome, note, reason)
+
+    def control(self, id: str, claim: str, criterion: str, measured: dict, passed: Optional[bool], note: str = "",
+                reason: str = "", **more_settings) -> Verdict:
+        """A negative control: `criterion` applied to dynamics it must reject (this regime describes the run
+        it was applied to). `passed` is the criterion's raw outcome there, never set aside by the regime: a
+        control that passes means the criterion cannot tell the dynamics apart."""
+        return Verdict(f"control:{id}", claim, self.theorem, self.condition, {**self.settings, **more_settings},
+                       self.in_regime, criterion, measured, None if reason else passed, note, reason, CONTROL)
 
 
 def full_batch_sam(eta: float, rho: float, lambda_1: float, theorem: str = "Thm 4.5") -> Regime:

@@ -20,7 +20,7 @@ import yaml
 from torch import Tensor
 
 from ..runs import write_json, write_text
-from .verdicts import MARKDOWN_HEADER, Verdict, count, fmt
+from .verdicts import MARKDOWN_HEADER, Verdict, count_text, fmt
 
 Log = Callable[[str], None]
 
@@ -62,8 +62,8 @@ class StudyResult:
 
     @property
     def ok(self) -> bool:
-        """Whether no verdict failed (open verdicts do not count against the study)."""
-        return all(v.passed is not False for v in self.verdicts)
+        """Whether no claim FAILed and no negative control PASSed (open verdicts do not count against it)."""
+        return not any(v.failed for v in self.verdicts)
 
     def verdict(self, vid: str) -> Verdict:
         """The verdict with id `vid`; KeyError if the study has none."""
@@ -102,9 +102,8 @@ def run_study(study: PaperStudy, cfg: Any, out: Path, *, quick: bool, log: Log =
 
 
 def _verdicts_markdown(result: StudyResult) -> str:
-    counts = count(result.verdicts)
     lines = [f"# `samcli reproduce {result.name}`{' (quick mode)' if result.quick else ''}", "",
-             f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['open']} open; {result.seconds:.1f} s.", "",
+             f"{count_text(result.verdicts)}; {result.seconds:.1f} s.", "",
              MARKDOWN_HEADER]
     lines += [v.markdown_row() for v in result.verdicts]
     return "\n".join(lines) + "\n"
@@ -114,11 +113,9 @@ def write_index(results: Sequence[StudyResult], out: Path) -> None:
     """OUT/summary.md and OUT/summary.json: one line per study and per verdict (for `reproduce all`)."""
     lines = ["# `samcli reproduce all`", "", "| study | verdicts | seconds |", "|---|---|---|"]
     for r in results:
-        counts = count(r.verdicts)
-        lines.append(f"| [{r.name}]({r.name}/verdicts.md) | {counts['PASS']} pass, {counts['FAIL']} fail, "
-                     f"{counts['open']} open | {r.seconds:.1f} |")
+        lines.append(f"| [{r.name}]({r.name}/verdicts.md) | {count_text(r.verdicts)} | {r.seconds:.1f} |")
     lines += ["", "| study | verdict | prediction | theorem | regime | measured |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | **{v.status}** | {v.claim} | {v.theorem} | {v.regime_text or '-'} | {v.measured_text()} |"
+    lines += [f"| {r.name} | **{v.label}** | {v.claim} | {v.theorem} | {v.regime_text or '-'} | {v.measured_text()} |"
               for r in results for v in r.verdicts]
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "summary.md", "\n".join(lines) + "\n")

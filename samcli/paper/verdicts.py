@@ -4,7 +4,13 @@ measured.
 
 The only place that turns a verdict into text or JSON: verdicts.md, results.json, summary.md and the
 CLI's table and --json all go through `Verdict`. A claim checked outside its theorem's regime says so
-(in_regime False) and is reported, not judged: the theorem makes no claim there.
+(in_regime False) and is reported, not judged: the theorem makes no claim there. A claim whose run cannot
+judge it (not yet in Phase II, not converged) is "open: <reason>", never FAIL.
+
+A verdict of kind "control" is a negative control: the same criterion applied to dynamics it must reject
+(the SAM drift test on 1-SAM's trajectory, the alignment test on GD). Its `passed` is the criterion's
+outcome there, so it shows as "control FAIL" when the criterion rejects, as it must; a control that
+PASSES is a failure of the test itself and fails its study (`failed`).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 OUTSIDE = "outside the theorem's regime"
+CLAIM, CONTROL = "claim", "control"
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,30 @@ class Verdict:
     measured: dict = field(hash=False)   # the numbers behind the verdict
     passed: Optional[bool]     # None: reported, not judged (an observation, open, or outside the regime)
     note: str = ""
+    reason: str = ""           # why an open verdict is not judged ("not in Phase II", "not converged, ...")
+    kind: str = CLAIM          # "claim", or "control": the criterion on dynamics it must reject
 
     @property
     def status(self) -> str:
-        """PASS, FAIL, or open when the verdict is reported but not judged."""
+        """PASS, FAIL, or open when the verdict is reported but not judged (for a control: the criterion's
+        outcome on the dynamics it must reject)."""
         return "open" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+    @property
+    def failed(self) -> bool:
+        """Whether this verdict fails its study: a claim that FAILs, or a control that PASSes (the
+        criterion accepted dynamics it must reject, so it cannot tell right from wrong)."""
+        return self.passed is (True if self.kind == CONTROL else False)
+
+    @property
+    def label(self) -> str:
+        """The status as tables show it: "open: <reason>", "control FAIL (rejected, as it must)", ..."""
+        reason = self.reason or (OUTSIDE if self.passed is None and self.in_regime is False else "")
+        text = self.status + (f": {reason}" if reason and self.passed is None else "")
+        if self.kind != CONTROL:
+            return text
+        return "control " + text + {True: " (accepted wrong dynamics: the test is broken)",
+                                    False: " (rejected, as it must)", None: ""}[self.passed]
 
     @property
     def regime_text(self) -> str:
@@ -64,13 +90,13 @@ class Verdict:
     def to_dict(self, brief: bool = False) -> dict:
         """Every field, the status and the regime in words; brief: the index and --json."""
         if brief:
-            return {"id": self.id, "status": self.status, "claim": self.claim, "theorem": self.theorem,
-                    "in_regime": self.in_regime, "measured": self.measured}
-        return {**dataclasses.asdict(self), "status": self.status, "regime": self.regime_text}
+            return {"id": self.id, "status": self.status, "kind": self.kind, "label": self.label, "claim": self.claim,
+                    "theorem": self.theorem, "in_regime": self.in_regime, "measured": self.measured}
+        return {**dataclasses.asdict(self), "status": self.status, "label": self.label, "regime": self.regime_text}
 
     def markdown_row(self) -> str:
         """The verdict as one row of a Markdown table."""
-        cells = (f"**{self.status}**", self.claim_text(), self.theorem, self.condition_text(), self.criterion,
+        cells = (f"**{self.label}**", self.claim_text(), self.theorem, self.condition_text(), self.criterion,
                  self.measured_text())
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -85,8 +111,23 @@ def judged(in_regime: Optional[bool], passed: bool) -> Optional[bool]:
 
 
 def count(verdicts) -> dict[str, int]:
-    """How many verdicts are PASS, FAIL and open."""
-    return {status: sum(v.status == status for v in verdicts) for status in ("PASS", "FAIL", "open")}
+    """How many claims are PASS, FAIL and open, and how many controls rejected their wrong dynamics
+    ("control FAIL", as they must), accepted them ("control PASS": a broken test) or stayed open."""
+    claims = [v for v in verdicts if v.kind != CONTROL]
+    controls = [v for v in verdicts if v.kind == CONTROL]
+    out = {status: sum(v.status == status for v in claims) for status in ("PASS", "FAIL", "open")}
+    out.update({f"control {status}": sum(v.status == status for v in controls) for status in ("FAIL", "PASS", "open")})
+    return out
+
+
+def count_text(verdicts) -> str:
+    """The counts in words: "7 pass, 0 fail, 5 open; controls: 4 rejected, 0 accepted (broken), 0 open"."""
+    c = count(verdicts)
+    text = f"{c['PASS']} pass, {c['FAIL']} fail, {c['open']} open"
+    if c["control FAIL"] + c["control PASS"] + c["control open"]:
+        text += (f"; controls: {c['control FAIL']} rejected, {c['control PASS']} accepted (broken), "
+                 f"{c['control open']} open")
+    return text
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -22,7 +22,10 @@ def test_one_study_writes_its_directory(tmp_path):
                                  "--set", "steps=300"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data[0]["study"] == "quadratic" and all(v["status"] == "PASS" for v in data[0]["verdicts"])
+    verdicts = data[0]["verdicts"]
+    assert data[0]["study"] == "quadratic" and all(v["status"] == "PASS" for v in verdicts if v["kind"] == "claim")
+    controls = [v for v in verdicts if v["kind"] == "control"]     # the --json shows each control and its label
+    assert len(controls) == 6 and all(v["status"] == "FAIL" and v["label"].startswith("control FAIL") for v in controls)
     assert (tmp_path / "quadratic" / "verdicts.md").is_file()
 
 

@@ -46,7 +46,9 @@ def corollaries(tmp_path_factory):
 def test_corollary_bands_hold_in_regime(corollaries):
     ids = [v.id for v in corollaries.verdicts]
     assert ids == ["cor46-quadratic", "cor46-toy", "cor56-toy-worst", "cor56-toy-ascent", "phase1-length",
-                   "sam-flow-gap-rate", "thm53-stochastic-worst", "thm53-stochastic-ascent", "thm53-stochastic-average"]
+                   "sam-flow-gap-rate", "thm53-stochastic-worst", "thm53-stochastic-ascent", "thm53-stochastic-average",
+                   "control:thm53-stochastic-worst-on-full-batch-worst",
+                   "control:thm53-stochastic-average-on-full-batch-worst"]
     for v in corollaries.verdicts[:6]:
         assert v.in_regime is True and v.passed, (v.id, v.measured)
     for v in corollaries.verdicts[:4]:               # and the deviation is a vanishing fraction of the limit
@@ -60,4 +62,10 @@ def test_thm53_stochastic_notions_tend_to_the_trace(corollaries):
         assert v.measured["ratio by rho"][-1] == pytest.approx(1.0, abs=0.01)
     rows = corollaries.tables["thm53"]
     assert rows[0]["max residual"] < 1e-10           # measured at a point of Gamma
+    # the negative control: the full-batch worst notion tends to rho^2 lambda_1 / 2, far from rho^2 Tr / 2
+    control = corollaries.verdict("control:thm53-stochastic-worst-on-full-batch-worst")
+    assert control.kind == "control" and control.passed is False and control.measured["ratio by rho"][-1] < 0.5
+    average = corollaries.verdict("control:thm53-stochastic-average-on-full-batch-worst")
+    assert average.passed is False and average.measured["ratio by rho"][-1] > 10       # D lambda_1 / Tr
+    assert corollaries.ok
     assert (corollaries.out_dir / "bands.png").is_file()

@@ -92,3 +92,36 @@ def test_drift_on_the_toy_follows_each_methods_flow(method, lr, rho, steps, own,
     result = drift_direction(figure1_regression(toy), toy.project(x_s), x_t - x_s + toy.project(x_s))
     # the two flows are 17 degrees apart here (cos 0.956): the drift sits much nearer its own
     assert getattr(result, own) > 0.99 and getattr(result, own) - getattr(result, other) > 0.02, result
+
+
+def test_sam_run_gets_the_steps_its_flow_needs(figure1):
+    v = figure1.verdict("sam-to-argmin-F1")
+    m = v.measured
+    assert m["steps run"] == v.settings["steps"] == m["steps needed"] // 1 + 1 and m["steps run"] <= m["step cap"]
+    # quick: |X| = 0.2236 e^(-4 tau) on the built-in toy reaches 0.5 x 0.05 by tau 0.548 (flow_dt 0.1: 0.6)
+    assert 0.548 <= m["tau needed (flow)"] < 0.548 + 0.1 + 1e-9
+    assert figure1.verdict("1sam-to-argmin-sum").measured["steps run"] == 1500      # the figure's, already enough
+
+
+def test_alignment_rate_on_the_toy(figure1):
+    """Thm 4.5's angle O(rho), one start, equal tau, three radii at eta 0.08: angle / rho the same at every
+    radius (slope 1), settled (Phase II); GD, which has no rho, is rejected by the same criterion."""
+    v = figure1.verdict("sam-alignment-rate")
+    assert v.in_regime is True and v.passed, v.measured
+    m = v.measured
+    assert abs(m["slope"] - 1) < 0.05 and max(m["angle / rho"]) / min(m["angle / rho"]) < 1.01
+    assert all(c < 0.1 for c in m["change over last half"])
+    gd = figure1.verdict("control:sam-alignment-rate-on-gd")
+    assert gd.kind == "control" and gd.passed is False and abs(gd.measured["slope"]) < 0.05
+
+
+def test_every_figure1_control_rejects(figure1):
+    controls = {v.id: v for v in figure1.verdicts if v.kind == "control"}
+    assert set(controls) == {"control:sam-alignment-rate-on-gd", "control:sam-to-argmin-F1-on-sam-1",
+                             "control:sam-to-argmin-F1-on-gd", "control:1sam-to-argmin-sum-on-sam-full",
+                             "control:gd-no-drift-on-sam", "control:sam-phase2-alignment-on-gd",
+                             "control:sam-vs-1sam-regularizers-on-gd"}
+    for v in controls.values():
+        assert v.passed is False and v.label == "control FAIL (rejected, as it must)", (v.id, v.measured)
+    assert controls["control:gd-no-drift-on-sam"].measured["moved over the second half"] > 10 * 1e-3
+    assert figure1.ok and "controls: 7 rejected, 0 accepted" in (figure1.out_dir / "verdicts.md").read_text()

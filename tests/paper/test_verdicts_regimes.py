@@ -38,7 +38,34 @@ def test_outside_the_regime_is_reported_not_judged():
     assert data["theorem"] == "Thm 4.5" and data["in_regime"] is True and data["regime"] == "in the theorem's regime"
     assert math.isclose(data["settings"]["rho/eta"], 0.3)
     brief = inside.to_dict(brief=True)
-    assert set(brief) == {"id", "status", "claim", "theorem", "in_regime", "measured"}
+    assert set(brief) == {"id", "status", "kind", "label", "claim", "theorem", "in_regime", "measured"}
+
+
+def test_open_reason_is_never_fail():
+    r = regimes.full_batch_sam(0.05, 0.015, 9.0)
+    v = r.verdict("x", "a claim", "a criterion", {"m": 1.0}, False, reason="not in Phase II")
+    assert v.passed is None and v.status == "open" and v.label == "open: not in Phase II" and not v.failed
+    assert "**open: not in Phase II**" in v.markdown_row()
+    outside = regimes.full_batch_sam(0.008, 0.1, 9.0).verdict("y", "c", "k", {}, True)
+    assert outside.label == f"open: {OUTSIDE}"
+
+
+def test_a_control_that_passes_fails_its_study():
+    from samcli.paper.skeleton import StudyResult
+    from samcli.paper.verdicts import count, count_text
+    r = regimes.full_batch_sam(0.05, 0.015, 9.0)
+    rejected = r.control("a", "criterion on wrong dynamics", "k", {}, False)
+    accepted = r.control("b", "criterion on wrong dynamics", "k", {}, True)
+    outside = regimes.full_batch_sam(0.008, 0.1, 9.0).control("c", "x", "k", {}, True)   # the regime cannot excuse it
+    assert rejected.id == "control:a" and rejected.kind == "control" and not rejected.failed
+    assert rejected.label == "control FAIL (rejected, as it must)"
+    assert accepted.failed and accepted.label.startswith("control PASS") and outside.passed is True and outside.failed
+    claim = r.verdict("d", "claim", "k", {}, True)
+    assert StudyResult("s", None, [claim, rejected], 0.0, True).ok
+    assert not StudyResult("s", None, [claim, accepted], 0.0, True).ok
+    c = count([claim, rejected, accepted])
+    assert (c["PASS"], c["FAIL"], c["control FAIL"], c["control PASS"]) == (1, 0, 1, 1)
+    assert count_text([claim, rejected]) == "1 pass, 0 fail, 0 open; controls: 1 rejected, 0 accepted (broken), 0 open"
 
 
 def test_observation_has_no_regime():

@@ -61,6 +61,7 @@ def bias(cfg: BiasConfig, out: Path, log: Log, toy: Optional[Figure1Toy] = None)
                      "L_rho/rho^2": r.value_over_rho2, "limit": r.limit_name, "infimum": r.predicted_infimum,
                      "gap": r.gap, "iterations": r.iterations, "evaluations": r.evaluations, "converged": r.converged})
     verdicts = [_verdict(cfg, notion, [row for row in rows if row["notion"] == notion], rhos) for notion in cfg.notions]
+    verdicts += _controls(cfg, rows, rhos)
     minimizer_rows = [{"point": k, "x1": v[0], "x2": v[1], **toy.on_gamma(*v)} for k, v in minimizers.items()]
     files = write_table(out, "minimizers_of_L_rho", rows, digits=6) + write_table(out, "targets", minimizer_rows)
     files += plots.bias_endpoints(out / "bias.png", toy, rows, minimizers, cfg.start)
@@ -82,3 +83,26 @@ def _verdict(cfg: BiasConfig, notion: str, rows: list[dict], rhos: list[float]):
         f"{cfg.tol_gap:g}, and nearer to {target} than to the other two minimizers",
         {"distance by rho": [r["distance"] for r in rows], "gap by rho": [r["gap"] for r in rows],
          "ended nearest to": nearest, "converged": all(r["converged"] for r in rows)}, ok)
+
+
+# each notion's criterion on another notion's minimizers (its negative control): max <- avg, asc <- max, avg <- asc
+CONTROL_OF = {"max": "avg", "asc": "max", "avg": "asc"}
+
+
+def _controls(cfg: BiasConfig, rows: list[dict], rhos: list[float]) -> list:
+    out = []
+    for notion, other in CONTROL_OF.items():
+        theirs = [r for r in rows if r["notion"] == other]
+        if notion not in cfg.notions or not theirs:
+            continue
+        target = TARGETS[notion][0]
+        last = theirs[-1]
+        nearest = min(("argmin F1", "argmin F2", "argmin F1+F2"), key=lambda name: last[f"to {name}"])
+        regime = regimes.limit(THEOREMS[other], "rho -> 0; approximate minimizers of L_rho (near Gamma)", rhos=rhos)
+        out.append(regime.control(
+            f"bias-{notion}-on-{other}", f"the {LOSSES[notion]} criterion (-> {target}) on the minimizers of "
+            f"{LOSSES[other]} (must reject)", f"at the smallest rho: converged, within {cfg.tol_distance:g} of "
+            f"{target} and nearer to it than to the other two (the gap part is the other loss's own)",
+            {f"to {target} by rho": [r[f"to {target}"] for r in theirs], "ended nearest to": nearest},
+            last["converged"] and last[f"to {target}"] <= cfg.tol_distance and nearest == target))
+    return out

@@ -37,6 +37,7 @@ from ..flows import ManifoldFlow
 from ..skeleton import Findings, Log, write_table
 from ..toys import DT, Figure1Toy, Quadratic, quadratic, random_unit
 from ..trajectory import optimizer_settings, run_trajectory
+from .corcontrols import full_batch_worst
 from .netsetup import NetworkSetup, interpolating_point
 
 
@@ -347,7 +348,8 @@ def _thm53(cfg: CorollariesConfig, log: Log) -> list[dict]:
         u = rho * z / z.norm(dim=1, keepdim=True)
         losses = vmap(lambda p: task.objective.loss(p, task.train))(torch.cat([x + u, x - u]))
         pairs = (losses[:cfg.directions] + losses[cfg.directions:]) / 2 - task.objective.loss(x, task.train)
-        rows.append({"rho": rho, "Tr(H)": trace, "max residual": residual,
+        rows.append({"rho": rho, "Tr(H)": trace, "max residual": residual, "D": dim,
+                     "full-batch worst / (rho^2/2 Tr)": full_batch_worst(task, x, J, rho) / (rho ** 2 / 2 * trace),
                      "worst / (rho^2/2 Tr)": float(worst.mean()) / (rho ** 2 / 2 * trace),
                      "ascent / (rho^2/2 Tr)": float(ascent.mean()) / (rho ** 2 / 2 * trace),
                      "average 2D / (rho^2 Tr)": float(pairs.mean()) * 2 * dim / (rho ** 2 * trace),
@@ -373,4 +375,17 @@ def _thm53_verdicts(cfg: CorollariesConfig, rows: list[dict]) -> list:
         {"ratio by rho": [r["average 2D / (rho^2 Tr)"] for r in rows],
          "stderr by rho": [r["average stderr"] for r in rows]},
         error <= 3 * last["average stderr"]))
+    errors = [abs(r["full-batch worst / (rho^2/2 Tr)"] - 1) for r in rows]
+    out.append(regime.control(      # the non-stochastic notion goes to lambda_1 / 2, not Tr / 2: must be rejected
+        "thm53-stochastic-worst-on-full-batch-worst", "the stochastic worst criterion (-> rho^2 Tr / 2) on the "
+        "full-batch worst-direction sharpness (-> rho^2 lambda_1 / 2; must reject)",
+        f"|ratio - 1| <= {cfg.tol_trace:g} at the smallest rho, and no larger than at the largest",
+        {"ratio by rho": [r["full-batch worst / (rho^2/2 Tr)"] for r in rows]},
+        errors[-1] <= cfg.tol_trace and errors[-1] <= errors[0]))
+    worst_avg = [r["full-batch worst / (rho^2/2 Tr)"] * r["D"] for r in rows]
+    out.append(regime.control(      # worst >= average always; at the average's scale it is D lambda_1 / Tr
+        "thm53-stochastic-average-on-full-batch-worst", "the average criterion (-> rho^2 Tr / (2D)) on the "
+        "full-batch worst-direction sharpness (must reject)",
+        "|ratio - 1| <= 3 standard errors of the average's Monte Carlo estimate at the smallest rho",
+        {"ratio by rho": worst_avg}, abs(worst_avg[-1] - 1) <= 3 * last["average stderr"]))
     return out

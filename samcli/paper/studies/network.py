@@ -22,11 +22,13 @@ from typing import Any, ClassVar
 
 from ...config import SamcliError
 from .. import plots, regimes
-from ..configs import COUNT, FRACTION, NONNEGATIVE, POSITIVE, Rule, at_least, require
+from ..configs import COUNT, FINITE, FRACTION, POSITIVE, Rule, at_least, require
 from ..drift import Regression, drift_direction
 from ..skeleton import Findings, Log, write_table
 from ..trajectory import LABELS, Trajectory
 from ..verdicts import Verdict
+from .netrate import alignment_rate
+from .netrate import controls as _controls
 from .netsetup import NetworkSetup, StartPoint, continue_from, interpolating_point, relative_change
 
 
@@ -43,17 +45,23 @@ class NetworkConfig(NetworkSetup):
     tol_cos: float = 0.9               # drift-direction cosine with its flow, every interval after the first
     tol_alignment: float = 0.9         # |cos(g, v_1)| at every measurement in the second half of a rung
     tol_gd_change: float = 0.05        # GD: relative change of lambda_1 and Tr at most this
-    angle_growth: float = 0.25         # angle(g, v_1) / rho may grow at most this much as rho shrinks
+    rate_rhos: list[float] = field(default_factory=lambda: [0.015, 0.0106, 0.0075])   # at lr sam_lr, one start
+    rate_tau: float = 0.025            # every radius runs to this tau = eta rho^2 t (equal flow time)
+    rate_points: int = 8               # |cos(g, v_1)| measured at this many evenly spaced (even) steps per radius
+    rate_slope_min: float = 0.75       # log-log slope of angle vs rho at least this (angle = c rho: slope 1)
+    rate_max_steps: int = 40000        # cap per radius: a radius needing more is not run (the verdict says so)
     RULES: ClassVar[dict[str, Rule]] = {
         "sam_lr": POSITIVE, "sam_rho": POSITIVE, "taus": POSITIVE, "gd_control_steps": COUNT,
         "alignment_ladder": POSITIVE, "ladder_steps": at_least(4), "ladder_points": at_least(2), "tol_cos": FRACTION,
-        "tol_alignment": FRACTION, "tol_gd_change": POSITIVE, "angle_growth": NONNEGATIVE}
+        "tol_alignment": FRACTION, "tol_gd_change": POSITIVE, "rate_rhos": POSITIVE, "rate_tau": POSITIVE,
+        "rate_points": at_least(4), "rate_slope_min": FINITE, "rate_max_steps": COUNT}
 
     def validate(self) -> None:
         """Refuse settings the study cannot run (ConfigError naming the key)."""
         super().validate()
         require(len(self.taus) >= 2 and self.taus == sorted(self.taus), "taus must be >= 2 increasing flow times")
         require(all(len(p) == 2 for p in self.alignment_ladder), "alignment_ladder must list [lr, rho] pairs")
+        require(len(self.rate_rhos) >= 3, "rate_rhos must list at least 3 radii (the alignment-rate slope)")
 
 
 def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:
@@ -77,6 +85,7 @@ def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:
                                lanczos_iters=cfg.lanczos_iters, trace_probes=cfg.trace_probes)
     drift_rows = _drift_rows(start, runs, tau_per_step, log)
     rungs = _alignment_ladder(cfg, start, runs["sam-full"], log)
+    rate = alignment_rate(cfg, start, log)
     along = [{"method": LABELS[m], "step": s, "tau": tau_per_step * s if m != "gd" else None,
               **{k: r.get(k) for k in ("train_loss", "lambda_1", "lambda_2", "trace", "trace_stderr", "trace_ggn",
                                        "alignment", "test_accuracy", "lanczos_converged")}}
@@ -85,18 +94,19 @@ def network(cfg: NetworkConfig, out: Path, log: Log) -> Findings:
     setup = {**start.info, "SAM lr": cfg.sam_lr, "SAM rho": cfg.sam_rho, "1-SAM rho": rho_1,
              "eta rho^2": tau_per_step}
     verdicts = [_setup_verdict(cfg, start)] + _drift_verdicts(cfg, regime, drift_rows) + [
-        _ratio_verdict(regime, runs, drift_rows)] + _alignment_verdicts(cfg, rungs, start.lambda_1) + _observations(
-        cfg, start, runs, summary)
+        _ratio_verdict(regime, runs, drift_rows)] + _alignment_verdicts(cfg, rungs, start.lambda_1) + rate.verdicts
+    verdicts += _observations(cfg, start, runs, summary) + _controls(cfg, regime, drift_rows, runs, start, rate.gd)
     files = write_table(out, "summary", summary) + write_table(out, "along_the_way", along)
     files += write_table(out, "setup", [setup]) + write_table(out, "drift_directions", drift_rows)
     files += write_table(out, "alignment_ladder", [{k: v for k, v in r.items() if k != "curve"} for r in rungs])
+    files += write_table(out, "alignment_rate", rate.rows)
     files += plots.network_study(out / "sharpness.png", runs, drift_rows, tau_per_step,
                                  f"from an interpolating point ({len(start.task.train)} mnist1d examples, "
                                  f"D = {start.task.objective.dim}): SAM lr {cfg.sam_lr}, rho {cfg.sam_rho}; "
                                  f"1-SAM lr {eta_1:.3g}, rho {rho_1:.3g}")
     files += plots.alignment_ladder(out / "alignment_ladder.png", rungs, regimes.RHO_OVER_ETA_MAX)
     return Findings(verdicts, {"summary": summary, "setup": [setup], "drift_directions": drift_rows,
-                               "alignment_ladder": rungs}, files, {"along_the_way": along})
+                               "alignment_ladder": rungs, "alignment_rate": rate.rows}, files, {"along_the_way": along})
 
 
 def _summary_row(method: str, run: Trajectory) -> dict:
@@ -210,18 +220,6 @@ def _alignment_verdicts(cfg: NetworkConfig, rungs: list[dict], lambda_1: float) 
             rung["min alignment judged"] >= cfg.tol_alignment,
             note="the rho/eta ladder shows the regime boundary: only rho/eta <= "
                  f"{regimes.RHO_OVER_ETA_MAX} is judged"))
-    inside = [r for r in rungs if r["rho/eta"] <= regimes.RHO_OVER_ETA_MAX and r["alignment"]
-              and r["alignment"][-1] is not None]
-    if len(inside) >= 2:
-        # angle O(rho): angle / rho must not grow as rho shrinks (the rungs inside the regime, at their last point)
-        per_rho = [math.acos(min(1.0, r["alignment"][-1])) / r["rho"] for r in sorted(inside, key=lambda r: -r["rho"])]
-        big = max(inside, key=lambda r: r["rho"])
-        out.append(regimes.full_batch_sam(big["lr"], big["rho"], lambda_1).verdict(
-            "sam-alignment-angle-O(rho)", "in Phase II the angle between SAM's gradient and v_1 is O(rho)",
-            f"angle / rho at the last measurement grows at most {cfg.angle_growth:.0%} as rho shrinks",
-            {"rho": [r["rho"] for r in sorted(inside, key=lambda r: -r["rho"])], "angle / rho": per_rho},
-            max(per_rho[1:]) <= (1 + cfg.angle_growth) * per_rho[0],
-            rungs=[(r["lr"], r["rho"]) for r in inside], note="regime shown for the largest rho"))
     return out
 
 

@@ -84,6 +84,25 @@ def quadratic_study(cfg: QuadraticConfig, out: Path, log: Log) -> Findings:
             f"direction-case{i}", f"x_t aligns with +-v_1 (case {i})", f"1 - |cos(x_t, v_1)| <= {cfg.tol_direction:g}",
             {"1 - |cos|": 1 - cos, "x_t + x_(t-1) (2-cycle), relative": row["two_cycle_residual"]},
             run.status == "completed" and 1 - cos <= cfg.tol_direction, steps=cfg.steps))
+        verdicts += _gd_controls(cfg, case, i, quad, start, predicted, regime)
     files = write_table(out, "radius", rows, digits=15)
     files += plots.quadratic_convergence(out / "convergence.png", curves)
     return Findings(verdicts, {"radius": rows}, files, {"curves": curves})
+
+
+def _gd_controls(cfg: QuadraticConfig, case: QuadraticCase, i: int, quad, start, predicted: float, regime) -> list:
+    """Both criteria on GD from the same start (negative controls): GD converges to 0 (no 2-cycle at
+    eta rho lambda_1 / (2 - eta lambda_1)) along the slowest eigenvector, not along v_1."""
+    run = run_trajectory(quad.task(start), optimizer_settings("gd", case.lr, case.rho), cfg.steps, [cfg.steps],
+                         chunk_size=len(case.eigenvalues), method="gd")
+    x_t = run.thetas[-1]
+    norm = float(x_t.norm())
+    cos = angle_cos(x_t, quad.v1) if norm > 0 else 0.0
+    rel = abs(norm - predicted) / predicted
+    return [
+        regime.control(f"radius-case{i}-on-gd", f"the radius criterion on GD's run (case {i}; must reject)",
+                       f"relative error <= {cfg.tol_radius:g}", {"measured": norm, "relative error": rel},
+                       rel <= cfg.tol_radius),
+        regime.control(f"direction-case{i}-on-gd", f"the direction criterion on GD's run (case {i}; must reject)",
+                       f"1 - |cos(x_t, v_1)| <= {cfg.tol_direction:g}", {"1 - |cos|": 1 - cos},
+                       1 - cos <= cfg.tol_direction)]
