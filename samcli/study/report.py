@@ -91,13 +91,13 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
     """Tables, study.json and plots of `records` into `study_dir`; the result (no baseline yet)."""
     from .plots import study_plots
     study_dir = Path(study_dir)
-    notes = [*notes, *above_threshold_notes(records)]
+    edge = above_threshold_notes(records)
     runs = with_axes(runs_frame(records), axis_values(study))
     table = aggregate(runs, study.labels)
     corr = correlation_report(runs, tolerance=study.confound_tolerance)
     write_text(study_dir / "table.csv", table.to_csv())
     examples = [r.sharpness["examples"] for r in records if r.sharpness and "examples" in r.sharpness]
-    write_text(study_dir / "table.md", table_markdown(study, table, corr, notes, examples))
+    write_text(study_dir / "table.md", table_markdown(study, table, corr, notes, examples, edge))
     found = findings_markdown(corr, study.name, runs)
     write_text(study_dir / "findings.md", found)
     write_json(study_dir / "study.json", {
@@ -106,7 +106,7 @@ def render(study: Study, records: list[RunRecord], study_dir: Path, notes: list[
         "runs": [{**r.to_dict(), "run_dir": _relative(r.run_dir, study_dir)} for r in records],
         "table": json.loads(table.reset_index().to_json(orient="records")),
         "correlations": correlations_json(corr),
-        "notes": notes})
+        "notes": notes, "stability_threshold": edge})
     files = [study_dir / name for name in OUTPUTS]
     files += study_plots(runs, records, study_dir, list(study.labels), study.name)
     return CompareResult(study.name, table, runs, corr.overall, study_dir, tuple(files), tuple(notes),
@@ -129,7 +129,7 @@ def correlations_json(report: CorrelationReport) -> dict:
 
 
 def table_markdown(study: Study, table: pd.DataFrame, corr: CorrelationReport, notes: Iterable[str] = (),
-                   examples: Iterable[int] = ()) -> str:
+                   examples: Iterable[int] = (), edge: Iterable[str] = ()) -> str:
     """table.md: the study's table with its caption, the correlation sections and any notes, as markdown."""
     parts = [f"# Study {study.name}", ""]
     if study.description:
@@ -141,6 +141,9 @@ def table_markdown(study: Study, table: pd.DataFrame, corr: CorrelationReport, n
             parts += [markdown(frame), ""]
         if lines:
             parts += [line + "  " if i < len(lines) - 1 else line for i, line in enumerate(lines)] + [""]
+    edge = list(edge)
+    if edge:      # lambda_1 measured during training against the method's stability threshold
+        parts += ["## lambda_1 against the stability threshold", ""] + [f"- {line}" for line in edge] + [""]
     notes = list(notes)
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

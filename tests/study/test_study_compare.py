@@ -114,6 +114,8 @@ def test_from_rerenders_without_training(diverging, tmp_path, monkeypatch):
     assert again.notes == () and again.caption == result.caption
     assert (copy / "table.md").is_file() and (copy / "accuracy_vs_sharpness.png").is_file()
     assert (copy / "findings.md").read_text() == result.findings == again.findings
+    assert "## lambda_1 against the stability threshold\n\n- GD: lambda_1 above its stability threshold 2/eta " \
+           "(Cohen et al. 2021) at" in (copy / "table.md").read_text()       # measured during training
 
     result = CliRunner().invoke(app, ["compare", "--from", str(copy)])
     assert result.exit_code == 0, result.output
