@@ -177,18 +177,17 @@ ESAM = Rule(_esam_perturb, _second_gradient, second_batch=_esam_second_batch, ex
 # ---- rwp: random weight perturbation (Li et al. 2024) ----------------------------------------------
 
 def _rwp_perturb(ctx: StepContext) -> Tensor:
-    x, sigma = ctx.x, ctx.cfg.rwp_sigma
-    e = torch.empty_like(x)
+    x, sigma = ctx.x.detach(), ctx.cfg.rwp_sigma
+    std = torch.empty_like(x)
     for _, where, shape in ctx.layout.pieces():
-        w = x[where].detach()
+        w = x[where]
         if len(shape) > 1:      # per filter (output unit): std sigma ||row||
             rows = w.view(shape[0], -1)
-            std = (sigma * torch.linalg.vector_norm(rows, dim=1, keepdim=True)).expand_as(rows).reshape(-1)
+            std[where].view_as(rows).copy_(torch.linalg.vector_norm(rows, dim=1, keepdim=True).expand_as(rows))
         else:                   # a bias or a normalization vector: its whole norm
-            std = (sigma * torch.linalg.vector_norm(w)).expand_as(w)
-        noise = torch.randn(w.shape, generator=ctx.generator, dtype=w.dtype).to(w.device)
-        e[where] = noise * std
-    return e
+            std[where] = torch.linalg.vector_norm(w)
+    # one draw for the whole vector (the run's generator lives on the CPU)
+    return torch.randn(x.shape, generator=ctx.generator, dtype=x.dtype).to(x.device).mul_(std).mul_(sigma)
 
 
 def _rwp_combine(ctx: StepContext, g_p: Optional[Tensor]) -> Tensor:
