@@ -193,18 +193,25 @@ def load_target_data(target: str, args: dict, key: str = "data.target") -> tuple
     return train, test, int(max(train.targets.max(), test.targets.max() if len(test) else 0)) + 1
 
 
-def check_outputs(module: nn.Module, train: Batch, test: Batch, model: str, data: str) -> None:
-    """A forward pass on two examples: the model takes the data's inputs, and class labels fit its outputs."""
+def outputs_on_two(module: nn.Module, inputs: torch.Tensor) -> Any:
+    """The module's outputs on the first two examples, in eval mode without gradients (its mode restored
+    after): the probe every way in checks a model against its data with. The module's own error propagates."""
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            outputs = module(train.inputs[:2])
+            return module(inputs[:2])
+    finally:
+        module.train(was_training)
+
+
+def check_outputs(module: nn.Module, train: Batch, test: Batch, model: str, data: str) -> None:
+    """A forward pass on two examples: the model takes the data's inputs, and class labels fit its outputs."""
+    try:
+        outputs = outputs_on_two(module, train.inputs)
     except Exception as err:
         raise ConfigError(f"{model} cannot take the inputs of {data} (shape {tuple(train.inputs.shape[1:])} per "
                           f"example): {_first_line(err)}") from None
-    finally:
-        module.train(was_training)
     if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
         shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
         raise ConfigError(f"{model} gives outputs of shape {shape}; samcli's losses need (examples, outputs)")

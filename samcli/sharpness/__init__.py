@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import SamcliError
 from ..objective import Batch, Objective, known_loss, resolve_loss
 from ..spec.measure import MeasureSpec, default_notions
+from ..targets import outputs_on_two
 from .measure import measure
 from .report import SharpnessReport
 
@@ -71,17 +72,12 @@ def _as_batch(data) -> Batch:
 
 def _check_against_model(module: nn.Module, loss: str | Callable, batch: Batch) -> None:
     """A forward pass on two examples: the inputs fit the model and the targets fit its outputs."""
-    was_training = module.training
-    module.eval()
     try:
-        with torch.no_grad():
-            outputs = module(batch.inputs[:2])
+        outputs = outputs_on_two(module, batch.inputs)
     except Exception as err:
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise SharpnessInputError(f"the model cannot take inputs of shape {tuple(batch.inputs.shape[1:])} per "
                                   f"example ({text[:160]}); pass inputs shaped as the model expects") from None
-    finally:
-        module.train(was_training)
     if not isinstance(loss, str):
         return       # a user's loss function: its targets are its own business
     y = batch.targets
